@@ -1,0 +1,7 @@
+"""``python -m seqstream`` runs the same command as the ``seqstream`` script."""
+
+import sys
+
+from seqstream.cli import main
+
+sys.exit(main())
