@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.errors import ConfigError
+from stream.secret import Secret
 
 __all__ = ["Settings", "add_flags", "describe", "env_name"]
 
@@ -87,6 +88,13 @@ def _host_port(raw: str) -> str:
     return raw.strip()
 
 
+def _jvm_size(raw: str) -> str:
+    number, unit = raw[:-1], raw[-1:].lower()
+    if unit not in ("m", "g") or not number.isdigit() or int(number) == 0:
+        raise ValueError("a JVM heap size such as 512m or 1g")
+    return raw
+
+
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("a redis://, rediss:// or unix:// URL")
@@ -95,6 +103,15 @@ def _redis_url(raw: str) -> str:
 
 def _optional_path(raw: str) -> Path | None:
     return Path(raw).expanduser() if raw.strip() else None
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _secret(raw: str) -> Secret | None:
+    # Passwords are kept as given (spaces may be part of them); empty means unset.
+    return Secret(raw) if raw else None
 
 
 def _path(raw: str) -> Path:
@@ -121,7 +138,7 @@ class Settings:
         9092, _int(1, 65535), "port of the local stack's Kafka broker listener", "stack")
     kafka_controller_port: int = _setting(
         9093, _int(1, 65535), "port of the local stack's KRaft controller listener", "stack")
-    kafka_heap: str = _setting("512m", _text, "JVM heap cap of the local Kafka broker", "stack")
+    kafka_heap: str = _setting("512m", _jvm_size, "JVM heap cap of the local Kafka broker", "stack")
     topic_events: str = _setting("seqstream.events", _text, "input topic (key = entity_id)",
                                  "kafka")
     topic_predictions: str = _setting("seqstream.predictions", _text,
@@ -161,6 +178,40 @@ class Settings:
                                 "seconds (0 = never)", "worker")
     max_payload_bytes: int = _setting(1_048_576, _int(64), "events larger than this are "
                                       "dead-lettered", "worker")
+    # Security (see stream.security: each *_password may instead come from the file that
+    # *_password_file names, e.g. a Docker/Kubernetes secret; secrets have no command-line flag)
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "Kafka security protocol", "security")
+    kafka_sasl_mechanism: str = _setting(
+        "PLAIN", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        "Kafka SASL mechanism (with SASL_PLAINTEXT or SASL_SSL)", "security")
+    kafka_sasl_username: str | None = _setting(None, _optional_text, "Kafka SASL user name",
+                                               "security")
+    kafka_sasl_password: Secret | None = _setting(  # noqa: RUF009
+        None, _secret, "Kafka SASL password", "security")
+    kafka_sasl_password_file: Path | None = _setting(  # noqa: RUF009
+        None, _optional_path, "file holding the Kafka SASL password", "security")
+    kafka_ssl_cafile: Path | None = _setting(  # noqa: RUF009
+        None, _optional_path, "CA bundle (PEM) that signed the Kafka brokers' certificates "
+        "(unset = system CAs)", "security")
+    kafka_ssl_certfile: Path | None = _setting(  # noqa: RUF009
+        None, _optional_path, "client certificate (PEM) for Kafka mutual TLS", "security")
+    kafka_ssl_keyfile: Path | None = _setting(  # noqa: RUF009
+        None, _optional_path, "client private key (PEM) for Kafka mutual TLS", "security")
+    redis_username: str | None = _setting(
+        None, _optional_text, "Redis ACL user name (unset = the default user)", "security")
+    redis_password: Secret | None = _setting(  # noqa: RUF009
+        None, _secret, "Redis password (requirepass or the ACL user's)", "security")
+    redis_password_file: Path | None = _setting(  # noqa: RUF009
+        None, _optional_path, "file holding the Redis password", "security")
+    redis_ssl_cafile: Path | None = _setting(  # noqa: RUF009
+        None, _optional_path, "CA bundle (PEM) for a rediss:// URL (unset = system CAs)",
+        "security")
+    redis_ssl_certfile: Path | None = _setting(  # noqa: RUF009
+        None, _optional_path, "client certificate (PEM) for Redis mutual TLS", "security")
+    redis_ssl_keyfile: Path | None = _setting(  # noqa: RUF009
+        None, _optional_path, "client private key (PEM) for Redis mutual TLS", "security")
     # Everything
     home: Path = _setting(  # noqa: RUF009
         _default_home(), _path, "cache and runtime dir (Kafka jars, stack data)",

@@ -1,0 +1,391 @@
+"""``seqstream stack up | down | status``: the local stack without Docker.
+
+Three real servers on loopback, each a child process recorded in a pid file under
+``$SEQSTREAM_HOME/stack/<name>/``:
+
+- **Kafka**: the Apache Kafka broker assembled from Maven Central jars
+  (``deploy/local/kafka/pom.xml`` pins the version; Maven copies the runtime tree into
+  ``$SEQSTREAM_HOME/kafka-<version>/`` once, so later starts need no network),
+  one combined broker+controller in KRaft mode, heap capped.
+- **Redis**: Debian's ``redis-server`` with AOF on (``appendfsync`` from settings).
+- **Prometheus**: Debian's ``prometheus`` with ``deploy/prometheus/prometheus.yml``.
+
+``up`` is idempotent (a healthy part is left alone) and returns only when every part answers a real
+request (a Kafka metadata request, a Redis PING, Prometheus ``/-/ready``); ``down`` stops exactly
+the processes that ``up`` started. The same classes start private instances for tests that must
+kill a server (:class:`KafkaServer` with other ports and another directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from stream.errors import StackError
+from stream.settings import Settings, add_flags
+
+__all__ = ["KafkaServer", "PrometheusServer", "RedisServer", "Server", "components", "configure",
+           "run"]
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+KAFKA_POM = DEPLOY / "local" / "kafka" / "pom.xml"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists": treat it as dead.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _require(binary: str, apt_package: str) -> str:
+    """The path of ``binary``, installing its Debian package first if it is missing and we can."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print(f"installing {apt_package} (apt-get) ...", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", apt_package],
+                       env=env, check=False, stdout=subprocess.DEVNULL)
+        found = shutil.which(binary)
+    if not found:
+        raise StackError(f"{binary}: expected on PATH, not found; install the Debian package "
+                         f"{apt_package!r} (apt-get install {apt_package})")
+    return found
+
+
+class Server(ABC):
+    """One server process of the stack: started detached, tracked by a pid file."""
+
+    name: str
+
+    def __init__(self, home: Path, port: int) -> None:
+        self.dir = home
+        self.port = port
+        self.pidfile = home / "pid"
+        self.logfile = home / f"{self.name}.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pid(self) -> int | None:
+        """The pid of the process ``up`` started, if it is still running."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    @abstractmethod
+    def healthy(self) -> bool:
+        """Whether the server answers a real request."""
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command line, after any preparation (config files, downloads)."""
+
+    def start(self, timeout: float = 90.0) -> bool:
+        """Start unless already running; wait until healthy. Returns whether it started it."""
+        pid = self.pid()
+        if pid is not None:
+            if not self._wait_healthy(pid, timeout):
+                raise StackError(f"{self.name}: pid {pid} runs but does not answer on "
+                                 f"{self.address} within {timeout:.0f}s; last log lines:\n"
+                                 f"{_tail(self.logfile)}")
+            return False
+        for port in self.ports():
+            if port_open(port):
+                raise StackError(f"{self.name}: port {port} on 127.0.0.1 is already in use by "
+                                 "a process this stack did not start; stop it or choose another "
+                                 f"port ({self.port_variable()})")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        argv = self.command()
+        with open(self.logfile, "ab") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=self.dir,
+                                    start_new_session=True)
+        self.pidfile.write_text(f"{proc.pid}\n")
+        if not self._wait_healthy(proc.pid, timeout):
+            self.stop()
+            raise StackError(f"{self.name}: did not become healthy on {self.address} within "
+                             f"{timeout:.0f}s; last lines of {self.logfile}:\n"
+                             f"{_tail(self.logfile)}")
+        return True
+
+    def _wait_healthy(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                return False
+            if self.healthy():
+                return True
+            time.sleep(0.3)
+        return False
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM the recorded process (SIGKILL after ``timeout``). Returns whether one ran."""
+        pid = self.pid()
+        self.pidfile.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.05)
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL, for tests of crashes: no clean shutdown."""
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.05)
+
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def port_variable(self) -> str:
+        return f"SEQSTREAM_{self.name.upper()}_PORT"
+
+
+class KafkaServer(Server):
+    """Apache Kafka from Maven Central jars, one KRaft node (broker + controller)."""
+
+    name = "kafka"
+
+    def __init__(self, home: Path, port: int, controller_port: int, heap: str,
+                 jars: Path) -> None:
+        super().__init__(home, port)
+        self.controller_port = controller_port
+        self.heap = heap
+        self.jars = jars
+
+    @classmethod
+    def version(cls) -> str:
+        text = KAFKA_POM.read_text()
+        return text.split("<kafka.version>")[1].split("</kafka.version>")[0].strip()
+
+    def ports(self) -> list[int]:
+        return [self.port, self.controller_port]
+
+    def ensure_jars(self) -> Path:
+        """The broker's jars, fetched once with Maven into the cache dir."""
+        if (self.jars / ".complete").exists():
+            return self.jars
+        mvn = _require("mvn", "maven")
+        partial = self.jars.with_name(self.jars.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        print(f"fetching Apache Kafka {self.version()} jars from Maven Central into {self.jars} "
+              "(once) ...", flush=True)
+        done = subprocess.run([mvn, "-B", "-q", "-f", str(KAFKA_POM), DEPENDENCY_PLUGIN,
+                               "-DincludeScope=runtime", f"-DoutputDirectory={partial}"],
+                              capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise StackError("kafka: Maven could not fetch the broker jars (exit "
+                             f"{done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}")
+        (partial / ".complete").write_text(self.version() + "\n")
+        shutil.rmtree(self.jars, ignore_errors=True)
+        partial.rename(self.jars)
+        return self.jars
+
+    def command(self) -> list[str]:
+        java = _require("java", "default-jre-headless")
+        jars = self.ensure_jars()
+        data = self.dir / "data"
+        props = (DEPLOY / "local" / "kafka" / "server.properties").read_text()
+        for key, value in (("@PORT@", self.port), ("@CONTROLLER_PORT@", self.controller_port),
+                           ("@DATA_DIR@", data)):
+            props = props.replace(key, str(value))
+        config = self.dir / "server.properties"
+        config.write_text(props)
+        jvm = [java, f"-Xms{min(256, _megabytes(self.heap))}m", f"-Xmx{self.heap}",
+               "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+               f"-Dkafka.logs.dir={self.dir}",
+               f"-Dlog4j2.configurationFile={DEPLOY / 'local' / 'kafka' / 'log4j2.yaml'}",
+               "-cp", f"{jars}/*"]
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                  "-c", str(config)], capture_output=True, text=True, check=False)
+            if fmt.returncode != 0:
+                raise StackError(f"kafka: formatting {data} for KRaft failed:\n"
+                                 f"{(fmt.stdout + fmt.stderr)[-2000:]}")
+        return [*jvm, "kafka.Kafka", str(config)]
+
+    def healthy(self) -> bool:
+        if not port_open(self.port):
+            return False
+        return asyncio.run(_kafka_metadata(self.address))
+
+
+def _megabytes(heap: str) -> int:
+    """Megabytes of a JVM size already checked by the settings (``512m``, ``1g``)."""
+    return int(heap[:-1]) * (1024 if heap[-1].lower() == "g" else 1)
+
+
+async def _kafka_metadata(bootstrap: str) -> bool:
+    """A real metadata request: the broker is up only when it lists its brokers."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await asyncio.wait_for(admin.start(), 5)
+        return len((await asyncio.wait_for(admin.describe_cluster(), 5))["brokers"]) > 0
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        await admin.close()
+
+
+class RedisServer(Server):
+    """Debian's redis-server, AOF on, loopback only."""
+
+    name = "redis"
+
+    def __init__(self, home: Path, port: int, appendfsync: str = "everysec") -> None:
+        super().__init__(home, port)
+        self.appendfsync = appendfsync
+
+    def command(self) -> list[str]:
+        binary = _require("redis-server", "redis-server")
+        config = self.dir / "redis.conf"
+        config.write_text("\n".join([
+            f"port {self.port}", "bind 127.0.0.1", "protected-mode yes", "daemonize no",
+            f"dir {self.dir}", "appendonly yes", f"appendfsync {self.appendfsync}",
+            'save ""', f"logfile {self.logfile}", "maxclients 1000", ""]))
+        return [binary, str(config)]
+
+    def healthy(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+
+class PrometheusServer(Server):
+    """Debian's prometheus, scraping itself and the worker's /metrics."""
+
+    name = "prometheus"
+
+    def __init__(self, home: Path, port: int, metrics_port: int) -> None:
+        super().__init__(home, port)
+        self.metrics_port = metrics_port
+
+    def command(self) -> list[str]:
+        binary = _require("prometheus", "prometheus")
+        source = DEPLOY / "prometheus"
+        config = (source / "prometheus.yml").read_text()
+        config = config.replace("127.0.0.1:9090", self.address)
+        config = config.replace("127.0.0.1:8000", f"127.0.0.1:{self.metrics_port}")
+        rules = self.dir / "rules"
+        shutil.rmtree(rules, ignore_errors=True)
+        if (source / "rules").is_dir():
+            shutil.copytree(source / "rules", rules)
+        else:
+            rules.mkdir()
+        (self.dir / "prometheus.yml").write_text(config)
+        return [binary, f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}", "--storage.tsdb.retention.time=2d",
+                f"--web.listen-address={self.address}", "--web.enable-lifecycle",
+                "--log.level=warn"]
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.address}/-/ready", timeout=1) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+
+def components(settings: Settings) -> list[Server]:
+    """The stack's servers, in start order."""
+    stack = settings.home / "stack"
+    return [
+        KafkaServer(stack / "kafka", settings.kafka_port, settings.kafka_controller_port,
+                    settings.kafka_heap, settings.home / f"kafka-{KafkaServer.version()}"),
+        RedisServer(stack / "redis", settings.redis_port, settings.redis_appendfsync),
+        PrometheusServer(stack / "prometheus", settings.prometheus_port, settings.metrics_port),
+    ]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["up", "down", "status"],
+                        help="up: start what is not running and wait until healthy; down: stop "
+                             "what up started; status: health and address of each part (exit 1 "
+                             "if any is down)")
+    add_flags(parser, ["kafka_port", "kafka_controller_port", "kafka_heap", "redis_port",
+                       "redis_appendfsync", "prometheus_port", "metrics_port", "home"])
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(overrides=vars(args))
+    servers = components(settings)
+    if args.action == "up":
+        for server in servers:
+            t0 = time.monotonic()
+            started = server.start()
+            verb = f"started in {time.monotonic() - t0:.1f}s" if started else "already running"
+            print(f"{server.name:<10} {server.address:<16} {verb} (pid {server.pid()})",
+                  flush=True)
+        return 0
+    if args.action == "down":
+        for server in reversed(servers):
+            print(f"{server.name:<10} {'stopped' if server.stop() else 'was not running'}",
+                  flush=True)
+        return 0
+    down = 0
+    for server in servers:
+        pid = server.pid()
+        ok = server.healthy()
+        down += not ok
+        origin = f"pid {pid}" if pid else ("not started by seqstream" if ok else "not running")
+        print(f"{server.name:<10} {server.address:<16} {'healthy' if ok else 'DOWN':<8} {origin}")
+    sys.stdout.flush()
+    return 1 if down else 0
