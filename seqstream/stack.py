@@ -37,7 +37,7 @@ from stream.errors import StackError
 from stream.settings import Settings, add_flags
 
 __all__ = ["KafkaServer", "PrometheusServer", "RedisServer", "Server", "components", "configure",
-           "run"]
+           "configure_ports", "port_open", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -96,6 +96,7 @@ class Server(ABC):
     """One server process of the stack: started detached, tracked by a pid file."""
 
     name: str
+    marker: str  # a substring of the server's command line
 
     def __init__(self, home: Path, port: int) -> None:
         self.dir = home
@@ -113,7 +114,14 @@ class Server(ABC):
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        if not _pid_alive(pid):
+            return None
+        # After a reboot the pid may belong to someone else: check it is still our server.
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return pid
+        return pid if self.marker.encode() in cmdline else None
 
     @abstractmethod
     def healthy(self) -> bool:
@@ -196,6 +204,7 @@ class KafkaServer(Server):
     """Apache Kafka from Maven Central jars, one KRaft node (broker + controller)."""
 
     name = "kafka"
+    marker = "kafka.Kafka"
 
     def __init__(self, home: Path, port: int, controller_port: int, heap: str,
                  jars: Path) -> None:
@@ -286,6 +295,7 @@ class RedisServer(Server):
     """Debian's redis-server, AOF on, loopback only."""
 
     name = "redis"
+    marker = "redis-server"
 
     def __init__(self, home: Path, port: int, appendfsync: str = "everysec") -> None:
         super().__init__(home, port)
@@ -313,6 +323,7 @@ class PrometheusServer(Server):
     """Debian's prometheus, scraping itself and the worker's /metrics."""
 
     name = "prometheus"
+    marker = "prometheus"
 
     def __init__(self, home: Path, port: int, metrics_port: int) -> None:
         super().__init__(home, port)
@@ -360,6 +371,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="up: start what is not running and wait until healthy; down: stop "
                              "what up started; status: health and address of each part (exit 1 "
                              "if any is down)")
+    configure_ports(parser)
+
+
+def configure_ports(parser: argparse.ArgumentParser) -> None:
+    """The stack's flags, shared with commands that bring the stack up themselves."""
     add_flags(parser, ["kafka_port", "kafka_controller_port", "kafka_heap", "redis_port",
                        "redis_appendfsync", "prometheus_port", "metrics_port", "home"])
 
