@@ -250,6 +250,11 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown setting {unknown[0]}: expected one of "
                               + ", ".join(sorted(_ENV_NAMES)))
+        # Moving the local stack's ports moves the addresses clients use, unless those are set.
+        if "kafka_bootstrap" not in values and "kafka_port" in values:
+            values["kafka_bootstrap"] = f"127.0.0.1:{values['kafka_port']}"
+        if "redis_url" not in values and "redis_port" in values:
+            values["redis_url"] = f"redis://127.0.0.1:{values['redis_port']}/0"
         return cls(**values)
 
 

@@ -68,3 +68,12 @@ def test_settings_are_frozen_and_every_field_is_described():
         s.batch_max = 3  # type: ignore[misc]
     names = {row[0] for row in describe()}
     assert names == {env_name(f.name) for f in dataclasses.fields(Settings)}
+
+
+def test_moving_the_stack_ports_moves_the_client_addresses_unless_they_are_set():
+    s = Settings.from_env({"SEQSTREAM_KAFKA_PORT": "19092", "SEQSTREAM_REDIS_PORT": "16379"})
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.redis_url == "redis://127.0.0.1:16379/0"
+    s = Settings.from_env({"SEQSTREAM_KAFKA_PORT": "19092",
+                           "SEQSTREAM_KAFKA_BOOTSTRAP": "kafka:9092"})
+    assert s.kafka_bootstrap == "kafka:9092"
