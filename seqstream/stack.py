@@ -5,7 +5,7 @@ Three real servers on loopback, each a child process recorded in a pid file unde
 
 - **Kafka**: the Apache Kafka broker assembled from Maven Central jars
   (``deploy/local/kafka/pom.xml`` pins the version; Maven copies the runtime tree into
-  ``$SEQSTREAM_HOME/kafka-<version>/`` once, so later starts need no network),
+  ``$SEQSTREAM_HOME/kafka-<version>-<pom hash>/`` once, so later starts need no network),
   one combined broker+controller in KRaft mode, heap capped.
 - **Redis**: Debian's ``redis-server`` with AOF on (``appendfsync`` from settings).
 - **Prometheus**: Debian's ``prometheus`` with ``deploy/prometheus/prometheus.yml``.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import os
 import shutil
 import signal
@@ -218,6 +219,11 @@ class KafkaServer(Server):
         text = KAFKA_POM.read_text()
         return text.split("<kafka.version>")[1].split("</kafka.version>")[0].strip()
 
+    @classmethod
+    def jars_name(cls) -> str:
+        """Cache folder of the jars: a changed pom gets a fresh folder, never a stale one."""
+        return f"kafka-{cls.version()}-{hashlib.sha256(KAFKA_POM.read_bytes()).hexdigest()[:8]}"
+
     def ports(self) -> list[int]:
         return [self.port, self.controller_port]
 
@@ -360,17 +366,18 @@ def components(settings: Settings) -> list[Server]:
     stack = settings.home / "stack"
     return [
         KafkaServer(stack / "kafka", settings.kafka_port, settings.kafka_controller_port,
-                    settings.kafka_heap, settings.home / f"kafka-{KafkaServer.version()}"),
+                    settings.kafka_heap, settings.home / KafkaServer.jars_name()),
         RedisServer(stack / "redis", settings.redis_port, settings.redis_appendfsync),
         PrometheusServer(stack / "prometheus", settings.prometheus_port, settings.metrics_port),
     ]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["up", "down", "status"],
+    parser.add_argument("action", choices=["up", "down", "status", "classpath"],
                         help="up: start what is not running and wait until healthy; down: stop "
                              "what up started; status: health and address of each part (exit 1 "
-                             "if any is down)")
+                             "if any is down); classpath: the Kafka jars' Java classpath, for "
+                             "Kafka's own tools")
     configure_ports(parser)
 
 
@@ -390,6 +397,10 @@ def run(args: argparse.Namespace) -> int:
             verb = f"started in {time.monotonic() - t0:.1f}s" if started else "already running"
             print(f"{server.name:<10} {server.address:<16} {verb} (pid {server.pid()})",
                   flush=True)
+        return 0
+    if args.action == "classpath":
+        kafka = next(s for s in servers if isinstance(s, KafkaServer))
+        print(f"{kafka.ensure_jars()}/*")
         return 0
     if args.action == "down":
         for server in reversed(servers):

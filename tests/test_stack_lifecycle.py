@@ -61,7 +61,7 @@ def test_prometheus_with_other_ports_scrapes_the_configured_worker_port(tmp_path
 
 @pytest.mark.slow
 def test_private_kafka_broker_formats_starts_and_stops(tmp_path, settings):
-    jars = settings.home / f"kafka-{KafkaServer.version()}"
+    jars = settings.home / KafkaServer.jars_name()
     server = KafkaServer(tmp_path / "kafka", free_port(), free_port(), "384m", jars)
     try:
         assert server.start(timeout=120)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -109,3 +111,19 @@ def test_prometheus_ready_and_scraping_itself(settings):
     assert "seqstream-worker" in health
     result = _prometheus(settings, "/api/v1/query?query=up%7Bjob%3D%22prometheus%22%7D")
     assert result["data"]["result"][0]["value"][1] == "1"
+
+
+def test_kafkas_own_topic_tool_lists_and_describes_our_topic(settings, unique):
+    """Kafka's own command-line client (not aiokafka) sees the broker and a topic we create."""
+    classpath = subprocess.run([sys.executable, "-m", "seqstream", "stack", "classpath"],
+                               capture_output=True, text=True, timeout=60, check=True).stdout
+    tool = ["java", "-cp", classpath.strip(), "org.apache.kafka.tools.TopicCommand",
+            "--bootstrap-server", settings.kafka_bootstrap]
+    created = subprocess.run([*tool, "--create", "--topic", unique, "--partitions", "3"],
+                             capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    listed = subprocess.run([*tool, "--list"], capture_output=True, text=True, timeout=60)
+    assert unique in listed.stdout.split()
+    described = subprocess.run([*tool, "--describe", "--topic", unique], capture_output=True,
+                               text=True, timeout=60)
+    assert "PartitionCount: 3" in described.stdout
