@@ -1,0 +1,108 @@
+"""Run an artifact over whole recorded series with the worker's semantics, without Kafka.
+
+The worker, for each entity, steps the network once per sample and scores each new sample
+against the 1-step forecast it made at the previous sample. Because the network is causal, the
+same numbers come from one ``forward`` over the whole series (``stream.model`` tests that stepping
+equals ``forward``), which is thousands of times faster: this is what offline evaluation and
+calibration use, and what a streamed run is checked against::
+
+    forecasts[t]  = unscale(net(x_0..x_t)[t])          # [H, F], for samples t+1 .. t+H
+    scores[t]     = score(scale(x_t) - net(x_0..x_{t-1})[t-1, 0], residual_scale)
+    scores[0]     = NaN                                 # no forecast precedes the first sample
+
+Series are processed in time chunks with the recurrent state carried across, so memory stays
+bounded on 30-minute, 360 Hz records; several entities are batched by padding the shorter ones at
+their end, which causality makes harmless to their real samples.
+
+>>> import numpy as np, torch
+>>> from stream.model import Forecaster
+>>> from stream.artifact import Artifact
+>>> torch.manual_seed(0) and None
+>>> net = Forecaster("gru", 1, 4).eval()
+>>> card = {"score": {"kind": "rms_z", "residual_scale": [0.5]}}
+>>> art = Artifact(net, card, "id", np.zeros(1, np.float32), np.ones(1, np.float32))
+>>> out = replay(art, np.sin(np.arange(6.0))[:, None])
+>>> out.forecasts.shape, bool(np.isnan(out.scores[0])), bool(np.all(out.scores[1:] >= 0))
+((6, 1, 1), True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from stream.errors import ArtifactError
+from stream.scoring import score
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from stream.artifact import Artifact
+
+__all__ = ["Replay", "replay", "replay_many", "residual_scale_of"]
+
+CHUNK = 32_768
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Per-sample results of one series: forecasts in user units and anomaly scores."""
+
+    forecasts: np.ndarray  # [T, H, F] float64, made after sample t for t+1 .. t+H
+    scores: np.ndarray  # [T] float64, NaN at t = 0
+    residuals: np.ndarray  # [T, F] scaled units, x_t - 1-step forecast of x_t (NaN at t = 0)
+
+
+def residual_scale_of(artifact: Artifact) -> np.ndarray:
+    """The card's per-feature residual scale (``score.residual_scale``), checked."""
+    section = artifact.card.get("score", {})
+    if section.get("kind") != "rms_z":
+        raise ArtifactError(f"card score: expected kind 'rms_z', got {section.get('kind')!r}")
+    scale = np.asarray(section.get("residual_scale", []), dtype=np.float64)
+    if scale.shape != (artifact.n_features,) or not np.all(scale > 0):
+        raise ArtifactError(f"card score.residual_scale: expected {artifact.n_features} positive "
+                            f"numbers, got {section.get('residual_scale')!r}")
+    return scale
+
+
+def replay(artifact: Artifact, values: np.ndarray, chunk: int = CHUNK) -> Replay:
+    """Forecasts and scores for one series ``values`` ``[T, F]`` in user units."""
+    return replay_many(artifact, [values], chunk)[0]
+
+
+def replay_many(artifact: Artifact, series: Sequence[np.ndarray],
+                chunk: int = CHUNK) -> list[Replay]:
+    """:func:`replay` for several entities at once (one batched network call per chunk)."""
+    f = artifact.n_features
+    arrays = [np.asarray(v, dtype=np.float64) for v in series]
+    for i, a in enumerate(arrays):
+        if a.ndim != 2 or a.shape[1] != f or a.shape[0] < 1 or not np.all(np.isfinite(a)):
+            raise ValueError(f"series {i}: expected finite values [time, {f}], got shape "
+                             f"{list(a.shape)}")
+    if not arrays:
+        return []
+    rs = residual_scale_of(artifact)
+    longest = max(len(a) for a in arrays)
+    scaled = np.zeros((len(arrays), longest, f), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        scaled[i, :len(a)] = artifact.scale(a)
+    net = artifact.model
+    out = np.empty((len(arrays), longest, net.horizon, f), dtype=np.float32)
+    state = None
+    with torch.no_grad():
+        for lo in range(0, longest, chunk):
+            y, state = net(torch.from_numpy(scaled[:, lo:lo + chunk]), state)
+            out[:, lo:lo + chunk] = y.numpy()
+    results = []
+    for i, a in enumerate(arrays):
+        n = len(a)
+        residuals = np.full((n, f), np.nan)
+        residuals[1:] = scaled[i, 1:n].astype(np.float64) - out[i, :n - 1, 0].astype(np.float64)
+        scores = np.full(n, np.nan)
+        scores[1:] = score(residuals[1:], rs)
+        forecasts = artifact.unscale(out[i, :n].astype(np.float64))
+        results.append(Replay(forecasts, scores, residuals))
+    return results
