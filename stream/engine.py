@@ -1,0 +1,450 @@
+"""The hot path as a pure batch processor: raw messages + loaded states → records + new states.
+
+Nothing here talks to Kafka or Redis, so the Faust worker, a plain aiokafka loop (benchmarks) and
+unit tests drive the very same code. A batch goes through two calls:
+
+1. :meth:`Engine.prepare` validates every message (``stream.records``), scales all samples with
+   one numpy call (a value that overflows float32 *after* scaling is refused too), and groups the
+   events by entity keeping arrival order; its ``entity_ids`` are what the caller loads, in one
+   round trip.
+2. :meth:`Engine.apply` decodes the loaded states from one buffer, walks each entity's events
+   against its watermark, and advances every entity with ONE no-grad call of the network over
+   ragged sequences: row ``r`` holds the ``L_r`` new samples of one entity and the packed call
+   (``Forecaster.forward(seq, state, lengths)``) returns each row's state after *its own* last
+   sample. Padding alone would run the shorter rows through pad steps and corrupt their state.
+
+Per sample ``x_t`` (scaled), with ``x̂_t`` the 1-step forecast made one step earlier (kept in the
+state between batches) and ``s`` the card's per-feature residual scale::
+
+    score_t   = rms_f((x_t - x̂_t) / s)              (stream.scoring.score; null without x̂_t)
+    anomaly_t = score_t > threshold  and  steps since start or reset >= warmup_steps
+    skip      if ts_t <= watermark ts  (duplicate if its message offset <= the watermark's
+                                        offset on the same partition, else late)
+    reset     if ts_t - watermark ts > max_gap_s  (state back to zero, no x̂, warm-up again)
+
+A reset inside a batch starts a new row from a zero state, so an entity may own several rows;
+only its last row's final state is saved. A stored value that cannot be decoded is counted as a
+``corrupt`` reset and the entity restarts from zero rather than stopping the worker.
+
+>>> import numpy as np, torch
+>>> from stream.artifact import Artifact
+>>> from stream.model import Forecaster
+>>> torch.manual_seed(0) and None
+>>> card = {"score": {"kind": "rms_z", "residual_scale": [1.0]}, "threshold": {"value": 3.0}}
+>>> art = Artifact(Forecaster("gru", 1, 8).eval(), card, "m" * 64, np.zeros(1, np.float32),
+...                np.ones(1, np.float32))
+>>> engine = Engine(art, warmup_steps=0, max_gap_s=0)
+>>> msgs = [RawMessage(b'{"entity_id":"a","ts":1,"values":[0.5]}', b"a", "ev", 0, 0),
+...         RawMessage(b'{"entity_id":"a","ts":2,"values":[0.7]}', b"a", "ev", 0, 1),
+...         RawMessage(b'[1]', None, "ev", 0, 2)]
+>>> batch = engine.prepare(msgs)
+>>> batch.entity_ids, [d["reason"] for d in batch.deadletter_records]
+(['a'], ['not_object'])
+>>> out = engine.apply(batch, [None])
+>>> len(out.predictions), sorted(out.states), out.samples
+(2, ['a'], 2)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import orjson
+import torch
+
+from stream.errors import ArtifactError, RecordError
+from stream.records import Event, deadletter_record, parse_event
+from stream.scoring import score
+from stream.state import FLAG_FORECAST, StateCodec
+
+if TYPE_CHECKING:
+    from stream.artifact import Artifact
+    from stream.metrics import Metrics
+
+__all__ = ["ACTIVE_WINDOW_S", "MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome", "RawMessage"]
+
+ACTIVE_WINDOW_S = 300.0
+# A chunk's prediction carries samples x H x F forecast values; capping them keeps that record far
+# below Kafka's default 1 MB message limit (a larger one would be refused by the broker forever).
+MAX_FORECAST_VALUES = 32_768
+_STEPS_MAX = 2**32 - 1
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class RawMessage(NamedTuple):
+    """One Kafka message as the engine needs it (any client can build these)."""
+
+    value: bytes
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Batch:
+    """Validated events of one batch grouped by entity; ``entity_ids`` is what to load."""
+
+    events: list[Event]
+    sources: list[tuple[int, int]]  # (partition, offset) per event
+    spans: list[tuple[int, int]]  # the event's samples in ``scaled``
+    scaled: np.ndarray  # [samples, F] float32, every sample of every valid event
+    groups: dict[str, list[int]]  # entity → indexes of its events, in arrival order
+    deadletter_records: list[dict[str, Any]]
+    deadletter_keys: list[bytes | None]
+    messages: int
+
+    @property
+    def entity_ids(self) -> list[str]:
+        return list(self.groups)
+
+
+@dataclass
+class Outcome:
+    """What one batch produces: records to send (key, value) and states to save."""
+
+    predictions: list[tuple[bytes, bytes]] = field(default_factory=list)
+    anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
+    deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    states: dict[str, bytes] = field(default_factory=dict)
+    last_ts: list[float] = field(default_factory=list)  # per prediction: its last sample's ts
+    samples: int = 0
+    skipped: dict[str, int] = field(default_factory=lambda: {"duplicate": 0, "late": 0})
+    resets: dict[str, int] = field(default_factory=lambda: {"gap": 0, "corrupt": 0})
+    step_seconds: float = 0.0
+
+
+class _Row:
+    """One sequence of the batched network call: consecutive new samples of one entity."""
+
+    __slots__ = ("entity", "fresh", "prev", "samples", "steps")
+
+    def __init__(self, entity: int, fresh: bool, prev: bool, steps: int) -> None:
+        self.entity = entity  # index into the batch's entity list
+        self.fresh = fresh  # start from a zero state (new entity or reset), not the stored one
+        self.prev = prev  # the stored 1-step forecast applies to the first sample
+        self.steps = steps  # steps since start/reset before the row's first sample
+        self.samples: list[int] = []  # indexes into Batch.scaled
+
+
+class Engine:
+    """Validation, state transitions, the batched network call and scoring for one artifact."""
+
+    def __init__(self, artifact: Artifact, *, warmup_steps: int = 360, max_gap_s: float = 60.0,
+                 max_payload_bytes: int = 1 << 20, check_key: bool = True,
+                 metrics: Metrics | None = None) -> None:
+        self.artifact = artifact
+        self.model = artifact.model.eval()
+        self.n_features = artifact.n_features
+        self.codec = StateCodec(self.model.state_size, self.n_features)
+        self.model_id = artifact.model_id
+        self.threshold = artifact.threshold
+        section = artifact.card.get("score", {})
+        scale = np.asarray(section.get("residual_scale", []), dtype=np.float64)
+        if scale.shape != (self.n_features,) or not np.all(scale > 0):
+            raise ArtifactError(f"card score.residual_scale: expected {self.n_features} positive "
+                                f"numbers, got {section.get('residual_scale')!r}")
+        self.residual_scale = scale
+        if not math.isfinite(self.threshold):
+            raise ArtifactError(f"card threshold.value: expected a finite number, got "
+                                f"{self.threshold!r}")
+        self.warmup_steps, self.max_gap_s = warmup_steps, max_gap_s
+        self.max_payload_bytes, self.check_key = max_payload_bytes, check_key
+        self.metrics = metrics
+        self._seen: dict[str, float] = {}
+        self._pruned = time.monotonic()
+
+    # -- 1. validate and group ---------------------------------------------------------------
+
+    def prepare(self, messages: list[RawMessage]) -> Batch:
+        """Validate, scale and group ``messages``; refused ones become dead-letter records."""
+        events: list[Event] = []
+        sources: list[tuple[int, int]] = []
+        dead: list[tuple[RecordError, RawMessage]] = []
+        f, limit, check = self.n_features, self.max_payload_bytes, self.check_key
+        per_sample = self.model.horizon * f
+        for m in messages:
+            try:
+                e = parse_event(m.value, f, limit, m.key, check)
+                if e.chunk and len(e.rows) * per_sample > MAX_FORECAST_VALUES:
+                    raise RecordError("too_large", f"values: expected at most "
+                                      f"{MAX_FORECAST_VALUES // per_sample} samples per chunk "
+                                      f"(its prediction holds {per_sample} values per sample), "
+                                      f"got {len(e.rows)}")
+            except RecordError as ex:
+                dead.append((ex, m))
+                continue
+            events.append(e)
+            sources.append((m.partition, m.offset))
+        spans: list[tuple[int, int]] = []
+        at = 0
+        for e in events:
+            spans.append((at, at + len(e.rows)))
+            at += len(e.rows)
+        if events:
+            values = np.array(list(itertools.chain.from_iterable(e.rows for e in events)),
+                              dtype=np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):
+                scaled = self.artifact.scale(values)
+            finite = np.isfinite(scaled).all(axis=1)
+            if not finite.all():
+                events, sources, spans, scaled = self._drop_overflow(
+                    messages, events, sources, spans, scaled, finite, dead)
+        else:
+            scaled = np.zeros((0, f), dtype=np.float32)
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(events):
+            groups.setdefault(e.entity_id, []).append(i)
+        if len(dead) > 1:
+            dead.sort(key=lambda d: (d[1].topic, d[1].partition, d[1].offset))
+        records = [deadletter_record(ex, m.value, m.topic, m.partition, m.offset)
+                   for ex, m in dead]
+        return Batch(events, sources, spans, scaled, groups, records, [m.key for _, m in dead],
+                     len(messages))
+
+    def _drop_overflow(self, messages: list[RawMessage], events: list[Event],
+                       sources: list[tuple[int, int]], spans: list[tuple[int, int]],
+                       scaled: np.ndarray, finite: np.ndarray,
+                       dead: list[tuple[RecordError, RawMessage]]) -> tuple[Any, ...]:
+        by_source = {(m.partition, m.offset): m for m in messages}
+        keep_e, keep_s, keep_sp, parts = [], [], [], []
+        at = 0
+        for e, src, (lo, hi) in zip(events, sources, spans, strict=True):
+            if finite[lo:hi].all():
+                keep_e.append(e)
+                keep_s.append(src)
+                keep_sp.append((at, at + hi - lo))
+                parts.append(scaled[lo:hi])
+                at += hi - lo
+            else:
+                dead.append((RecordError("non_finite", "values: expected numbers that stay "
+                                         "finite in float32 after the model's scaling, got one "
+                                         "that overflows"), by_source[src]))
+        joined = (np.concatenate(parts) if parts
+                  else np.zeros((0, self.n_features), dtype=np.float32))
+        return keep_e, keep_s, keep_sp, joined
+
+    # -- 2. step, score, emit ------------------------------------------------------------------
+
+    def apply(self, batch: Batch, blobs: list[bytes | None]) -> Outcome:
+        """Advance every entity of ``batch`` from its loaded state; see the module docstring."""
+        out = Outcome()
+        for record, key in zip(batch.deadletter_records, batch.deadletter_keys, strict=True):
+            out.deadletters.append((key, orjson.dumps(record)))
+        entity_ids = batch.entity_ids
+        if len(blobs) != len(entity_ids):
+            raise ValueError(f"states: expected {len(entity_ids)} loaded values, got "
+                             f"{len(blobs)}")
+        if not entity_ids:
+            self._count(batch, out)
+            return out
+        rows_state, found = self.codec.decode(blobs)
+        corrupt = self.codec.corrupt(blobs, found)
+        out.resets["corrupt"] += int(corrupt.sum())
+        seq_rows, emits, final = self._plan(batch, rows_state, out)
+        if seq_rows:
+            self._run(batch, seq_rows, emits, final, rows_state, out)
+        self._count(batch, out)
+        return out
+
+    def _plan(self, batch: Batch, st: np.ndarray, out: Outcome
+              ) -> tuple[list[_Row], list[tuple[int, int, int, int]],
+                         dict[int, tuple[int, float, int, int]]]:
+        """Walk each entity's events against its watermark; build the network's rows.
+
+        ``emits`` holds (event, first applied sample, its row, its position in the row) once per
+        event with something applied; ``final`` maps an entity to (its last row, watermark ts,
+        partition, offset) after the batch.
+        """
+        rows: list[_Row] = []
+        emits: list[tuple[int, int, int, int]] = []
+        final: dict[int, tuple[int, float, int, int]] = {}
+        max_gap = self.max_gap_s if self.max_gap_s > 0 else math.inf
+        wm_ts_all, wm_off_all = st["wm_ts"].tolist(), st["wm_offset"].tolist()
+        wm_part_all, steps_all = st["partition"].tolist(), st["steps"].tolist()
+        has_fc_all = (st["flags"] & FLAG_FORECAST).astype(bool).tolist()
+        events, sources, spans = batch.events, batch.sources, batch.spans
+        for ent, indexes in enumerate(batch.groups.values()):
+            wm, wm_off, wm_part = wm_ts_all[ent], wm_off_all[ent], wm_part_all[ent]
+            row: _Row | None = None
+            for i in indexes:
+                e = events[i]
+                part, off = sources[i]
+                lo, hi = spans[i]
+                n = hi - lo
+                if n == 1:
+                    times = None
+                    skip = 1 if e.ts <= wm else 0
+                else:
+                    times = e.ts + e.period * np.arange(n)
+                    skip = int(np.searchsorted(times, wm, side="right"))
+                if skip:
+                    reason = "duplicate" if part == wm_part and off <= wm_off else "late"
+                    out.skipped[reason] += skip
+                    if skip == n:
+                        continue
+                for k in range(skip, n):
+                    t = e.ts if times is None else float(times[k])
+                    if t - wm > max_gap and wm != -math.inf:
+                        out.resets["gap"] += 1
+                        row = _Row(ent, fresh=True, prev=False, steps=0)
+                        rows.append(row)
+                    elif row is None:
+                        row = _Row(ent, fresh=False, prev=has_fc_all[ent], steps=steps_all[ent])
+                        rows.append(row)
+                    if k == skip:
+                        emits.append((i, k, len(rows) - 1, len(row.samples)))
+                    row.samples.append(lo + k)
+                    wm = t
+                wm_off, wm_part = off, part
+            if row is not None:
+                final[ent] = (len(rows) - 1, wm, wm_part, wm_off)
+        return rows, emits, final
+
+    def _run(self, batch: Batch, rows: list[_Row], emits: list[tuple[int, int, int, int]],
+             final: dict[int, tuple[int, float, int, int]], st: np.ndarray,
+             out: Outcome) -> None:
+        model, f = self.model, self.n_features
+        lengths = np.fromiter((len(r.samples) for r in rows), dtype=np.int64, count=len(rows))
+        n_rows, longest = len(rows), int(lengths.max())
+        row_of = np.repeat(np.arange(n_rows), lengths)
+        pos_of = np.arange(row_of.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        sample_of = np.fromiter(itertools.chain.from_iterable(r.samples for r in rows),
+                                dtype=np.int64, count=row_of.size)
+        x = batch.scaled[sample_of]  # [N, F] float32, in row order
+        seq = np.zeros((n_rows, longest, f), dtype=np.float32)
+        seq[row_of, pos_of] = x
+        entity_of_row = np.fromiter((r.entity for r in rows), dtype=np.int64, count=n_rows)
+        fresh = np.fromiter((r.fresh for r in rows), dtype=bool, count=n_rows)
+        h0 = st["state"][entity_of_row].astype(np.float32)
+        h0[fresh] = 0.0
+        began = time.perf_counter()
+        with torch.inference_mode():
+            state0 = model.unpack_state(torch.from_numpy(h0))
+            ragged = bool((lengths != longest).any())
+            y, state = model(torch.from_numpy(seq), state0,
+                             torch.from_numpy(lengths) if ragged else None)
+            packed = model.pack_state(state).numpy()
+            y = y.numpy()  # [R, T, H, F] scaled
+        out.step_seconds = time.perf_counter() - began
+        forecasts = y[row_of, pos_of]  # [N, H, F]
+        prev = np.full((row_of.size, f), np.nan, dtype=np.float64)
+        later = pos_of > 0
+        prev[later] = y[row_of[later], pos_of[later] - 1, 0]
+        starts = np.flatnonzero(~later)
+        has_prev = np.fromiter((r.prev for r in rows), dtype=bool, count=n_rows)
+        starts = starts[has_prev[row_of[starts]]]
+        prev[starts] = st["forecast"][entity_of_row[row_of[starts]]]
+        scores = score(x.astype(np.float64) - prev, self.residual_scale)
+        steps0 = np.fromiter((r.steps for r in rows), dtype=np.int64, count=n_rows)
+        warm = steps0[row_of] + pos_of >= self.warmup_steps
+        flags = (scores > self.threshold) & warm
+        user = self.artifact.unscale(forecasts)
+        out.samples = int(row_of.size)
+        self._emit(batch, rows, emits, lengths, user, scores, flags, out)
+        self._save(batch, rows, final, lengths, packed, y, out)
+
+    def _emit(self, batch: Batch, rows: list[_Row], emits: list[tuple[int, int, int, int]],
+              lengths: np.ndarray, user: np.ndarray, scores: np.ndarray, flags: np.ndarray,
+              out: Outcome) -> None:
+        row_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
+        score_list = [None if s != s else s for s in scores.tolist()]
+        flag_list = flags.tolist()
+        thr, model_id, dumps, opt = self.threshold, self.model_id, orjson.dumps, _DUMPS_OPTIONS
+        spans, events = batch.spans, batch.events
+        for i, k, r, p in emits:
+            e = events[i]
+            key = e.entity_id.encode()
+            lo, hi = spans[i]
+            a = row_start[r] + p  # first applied sample in the flat arrays
+            if not e.chunk:
+                record = {"entity_id": e.entity_id, "ts": e.ts, "forecast": user[a],
+                          "score": score_list[a], "anomaly": flag_list[a], "threshold": thr,
+                          "model_id": model_id}
+                out.predictions.append((key, dumps(record, option=opt)))
+                out.last_ts.append(e.ts)
+                if flag_list[a]:
+                    out.anomalies.append((key, out.predictions[-1][1]))
+                continue
+            # A chunk's applied samples are contiguous in one row unless a gap reset split it.
+            count = hi - lo - k
+            idx = self._chunk_indexes(rows, r, p, count, row_start)
+            first_ts = e.ts + e.period * k
+            record = {"entity_id": e.entity_id, "ts": first_ts, "period": e.period,
+                      "forecast": user[idx], "score": [score_list[j] for j in idx],
+                      "anomaly": [flag_list[j] for j in idx], "threshold": thr,
+                      "model_id": model_id}
+            out.predictions.append((key, dumps(record, option=opt)))
+            out.last_ts.append(e.ts + e.period * (hi - lo - 1))
+            for n, j in enumerate(idx):
+                if flag_list[j]:
+                    single = {"entity_id": e.entity_id, "ts": e.ts + e.period * (k + n),
+                              "forecast": user[j], "score": score_list[j], "anomaly": True,
+                              "threshold": thr, "model_id": model_id}
+                    out.anomalies.append((key, dumps(single, option=opt)))
+
+    @staticmethod
+    def _chunk_indexes(rows: list[_Row], r: int, p: int, count: int,
+                       row_start: list[int]) -> list[int]:
+        idx: list[int] = []
+        while True:
+            take = min(count - len(idx), len(rows[r].samples) - p)
+            idx.extend(range(row_start[r] + p, row_start[r] + p + take))
+            if len(idx) == count:
+                return idx
+            r, p = r + 1, 0  # the chunk went on in the next row after a gap reset
+
+    def _save(self, batch: Batch, rows: list[_Row],
+              final: dict[int, tuple[int, float, int, int]], lengths: np.ndarray,
+              packed: np.ndarray, y: np.ndarray, out: Outcome) -> None:
+        ents = list(final)
+        last = np.array(list(final.values()), dtype=np.float64).reshape(len(ents), 4)
+        rs = last[:, 0].astype(np.int64)
+        new = self.codec.empty(len(ents))
+        new["flags"] = FLAG_FORECAST
+        new["state"] = packed[rs]
+        new["forecast"] = y[rs, lengths[rs] - 1, 0]
+        steps0 = np.fromiter((rows[r].steps for r in rs.tolist()), dtype=np.int64,
+                             count=len(ents))
+        new["steps"] = np.minimum(steps0 + lengths[rs], _STEPS_MAX)
+        new["wm_ts"] = last[:, 1]
+        new["partition"] = last[:, 2]
+        new["wm_offset"] = [v[3] for v in final.values()]  # exact int64, not via float64
+        ids = batch.entity_ids
+        out.states = {ids[ent]: blob
+                      for ent, blob in zip(ents, self.codec.encode(new), strict=True)}
+        now = time.monotonic()
+        seen = self._seen
+        for ent in ents:
+            seen[ids[ent]] = now
+
+    def _count(self, batch: Batch, out: Outcome) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.events.inc(batch.messages)
+        m.samples.inc(out.samples)
+        m.predictions.inc(len(out.predictions))
+        anomalies = out.anomalies
+        m.anomalies.inc(len(anomalies))
+        for record in batch.deadletter_records:
+            m.deadletters.labels(reason=record["reason"]).inc()
+        for reason, n in out.skipped.items():
+            if n:
+                m.skipped.labels(reason=reason).inc(n)
+        for reason, n in out.resets.items():
+            if n:
+                m.resets.labels(reason=reason).inc(n)
+        if out.step_seconds:
+            m.model_step.observe(out.step_seconds)
+        now = time.monotonic()
+        if now - self._pruned > 10.0:
+            cutoff = now - ACTIVE_WINDOW_S
+            self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
+            self._pruned = now
+        m.active_entities.set(len(self._seen))
