@@ -1,0 +1,278 @@
+"""The two measurements of one pipeline run: catch-up throughput and steady-load latency.
+
+**Catch-up.** M events are preloaded into a fresh topic, then K pipeline processes start in one
+fresh consumer group and work through them. The output topic stamps each record with the
+broker's append time; the run ends when the output holds M records (one per event). With K > 1
+the members may join at different moments and rebalance, so the rate is counted from the first
+moment the harness sees the group Stable with all K members::
+
+    rate = outputs appended after t_stable / (t_last_append - t_stable)      [events/s]
+    samples/s = rate * samples per event
+
+**Steady load.** The pipeline runs on an empty fresh topic until its group is Stable; then the
+harness sends events at a fixed rate (a fraction of a reference throughput), each stamped with
+the wall clock as it leaves. The k-th output of an entity answers its k-th event (one output per
+event, per-entity order kept by the partition), so::
+
+    latency_i = output append time - input create time        [ms, one clock, the broker's ms]
+
+and p50/p95/p99 are taken over every event after the first second (warm-up).
+
+After each run the harness checks the pipeline drained: its group's committed offsets reach the
+end of the input topic, and every event has an output (extra outputs are replays, counted).
+
+>>> _percentiles(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
+{'p50': 3.0, 'p95': 80.8, 'p99': 96.16}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import kafka
+from bench.events import Encoded
+from bench.pipelines import Config
+from stream.errors import StackError
+from stream.settings import Settings
+
+__all__ = ["Run", "catch_up", "steady"]
+
+REPO = Path(__file__).resolve().parents[1]
+FAUSTISH = ("naive", "take", "fast", "worker")
+
+
+@dataclass
+class Run:
+    """One pipeline run's figures and checks."""
+
+    pipeline: str
+    shape: str
+    entities: int
+    workers: int
+    events: int
+    samples_per_event: int
+    outputs: int = 0
+    distinct: int = 0
+    lag: int = -1
+    seconds: float = 0.0
+    events_per_s: float = 0.0
+    samples_per_s: float = 0.0
+    load: float | None = None
+    offered_per_s: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    profile: str | None = None
+
+    @property
+    def drained(self) -> bool:
+        return self.lag == 0 and self.distinct >= self.events
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drained": self.drained}
+
+
+def _names(tag: str) -> dict[str, str]:
+    run = f"{tag}-{uuid.uuid4().hex[:8]}"
+    return {"group": f"bench-{run}", "in": f"bench.{run}.events", "out": f"bench.{run}.out",
+            "anomalies": f"bench.{run}.anomalies", "deadletter": f"bench.{run}.deadletter"}
+
+
+def _config(pipeline: str, names: dict[str, str], settings: Settings, model: Path,
+            partitions: int, batch_max: int) -> Config:
+    env = {"SEQSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+           "SEQSTREAM_REDIS_URL": settings.redis_url,
+           "SEQSTREAM_TOPIC_EVENTS": names["in"], "SEQSTREAM_TOPIC_PREDICTIONS": names["out"],
+           "SEQSTREAM_TOPIC_ANOMALIES": names["anomalies"],
+           "SEQSTREAM_TOPIC_DEADLETTER": names["deadletter"], "SEQSTREAM_APP_ID": names["group"],
+           "SEQSTREAM_PARTITIONS": str(partitions), "SEQSTREAM_METRICS_PORT": "0",
+           "SEQSTREAM_BATCH_MAX": str(batch_max), "SEQSTREAM_MAX_GAP_S": "0",
+           "SEQSTREAM_WARMUP_STEPS": "0", "SEQSTREAM_LOG_LEVEL": "WARNING"}
+    return Config(pipeline=pipeline, bootstrap=settings.kafka_bootstrap, topic_in=names["in"],
+                  topic_out=names["out"], group=names["group"], redis_url=settings.redis_url,
+                  model=str(model), topic_anomalies=names["anomalies"],
+                  topic_deadletter=names["deadletter"], batch_max=batch_max,
+                  partitions=partitions, env=env)
+
+
+def _start(cfg: Config, workers: int, profile: Path | None, logs: Path) -> list[subprocess.Popen]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    procs = []
+    logs.mkdir(parents=True, exist_ok=True)
+    for i in range(workers):
+        argv = [sys.executable, "-m", "bench.proc", json.dumps(asdict(cfg))]
+        if profile is not None and i == 0:
+            argv.append(str(profile))
+        log = open(logs / f"{cfg.group}-{i}.log", "wb")  # noqa: SIM115 - closed with the process
+        procs.append(subprocess.Popen(argv, cwd=REPO, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT))
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _check_alive(procs: list[subprocess.Popen], cfg: Config, logs: Path) -> None:
+    for i, p in enumerate(procs):
+        if p.poll() is not None:
+            tail = (logs / f"{cfg.group}-{i}.log").read_text(errors="replace")[-2000:]
+            raise StackError(f"pipeline {cfg.pipeline}: process {i} exited with {p.returncode} "
+                             f"before the run ended; its log ends:\n{tail}")
+
+
+async def _wait_outputs(settings: Settings, cfg: Config, procs: list[subprocess.Popen],
+                        expected: int, timeout_s: float, logs: Path,
+                        stable_at: list[float], workers: int) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_check = 0.0
+    while time.monotonic() < deadline:
+        _check_alive(procs, cfg, logs)
+        if not stable_at and time.monotonic() - last_check > 0.25:
+            last_check = time.monotonic()
+            try:
+                state, members, _ = await kafka.group_state(settings, cfg.group, cfg.topic_in)
+            except Exception:  # the group may not exist yet
+                state, members = "?", 0
+            if state == "Stable" and members == workers:
+                stable_at.append(time.time())
+        if await kafka.end_offsets(settings, cfg.topic_out) >= expected:
+            return
+        await asyncio.sleep(0.1)
+    have = await kafka.end_offsets(settings, cfg.topic_out)
+    raise StackError(f"pipeline {cfg.pipeline}: expected {expected} outputs within "
+                     f"{timeout_s:.0f} s, got {have}")
+
+
+async def _drain_check(settings: Settings, cfg: Config, run: Run,
+                       timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, _, lag = await kafka.group_state(settings, cfg.group, cfg.topic_in)
+        run.lag = lag
+        if lag == 0 or time.monotonic() > deadline:
+            return
+        await asyncio.sleep(0.5)
+
+
+def _distinct(values: list[bytes]) -> int:
+    import orjson
+
+    seen = set()
+    for v in values:
+        o = orjson.loads(v)
+        seen.add((o.get("entity_id"), o.get("ts")))
+    return len(seen)
+
+
+async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, shape: str,
+                   entities: int, workers: int, model: Path, partitions: int, batch_max: int,
+                   logs: Path, profile: Path | None = None, timeout_s: float = 600.0) -> Run:
+    """Preload ``events``, run ``workers`` processes of ``pipeline`` until every event has an
+    output; see the module docstring."""
+    names = _names(f"{pipeline}-{shape}-{entities}-{workers}")
+    cfg = _config(pipeline, names, settings, model, partitions, batch_max)
+    await kafka.create_topics(settings, [names["in"]],
+                              [names["out"], names["anomalies"], names["deadletter"]], partitions)
+    run = Run(pipeline, shape, entities, workers, len(events), events[0].samples)
+    procs: list[subprocess.Popen] = []
+    try:
+        await kafka.preload(settings, names["in"], events, partitions)
+        began = time.time()
+        procs = _start(cfg, workers, profile, logs)
+        stable_at: list[float] = []
+        await _wait_outputs(settings, cfg, procs, len(events), timeout_s, logs, stable_at,
+                            workers)
+        _stop(procs)
+        await _drain_check(settings, cfg, run)
+        back = await kafka.read_topic(settings, names["out"])
+        t = np.sort(back.ts_ms) / 1000.0
+        t0 = stable_at[0] if stable_at else began
+        after = t[t >= t0]
+        run.outputs = len(back.values)
+        run.distinct = _distinct(back.values) if pipeline != "bare" else len(set(
+            zip(back.keys, back.values, strict=True)))
+        run.seconds = float(t[-1] - t0)
+        span = float(after[-1] - after[0]) if len(after) > 1 else 0.0
+        run.events_per_s = (len(after) - 1) / span if span > 0 else 0.0
+        run.samples_per_s = run.events_per_s * run.samples_per_event
+        run.profile = str(profile) if profile else None
+        return run
+    finally:
+        _stop(procs)
+        await kafka.delete_topics(settings, list(names.values())[1:])
+
+
+def _percentiles(ms: np.ndarray) -> dict[str, float]:
+    return {f"p{q}": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)}
+
+
+async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate: float, *,
+                 shape: str, entities: int, workers: int, model: Path, partitions: int,
+                 batch_max: int, logs: Path, load: float, warmup_s: float = 1.0) -> Run:
+    """Send ``events`` at ``rate``/s to ``workers`` ready processes; latency per event."""
+    names = _names(f"lat-{pipeline}-{shape}-{entities}-{workers}")
+    cfg = _config(pipeline, names, settings, model, partitions, batch_max)
+    await kafka.create_topics(settings, [names["in"]],
+                              [names["out"], names["anomalies"], names["deadletter"]], partitions)
+    run = Run(pipeline, shape, entities, workers, len(events), events[0].samples, load=load)
+    procs: list[subprocess.Popen] = []
+    try:
+        procs = _start(cfg, workers, None, logs)
+        await kafka.wait_group(settings, names["group"], names["in"], workers)
+        await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
+        run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate,
+                                                   partitions)
+        await _wait_outputs(settings, cfg, procs, len(events), 120.0, logs, [], workers)
+        _stop(procs)
+        await _drain_check(settings, cfg, run)
+        sent = await kafka.read_topic(settings, names["in"])
+        back = await kafka.read_topic(settings, names["out"])
+        run.outputs, run.distinct = len(back.values), _distinct(back.values) if (
+            pipeline != "bare") else len(set(zip(back.keys, back.values, strict=True)))
+        run.latency_ms = _latencies(sent, back, warmup_s)
+        run.events_per_s = run.offered_per_s
+        run.samples_per_s = run.events_per_s * run.samples_per_event
+        return run
+    finally:
+        _stop(procs)
+        await kafka.delete_topics(settings, list(names.values())[1:])
+
+
+def _latencies(sent: kafka.Readback, back: kafka.Readback, warmup_s: float) -> dict[str, float]:
+    """Match the k-th output of each entity with its k-th input (see module docstring)."""
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for i in np.argsort(sent.ts_ms, kind="stable").tolist():
+        by_key[sent.keys[i]].append(int(sent.ts_ms[i]))
+    seen: dict[bytes, int] = defaultdict(int)
+    lat, sent_at = [], []
+    for i in np.argsort(back.ts_ms, kind="stable").tolist():
+        key = back.keys[i]
+        k = seen[key]
+        seen[key] = k + 1
+        if k < len(by_key[key]):
+            lat.append(int(back.ts_ms[i]) - by_key[key][k])
+            sent_at.append(by_key[key][k])
+    ms, at = np.asarray(lat, dtype=np.float64), np.asarray(sent_at, dtype=np.float64)
+    keep = ms[at >= at.min() + warmup_s * 1000] if len(at) else ms
+    return _percentiles(keep if len(keep) else ms)

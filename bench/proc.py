@@ -1,0 +1,43 @@
+"""``python -m bench.proc CONFIG_JSON [PROFILE_OUT]``: one pipeline process of a benchmark run.
+
+The harness starts each pipeline in a process of its own (a faust app owns its process and loop,
+and two processes form a two-member consumer group), stops it with SIGTERM, and with
+``PROFILE_OUT`` gets a cProfile dump of the process's main thread, where the event loop runs.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    from bench.pipelines import Config, run
+
+    cfg = Config(**json.loads(argv[0]))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    profile_out = argv[1] if len(argv) > 1 else None
+    profiler = cProfile.Profile() if profile_out else None
+    if profiler is not None:
+        profiler.enable()
+    try:
+        run(cfg)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

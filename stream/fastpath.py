@@ -1,0 +1,349 @@
+"""Batches of raw Kafka records for a faust app, taken below faust's per-event path.
+
+Why: in faust every message goes, one at a time, through ``Consumer.getmany`` (a
+``ConsumerMessage`` per record), ``_drain_messages`` (``wait_first`` = two tasks per message),
+the conductor (flow-control and producer-buffer waits, ``Event`` decoding, a queue put), and the
+stream iterator (``sleep(0)``, sensors, processors, a per-event ack). ``stream.take(N, within)``
+only regroups events *after* all of that, so a batched model and one Redis round trip per batch
+cannot make a faust agent faster than that per-event path (about 10 µs–100 µs of Python per
+message on a small machine; see ``bench/README``'s profile).
+
+How: :class:`BatchConsumer` is faust's own aiokafka consumer with one method replaced,
+``_drain_messages``. It still gets its records from faust's consumer thread (the same
+``AIOKafkaConsumer``, consumer group, rebalance listener, partition assignor and pause/resume
+flow control), but for a topic claimed by a :class:`BatchSource` it hands each fetched
+``{partition: [ConsumerRecord, ...]}`` map to the source as ONE :class:`RecordBatch` of
+aiokafka ``ConsumerRecord`` objects (which have the ``value, key, topic, partition, offset``
+that :class:`stream.engine.RawMessage` has, so the engine takes them as they are). Records of
+any other topic go through faust's normal per-message path unchanged.
+
+Offsets and acks keep faust's semantics, in faust's own structures:
+
+- a batch registers one in-flight marker in ``consumer._unacked_messages`` when it is fetched,
+  so a rebalance (``on_partitions_revoked`` → ``wait_empty``) and a shutdown wait until it is
+  done or dropped, exactly as they wait for an agent's unacked events;
+- :meth:`BatchSource.done` — to be called only after the batch's outputs are acknowledged by
+  Kafka and its states saved — adds every offset of the batch to ``consumer._acked`` (the list
+  faust's commit loop turns into the next committable offset, gaps and all) and releases the
+  marker; faust's ``_commit_handler`` then commits every ``broker_commit_interval`` (and every
+  ``broker_commit_every`` acks), and commits are still discarded for revoked partitions;
+- a batch fetched in an older consumer generation, or while flow is stopped for a rebalance, is
+  dropped without acking (its records are fetched again from the committed offset), as faust's
+  stream iterator skips such events; holes in the offsets (compaction, transaction markers) are
+  recorded as faust's gaps.
+
+So a crash replays at most the batches not yet acked: the at-least-once contract the worker's
+watermark already makes idempotent.
+
+Adoption: call :func:`install` with the app and the events topic before the app starts, then
+consume the source in an ``app.task``; see :func:`run_batches`.
+
+>>> batch = RecordBatch([], {}, 0)
+>>> batch.size, batch.marker.acked
+(0, False)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.futures import notify
+
+from stream.errors import ConfigError
+
+if TYPE_CHECKING:
+    import faust
+    from faust.types import TP
+
+__all__ = ["BatchConsumer", "BatchSource", "BatchTransport", "InFlight", "RecordBatch",
+           "install", "run_batches"]
+
+
+class InFlight:
+    """Stands in ``consumer._unacked_messages`` for one batch (faust waits on that set)."""
+
+    __slots__ = ("__weakref__", "acked", "refcount", "size")
+
+    def __init__(self, size: int) -> None:
+        self.acked = False
+        self.refcount = 1
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"<batch of {self.size} records, {'done' if self.acked else 'in flight'}>"
+
+
+class RecordBatch:
+    """Records of one fetch, in partition order; ``offsets`` per partition for the acks."""
+
+    __slots__ = ("generation", "marker", "offsets", "records")
+
+    def __init__(self, records: list[Any], offsets: dict[TP, list[int]], generation: int) -> None:
+        self.records = records
+        self.offsets = offsets
+        self.generation = generation
+        self.marker = InFlight(len(records))
+
+    @property
+    def size(self) -> int:
+        return len(self.records)
+
+
+class BatchSource:
+    """Batches of one topic's records, bounded to ``depth`` waiting batches (back-pressure)."""
+
+    def __init__(self, app: faust.App, topic: str, max_batch: int = 1000, depth: int = 1) -> None:
+        if max_batch < 1 or depth < 1:
+            raise ConfigError(f"batch source: expected max_batch >= 1 and depth >= 1, got "
+                              f"{max_batch} and {depth}")
+        self.app, self.topic, self.max_batch = app, topic, max_batch
+        self._queue: asyncio.Queue[RecordBatch] | None = None
+        self.depth = depth
+
+    @property
+    def queue(self) -> asyncio.Queue[RecordBatch]:
+        if self._queue is None:  # created on the app's loop, at first use
+            self._queue = asyncio.Queue(self.depth)
+        return self._queue
+
+    def _stale(self, batch: RecordBatch) -> bool:
+        consumer = self.app.consumer
+        return (not consumer.flow_active
+                or batch.generation != self.app.consumer_generation_id)
+
+    async def __aiter__(self) -> AsyncIterator[RecordBatch]:
+        queue = self.queue
+        while True:
+            batch = await queue.get()
+            if self._stale(batch):
+                self.drop(batch)
+                continue
+            yield batch
+
+    def done(self, batch: RecordBatch) -> None:
+        """Mark every offset of ``batch`` acked (call after outputs are acknowledged and states
+        saved); faust's commit loop commits them."""
+        consumer = self.app.consumer
+        committed_of, acked_of, index_of = (consumer._committed_offset, consumer._acked,
+                                            consumer._acked_index)
+        n = 0
+        for tp, offsets in batch.offsets.items():
+            committed = committed_of[tp]
+            if committed is not None and offsets[0] < committed:
+                offsets = [o for o in offsets if o >= committed]
+            index = index_of[tp]
+            if not index.isdisjoint(offsets):
+                offsets = [o for o in offsets if o not in index]
+            if offsets:
+                index.update(offsets)
+                acked_of[tp].extend(offsets)
+                n += len(offsets)
+        consumer._n_acked += n
+        self._release(batch)
+
+    def drop(self, batch: RecordBatch) -> None:
+        """Give ``batch`` up unacked: its records are read again from the committed offset."""
+        self._release(batch)
+
+    def _release(self, batch: RecordBatch) -> None:
+        consumer = self.app.consumer
+        batch.marker.acked = True
+        consumer._unacked_messages.discard(batch.marker)
+        notify(consumer._waiting_for_ack)
+
+    def clear(self) -> None:
+        """Drop every waiting batch (flow stopped for a rebalance)."""
+        if self._queue is None:
+            return
+        while not self._queue.empty():
+            self.drop(self._queue.get_nowait())
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer; claimed topics bypass the per-message path (see module)."""
+
+    def stop_flow(self) -> None:
+        super().stop_flow()
+        for source in self.transport.batch_sources.values():  # type: ignore[attr-defined]
+            source.clear()
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs Kafka
+        sources: dict[str, BatchSource] = self.transport.batch_sources  # type: ignore[attr-defined]
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    try:
+                        await self.perform_seek()
+                    except Exception as ex:  # faust logs and goes on here too
+                        self.log.warning(f"exception performing seek when flow not active {ex}")
+                    continue
+                generation = self.app.consumer_generation_id
+                claimed: dict[str, list[tuple[TP, list[Any]]]] = {}
+                for tp, recs in records.items():
+                    if not recs or (active is not None and tp not in active
+                                    and tp not in self._buffered_partitions):
+                        continue
+                    if tp.topic in sources:
+                        recs = await self._take(tp, recs)
+                        if recs:
+                            claimed.setdefault(tp.topic, []).append((tp, recs))
+                    else:
+                        await self._per_message(tp, recs, generation)
+                for topic, parts in claimed.items():
+                    if not await self._deliver(sources[topic], parts, generation):
+                        break
+                commit_every = self._commit_every
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+    async def _take(self, tp: TP, recs: list[Any]) -> list[Any]:
+        """The records of ``tp`` not read before, with faust's read-offset and gap bookkeeping."""
+        r_offset = self._read_offset[tp]
+        if r_offset is not None and recs[0].offset < r_offset:
+            recs = [r for r in recs if r.offset >= r_offset]
+            if not recs:
+                return recs
+        acks = self.app.topics.acks_enabled_for(tp.topic)
+        first, last = recs[0].offset, recs[-1].offset
+        if acks:
+            if r_offset and first - r_offset > 1:
+                await self._add_gap(tp, r_offset + 1, first)
+            if last - first + 1 != len(recs):  # holes inside the fetch
+                prev = first
+                for r in recs[1:]:
+                    if r.offset - prev > 1:
+                        await self._add_gap(tp, prev + 1, r.offset)
+                    prev = r.offset
+        monitor = self.app.monitor
+        monitor.track_tp_end_offset(tp, self.highwater(tp))
+        monitor.stream_inbound_time[tp] = time.monotonic()
+        self._read_offset[tp] = last
+        return recs
+
+    async def _deliver(self, source: BatchSource, parts: list[tuple[TP, list[Any]]],
+                       generation: int) -> bool:
+        """Queue ``parts`` as batches of at most ``source.max_batch``; False if flow stopped."""
+        limit = source.max_batch
+        records: list[Any] = []
+        offsets: dict[TP, list[int]] = {}
+        pending = []
+        for tp, recs in parts:
+            at = 0
+            while at < len(recs):
+                room = limit - len(records)
+                piece = recs[at:at + room]
+                records.extend(piece)
+                offsets.setdefault(tp, []).extend(r.offset for r in piece)
+                at += len(piece)
+                if len(records) >= limit:
+                    pending.append(RecordBatch(records, offsets, generation))
+                    records, offsets = [], {}
+        if records:
+            pending.append(RecordBatch(records, offsets, generation))
+        unacked = self._unacked_messages
+        for i, batch in enumerate(pending):
+            unacked.add(batch.marker)
+            queue = source.queue
+            if queue.full():
+                await self.wait_first(queue.put(batch), self.suspend_flow.wait())
+            else:
+                queue.put_nowait(batch)
+            if not self.flow_active:  # a rebalance began while we waited: give the rest up
+                for rest in pending[i:]:
+                    source.drop(rest)
+                source.clear()
+                return False
+        return True
+
+    async def _per_message(self, tp: TP, recs: list[Any], generation: int) -> None:
+        """faust's own path for a topic no source claims (tables, other agents)."""
+        to_message, callback = self._to_message, self.callback
+        get_read, set_read = self._read_offset.__getitem__, self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+        for record in recs:
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return
+            message = to_message(tp, record)
+            offset, r_offset = message.offset, get_read(tp)
+            if r_offset is None or offset >= r_offset:
+                if offset - (r_offset or 0) > 1 and r_offset and acks_enabled_for(
+                        message.topic):
+                    await self._add_gap(tp, r_offset + 1, offset)
+                await self.wait_first(callback(message), self.suspend_flow.wait())
+                set_read(tp, offset)
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    """faust's aiokafka transport with :class:`BatchConsumer`; holds the sources by topic."""
+
+    Consumer = BatchConsumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_sources: dict[str, BatchSource] = {}
+
+
+def install(app: faust.App, topic: faust.TopicT, max_batch: int = 1000,
+            depth: int = 1) -> BatchSource:
+    """Claim ``topic`` (a single-topic ``app.topic``) for batches; call before the app starts.
+
+    The app's consumer becomes a :class:`BatchConsumer` and the topic is subscribed through
+    faust's conductor, so the group, assignment and commits stay faust's.
+    """
+    if app._consumer is not None:
+        raise ConfigError("fastpath.install: expected an app whose consumer is not created yet "
+                          "(install before the app starts)")
+    names = list(topic.topics)
+    if len(names) != 1:
+        raise ConfigError(f"fastpath.install: expected a topic with one name, got {names}")
+    transport = app.transport
+    if not isinstance(transport, BatchTransport):
+        transport = BatchTransport(app.conf.broker_consumer, app)
+        app.transport = transport
+    source = BatchSource(app, names[0], max_batch, depth)
+    transport.batch_sources[names[0]] = source
+    app.topics.add(topic)
+    return source
+
+
+async def run_batches(source: BatchSource,
+                      handle: Callable[[Sequence[Any]], Awaitable[None]]) -> None:
+    """Feed each batch's records to ``handle`` and ack the batch when it returns.
+
+    ``handle`` must return only once the batch's outputs are acknowledged and its states saved;
+    if it raises, the batch stays unacked (replayed after a restart) and the error propagates.
+    """
+    async for batch in source:
+        await handle(batch.records)
+        source.done(batch)
