@@ -4,13 +4,12 @@ an ACL user, and TLS; the right credentials connect, wrong ones fail with one cl
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis_private import free_port, start_redis, stop
 
 from stream.errors import ConfigError, StackError
 from stream.security import connect_redis
@@ -21,37 +20,14 @@ pytestmark = pytest.mark.integration
 PASSWORD = "correct horse battery staple"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(args: list[str], port: int, workdir: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited: {proc.stdout.read().decode()[-2000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"redis-server did not listen on {port} within 10 s")
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[int]:
     """A redis-server on a free port that requires PASSWORD and has an ACL user ``app``."""
-    port = _free_port()
-    proc = _start(["--port", str(port), "--requirepass", PASSWORD,
+    port = free_port()
+    proc = start_redis(["--port", str(port), "--requirepass", PASSWORD,
                    "--user", "app", "on", ">app-secret", "~seqstream:*", "+@all"], port, tmp_path)
     yield port
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop(proc)
 
 
 def _settings(port: int, scheme: str = "redis", **env: str) -> Settings:
@@ -141,8 +117,8 @@ def _make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
 
 def test_tls_with_password(tmp_path: Path) -> None:
     ca, crt, key = _make_ca_and_server_cert(tmp_path)
-    port = _free_port()
-    proc = _start(["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(crt),
+    port = free_port()
+    proc = start_redis(["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(crt),
                    "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
                    "--tls-auth-clients", "no", "--requirepass", PASSWORD], port, tmp_path)
     try:
@@ -154,5 +130,4 @@ def test_tls_with_password(tmp_path: Path) -> None:
         with pytest.raises(StackError, match=r"(?i)certificate verify failed"):
             asyncio.run(_roundtrip(untrusted))
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc)
