@@ -30,8 +30,8 @@ from stream.errors import StackError
 from stream.security import kafka_kwargs
 from stream.settings import Settings
 
-__all__ = ["Readback", "create_topics", "delete_topics", "end_offsets", "group_state",
-           "paced_send", "partition_of", "preload", "read_topic", "wait_group"]
+__all__ = ["Probe", "Readback", "create_topics", "delete_topics", "paced_send", "partition_of",
+           "preload", "read_topic"]
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -142,53 +142,59 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return parts
 
 
-async def end_offsets(settings: Settings, topic: str) -> int:
-    """Records in ``topic`` (the sum of its partitions' end offsets)."""
-    consumer = AIOKafkaConsumer(**kafka_kwargs(settings))
-    await consumer.start()
-    try:
-        parts = await _partitions(consumer, topic)
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+class Probe:
+    """Long-lived clients for the harness's frequent checks (end offsets, group state), so
+    polling costs one request each time instead of a fresh connection."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer = AIOKafkaConsumer(**kafka_kwargs(settings))
+        self.admin: AIOKafkaAdminClient | None = None
+
+    async def __aenter__(self) -> Probe:
+        await self.consumer.start()
+        self.admin = await _admin(self.settings)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+        if self.admin is not None:
+            await self.admin.close()
+
+    async def end_offsets(self, topic: str) -> int:
+        """Records in ``topic`` (the sum of its partitions' end offsets)."""
+        parts = await _partitions(self.consumer, topic)
+        ends = await self.consumer.end_offsets([TopicPartition(topic, p) for p in parts])
         return int(sum(ends.values()))
-    finally:
-        await consumer.stop()
 
-
-async def group_state(settings: Settings, group: str, topic: str) -> tuple[str, int, int]:
-    """(state, members, lag) of consumer group ``group`` on ``topic``; lag counts records not
-    yet committed (a partition without a commit counts in full)."""
-    admin = await _admin(settings)
-    consumer = AIOKafkaConsumer(**kafka_kwargs(settings))
-    await consumer.start()
-    try:
-        [resp] = await admin.describe_consumer_groups([group])
+    async def group_state(self, group: str, topic: str) -> tuple[str, int, int]:
+        """(state, members, lag) of consumer group ``group`` on ``topic``; lag counts records
+        not yet committed (a partition without a commit counts in full)."""
+        assert self.admin is not None
+        [resp] = await self.admin.describe_consumer_groups([group])
         g = resp.groups[0]
         state, members = g[2], len(g[5])
-        parts = await _partitions(consumer, topic)
+        parts = await _partitions(self.consumer, topic)
         tps = [TopicPartition(topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        ends = await self.consumer.end_offsets(tps)
+        committed = await self.admin.list_consumer_group_offsets(group, partitions=tps)
         lag = sum(max(0, ends[tp] - max(0, committed[tp].offset if tp in committed else 0))
                   for tp in tps)
         return state, members, lag
-    finally:
-        await consumer.stop()
-        await admin.close()
 
-
-async def wait_group(settings: Settings, group: str, topic: str, members: int,
-                     timeout_s: float = 90.0) -> float:
-    """Wait until ``group`` is Stable with ``members`` members; return the monotonic time."""
-    deadline = time.monotonic() + timeout_s
-    seen = ("?", 0, 0)
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            seen = await group_state(settings, group, topic)
-            if seen[0] == "Stable" and seen[1] == members:
-                return time.monotonic()
-        await asyncio.sleep(0.2)
-    raise StackError(f"consumer group {group}: expected {members} stable members within "
-                     f"{timeout_s:.0f} s, last saw state {seen[0]} with {seen[1]}")
+    async def wait_group(self, group: str, topic: str, members: int,
+                         timeout_s: float = 90.0) -> float:
+        """Wait until ``group`` is Stable with ``members`` members; return the wall time."""
+        deadline = time.monotonic() + timeout_s
+        seen = ("?", 0, 0)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                seen = await self.group_state(group, topic)
+                if seen[0] == "Stable" and seen[1] == members:
+                    return time.time()
+            await asyncio.sleep(0.2)
+        raise StackError(f"consumer group {group}: expected {members} stable members within "
+                         f"{timeout_s:.0f} s, last saw state {seen[0]} with {seen[1]}")
 
 
 @dataclass

@@ -141,7 +141,7 @@ def _check_alive(procs: list[subprocess.Popen], cfg: Config, logs: Path) -> None
                              f"before the run ended; its log ends:\n{tail}")
 
 
-async def _wait_outputs(settings: Settings, cfg: Config, procs: list[subprocess.Popen],
+async def _wait_outputs(probe: kafka.Probe, cfg: Config, procs: list[subprocess.Popen],
                         expected: int, timeout_s: float, logs: Path,
                         stable_at: list[float], workers: int) -> None:
     deadline = time.monotonic() + timeout_s
@@ -151,24 +151,24 @@ async def _wait_outputs(settings: Settings, cfg: Config, procs: list[subprocess.
         if not stable_at and time.monotonic() - last_check > 0.25:
             last_check = time.monotonic()
             try:
-                state, members, _ = await kafka.group_state(settings, cfg.group, cfg.topic_in)
+                state, members, _ = await probe.group_state(cfg.group, cfg.topic_in)
             except Exception:  # the group may not exist yet
                 state, members = "?", 0
             if state == "Stable" and members == workers:
                 stable_at.append(time.time())
-        if await kafka.end_offsets(settings, cfg.topic_out) >= expected:
+        if await probe.end_offsets(cfg.topic_out) >= expected:
             return
         await asyncio.sleep(0.1)
-    have = await kafka.end_offsets(settings, cfg.topic_out)
+    have = await probe.end_offsets(cfg.topic_out)
     raise StackError(f"pipeline {cfg.pipeline}: expected {expected} outputs within "
                      f"{timeout_s:.0f} s, got {have}")
 
 
-async def _drain_check(settings: Settings, cfg: Config, run: Run,
+async def _drain_check(probe: kafka.Probe, cfg: Config, run: Run,
                        timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        _, _, lag = await kafka.group_state(settings, cfg.group, cfg.topic_in)
+        _, _, lag = await probe.group_state(cfg.group, cfg.topic_in)
         run.lag = lag
         if lag == 0 or time.monotonic() > deadline:
             return
@@ -201,10 +201,11 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
         began = time.time()
         procs = _start(cfg, workers, profile, logs)
         stable_at: list[float] = []
-        await _wait_outputs(settings, cfg, procs, len(events), timeout_s, logs, stable_at,
-                            workers)
-        _stop(procs)
-        await _drain_check(settings, cfg, run)
+        async with kafka.Probe(settings) as probe:
+            await _wait_outputs(probe, cfg, procs, len(events), timeout_s, logs, stable_at,
+                                workers)
+            _stop(procs)
+            await _drain_check(probe, cfg, run)
         back = await kafka.read_topic(settings, names["out"])
         t = np.sort(back.ts_ms) / 1000.0
         t0 = stable_at[0] if stable_at else began
@@ -239,13 +240,14 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
     procs: list[subprocess.Popen] = []
     try:
         procs = _start(cfg, workers, None, logs)
-        await kafka.wait_group(settings, names["group"], names["in"], workers)
-        await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
-        run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate,
-                                                   partitions)
-        await _wait_outputs(settings, cfg, procs, len(events), 120.0, logs, [], workers)
-        _stop(procs)
-        await _drain_check(settings, cfg, run)
+        async with kafka.Probe(settings) as probe:
+            await probe.wait_group(names["group"], names["in"], workers)
+            await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
+            run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate,
+                                                       partitions)
+            await _wait_outputs(probe, cfg, procs, len(events), 120.0, logs, [], workers)
+            _stop(procs)
+            await _drain_check(probe, cfg, run)
         sent = await kafka.read_topic(settings, names["in"])
         back = await kafka.read_topic(settings, names["out"])
         run.outputs, run.distinct = len(back.values), _distinct(back.values) if (
