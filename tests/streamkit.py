@@ -30,7 +30,10 @@ from stream.model import Forecaster
 
 __all__ = [
     "REPO",
+    "EventSet",
     "WorkerProcess",
+    "assert_predictions_match",
+    "assert_states_equal",
     "consume",
     "create_topics",
     "ecg",
@@ -38,12 +41,14 @@ __all__ = [
     "make_artifact",
     "offline_forecasts",
     "produce",
+    "redis_states",
+    "reference_run",
     "single",
     "topic_names",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
-MITDB_RECORDS = ("100", "101", "103", "105", "106", "112", "113", "115", "116", "117")
+MITDB_RECORDS = ("100", "101", "103", "106", "112", "113", "115", "116", "117", "121")
 
 
 def ecg(shared_data: Path, record: str, start: int, n: int) -> np.ndarray:
@@ -236,3 +241,139 @@ class WorkerProcess:
             self.proc.wait(10)
             raise AssertionError(f"worker ignored SIGTERM for {timeout} s:\n"
                                  f"{self.log()[-3000:]}") from None
+
+
+# -- event sets and the uninterrupted reference run ------------------------------------------
+
+class EventSet:
+    """Real ECG events for many entities, each a time-ordered mix of singles and chunks."""
+
+    def __init__(self, shared_data: Path, entities: int, per_entity: int, t0: float,
+                 chunk_every: int = 0, chunk_len: int = 4, period: float = 1 / 360,
+                 prefix: str = "ecg") -> None:
+        self.period = period
+        self.values: dict[str, np.ndarray] = {}
+        self.payloads: dict[str, list[bytes]] = {}
+        self.samples: dict[str, list[float]] = {}  # ts of every sample, per entity
+        for k in range(entities):
+            name = f"{prefix}-{k:04d}"
+            record = MITDB_RECORDS[k % len(MITDB_RECORDS)]
+            n_events = per_entity
+            n_samples = n_events + (n_events // chunk_every) * (chunk_len - 1) if chunk_every \
+                else n_events
+            values = ecg(shared_data, record, 1000 + 997 * k, n_samples)
+            self.values[name] = values
+            out, i, j = [], 0, 0
+            while i < n_samples:
+                ts = t0 + i * period
+                if chunk_every and j % chunk_every == chunk_every - 1:
+                    body = {"entity_id": name, "ts": ts, "period": period,
+                            "values": values[i:i + chunk_len].tolist()}
+                    i += chunk_len
+                else:
+                    body = {"entity_id": name, "ts": ts, "values": values[i].tolist()}
+                    i += 1
+                out.append(orjson.dumps(body))
+                j += 1
+            self.payloads[name] = out
+            self.samples[name] = [t0 + i * period for i in range(n_samples)]
+
+    def interleaved(self, seed: int = 0) -> list[tuple[bytes, bytes]]:
+        """(key, value) of every event, entities interleaved at random, each in its order."""
+        rng = np.random.default_rng(seed)
+        order = [n for n, p in self.payloads.items() for _ in p]
+        rng.shuffle(order)
+        cursor = dict.fromkeys(self.payloads, 0)
+        out = []
+        for name in order:
+            out.append((name.encode(), self.payloads[name][cursor[name]]))
+            cursor[name] += 1
+        return out
+
+    @property
+    def n_events(self) -> int:
+        return sum(len(p) for p in self.payloads.values())
+
+
+def reference_run(artifact_dir: Path, records: Sequence[tuple[bytes, bytes]],
+                  sources: Sequence[tuple[int, int]], topic: str, warmup_steps: int = 0,
+                  max_gap_s: float = 60.0, batch: int = 500) -> tuple[dict, dict[str, bytes]]:
+    """The uninterrupted run: the same engine over the same messages in order, in memory.
+    Returns (predictions by (entity, first ts), final state bytes by entity)."""
+    from stream.engine import Engine, RawMessage
+    from stream.state import MemoryStateStore
+
+    engine = Engine(load_artifact(artifact_dir), warmup_steps=warmup_steps, max_gap_s=max_gap_s)
+    store = MemoryStateStore()
+    msgs = [RawMessage(v, k, topic, p, o) for (k, v), (p, o) in zip(records, sources,
+                                                                    strict=True)]
+    predictions: dict = {}
+
+    async def go() -> dict[str, bytes]:
+        for lo in range(0, len(msgs), batch):
+            b = engine.prepare(msgs[lo:lo + batch])
+            out = engine.apply(b, await store.load(b.entity_ids))
+            for _, value in out.predictions:
+                rec = orjson.loads(value)
+                predictions[(rec["entity_id"], rec["ts"])] = rec
+            await store.save(out.states)
+        names = sorted({k.decode() for k, _ in records})
+        return dict(zip(names, await store.load(names), strict=True))
+
+    states = asyncio.run(go())
+    return predictions, states
+
+
+def redis_states(redis_url: str, app_id: str, model_id: str, names: Sequence[str]
+                 ) -> dict[str, bytes | None]:
+    import redis
+
+    from stream.state import namespace
+
+    client = redis.Redis.from_url(redis_url)
+    prefix = namespace(app_id, model_id)
+    values = client.mget([f"{prefix}:{n}" for n in names])
+    client.close()
+    return dict(zip(names, values, strict=True))
+
+
+def assert_states_equal(codec: Any, got: dict[str, bytes | None], want: dict[str, bytes],
+                        atol: float = 1e-5) -> None:
+    """Same steps, watermark and source offset exactly; float parts to ``atol`` (a batch of
+    another composition rounds the last float32 bit differently)."""
+    names = sorted(want)
+    g, g_found = codec.decode([got[n] for n in names])
+    w, w_found = codec.decode([want[n] for n in names])
+    assert g_found.all() and w_found.all(), [n for n, f in zip(names, g_found, strict=True)
+                                             if not f][:5]
+    for field in ("version", "flags", "partition", "steps", "wm_ts", "wm_offset"):
+        np.testing.assert_array_equal(g[field], w[field], err_msg=field)
+    np.testing.assert_allclose(g["state"], w["state"], rtol=0, atol=atol)
+    np.testing.assert_allclose(g["forecast"], w["forecast"], rtol=0, atol=atol)
+
+
+def assert_predictions_match(got: Sequence[dict], want: dict, threshold: float,
+                             atol: float = 1e-5) -> int:
+    """Every wanted prediction arrived at least once and every copy equals it (forecasts and
+    scores to ``atol``; flags exactly unless the score sits within ``atol`` of the threshold).
+    Returns how many records were repeats."""
+    seen: dict = {}
+    for rec in got:
+        key = (rec["entity_id"], rec["ts"])
+        assert key in want, f"unexpected prediction {key}"
+        ref = want[key]
+        np.testing.assert_allclose(rec["forecast"], ref["forecast"], rtol=0, atol=atol,
+                                   err_msg=str(key))
+        s_got = np.array(rec["score"] if isinstance(rec["score"], list) else [rec["score"]],
+                         dtype=float)
+        s_ref = np.array(ref["score"] if isinstance(ref["score"], list) else [ref["score"]],
+                         dtype=float)
+        np.testing.assert_allclose(s_got, s_ref, rtol=0, atol=atol, err_msg=str(key))
+        f_got = np.array(rec["anomaly"]).ravel()
+        f_ref = np.array(ref["anomaly"]).ravel()
+        near = np.abs(np.nan_to_num(s_ref, nan=-1) - threshold) < atol
+        assert np.array_equal(f_got[~near], f_ref[~near]), key
+        seen[key] = seen.get(key, 0) + 1
+    missing = [k for k in want if k not in seen]
+    assert not missing, f"{len(missing)} events without a prediction, e.g. {missing[:3]}"
+    return sum(seen.values()) - len(seen)

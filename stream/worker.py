@@ -1,0 +1,210 @@
+"""The Faust worker: topics, one agent taking micro-batches, and the delivery order around them.
+
+Faust's ``stream.take_events(n, within)`` turns acknowledgements off for the stream and acks the
+events of a batch itself, in a ``finally`` that runs when the loop asks for the next batch — and
+also when the generator is closed after an error or a cancellation (shutdown), which would mark
+an unprocessed batch as done and let the consumer commit past it. So the agent takes one extra
+reference on every message of a batch first thing, and drops it only after
+:meth:`stream.pipeline.Pipeline.process` returned (predictions acknowledged by Kafka, then states
+saved in Redis); a batch interrupted anywhere keeps a reference, is never acked, never committed,
+and is consumed again after a restart, where the watermarks skip what was already applied.
+Faust's consumer then commits the acked offsets on its timer (``broker_commit_interval``) and
+before giving partitions away in a rebalance (``stream_wait_empty``: it waits for in-flight
+batches first).
+
+Faust's, aiokafka's and mode's loggers are set to WARNING: their debug and info records are built
+for every message and cost about 40 % of the worker's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from stream.engine import Engine, RawMessage
+from stream.errors import StackError
+from stream.metrics import Metrics
+from stream.pipeline import Pipeline, Topics
+from stream.security import connect_redis, faust_broker, kafka_kwargs
+from stream.state import RedisStateStore, namespace
+
+if TYPE_CHECKING:
+    import faust
+
+    from stream.artifact import Artifact
+    from stream.settings import Settings
+
+__all__ = ["QUIET_LOGGERS", "build_app", "ensure_topics", "quiet_loggers", "run_worker"]
+
+log = logging.getLogger("stream.worker")
+
+QUIET_LOGGERS = ("faust", "aiokafka", "mode", "kafka")
+SESSION_TIMEOUT_S = 10.0  # Faust's default is 60 s: a crashed worker's partitions would idle 1 min
+
+
+def quiet_loggers() -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def output_topics(settings: Settings) -> Topics:
+    return Topics(settings.topic_predictions, settings.topic_anomalies, settings.topic_deadletter)
+
+
+async def ensure_topics(settings: Settings) -> dict[str, int]:
+    """Create the four topics where missing (``SEQSTREAM_PARTITIONS`` partitions, replication
+    up to 3); return each one's partition count. Existing topics are left as they are."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+    names = [settings.topic_events, settings.topic_predictions, settings.topic_anomalies,
+             settings.topic_deadletter]
+    admin = AIOKafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+        present = set(await admin.list_topics())
+        missing = [n for n in names if n not in present]
+        if missing:
+            brokers = len((await admin.describe_cluster())["brokers"])
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(n, settings.partitions, min(3, brokers))
+                                           for n in missing])
+        counts = {}
+        for meta in await admin.describe_topics(names):
+            counts[meta["topic"]] = len(meta["partitions"])
+        return counts
+    except KafkaError as ex:
+        raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected to create or describe "
+                         f"topics {', '.join(names)}, got {type(ex).__name__}: {ex}") from ex
+    finally:
+        await admin.close()
+
+
+def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.App:
+    """The Faust app with its one agent; ``redis_client`` is an asyncio Redis client."""
+    import faust
+    from aiokafka.errors import KafkaError
+    from faust.exceptions import ProducerSendError
+
+    datadir = settings.home / "faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        **faust_broker(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_partitions=settings.partitions,
+        datadir=str(datadir),
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=SESSION_TIMEOUT_S / 5,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        stream_wait_empty=True,
+    )
+    events = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    artifact, metrics = engine.artifact, engine.metrics
+    assert metrics is not None
+    store = RedisStateStore(redis_client, namespace(settings.app_id, artifact.model_id),
+                            settings.state_ttl_s)
+
+    async def send(records: list[tuple[str, bytes | None, bytes]]) -> None:
+        producer = app.producer
+        futures = [await producer.send(topic, key, value, None, None, None)
+                   for topic, key, value in records]
+        await asyncio.gather(*futures)
+
+    pipeline = Pipeline(engine, store, send, output_topics(settings), metrics,
+                        send_errors=(KafkaError, ProducerSendError, asyncio.TimeoutError))
+    within = settings.batch_within_ms / 1000.0
+
+    @app.agent(events, name="seqstream-batches", concurrency=1)
+    async def batches(stream: faust.StreamT) -> None:
+        quiet_loggers()
+        async for taken in stream.take_events(settings.batch_max, within=within):
+            messages = [e.message for e in taken]
+            for m in messages:  # see the module docstring: no ack unless processed
+                m.incref()
+            try:
+                await pipeline.process([RawMessage(m.value, m.key, m.topic, m.partition,
+                                                   m.offset) for m in messages])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: stop like a crash, with nothing of this batch acked
+                log.critical("seqstream worker: batch processing failed; exiting so the batch "
+                             "is consumed again after a restart", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
+            for m in messages:
+                m.decref()
+            _record_lag(app, messages, metrics)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_events)
+        metrics.consumer_lag.clear()
+        for p in mine:
+            metrics.consumer_lag.labels(partition=str(p)).set(0)
+        log.info("seqstream worker ready: group %s, %s partitions %s, model %s", settings.app_id,
+                 settings.topic_events, mine, artifact.model_id[:16])
+
+    app.seqstream_batches = batches  # type: ignore[attr-defined]
+    return app
+
+
+def _record_lag(app: faust.App, messages: list[Any], metrics: Metrics) -> None:
+    last: dict[Any, int] = {}
+    for m in messages:
+        last[m.tp] = m.offset
+    consumer = app.consumer
+    for tp, offset in last.items():
+        with contextlib.suppress(Exception):  # no highwater yet right after an assignment
+            end = consumer.highwater(tp)
+            if end is not None:
+                metrics.consumer_lag.labels(partition=str(tp.partition)).set(
+                    max(0, end - offset - 1))
+
+
+def run_worker(settings: Settings, artifact: Artifact) -> int:
+    """Check Redis and the topics, then run the Faust worker until stopped (SIGTERM/SIGINT)."""
+    import faust
+    from prometheus_client import start_http_server
+
+    quiet_loggers()
+    metrics = Metrics()
+    engine = Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
+                    max_payload_bytes=settings.max_payload_bytes, metrics=metrics)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    began = time.perf_counter()
+    redis_client = loop.run_until_complete(connect_redis(settings))
+    counts = loop.run_until_complete(ensure_topics(settings))
+    cell = artifact.model.cell
+    metrics.set_model(artifact.model_id, cell, str(artifact.card.get("version", "unknown")))
+    if settings.metrics_port:
+        try:
+            start_http_server(settings.metrics_port, settings.metrics_host,
+                              registry=metrics.registry)
+        except OSError as ex:
+            raise StackError(f"metrics endpoint {settings.metrics_host}:{settings.metrics_port}:"
+                             f" expected a free port (SEQSTREAM_METRICS_PORT, 0 = off), got "
+                             f"{ex.strerror or ex}") from ex
+    app = build_app(settings, engine, redis_client)
+    log.info("seqstream worker: model %s (%s, %d features, horizon %d), topics %s, Redis state "
+             "%s:*, checks took %.1f s", artifact.model_id[:16], cell, artifact.n_features,
+             artifact.model.horizon, counts, namespace(settings.app_id, artifact.model_id),
+             time.perf_counter() - began)
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True,
+                          redirect_stdouts=False)
+    quiet_loggers()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as ex:
+        return int(ex.code or 0)
+    return 0
