@@ -25,6 +25,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from stream.batchsend import BatchSender
 from stream.engine import Engine, RawMessage
 from stream.errors import StackError
 from stream.metrics import Metrics
@@ -114,10 +115,22 @@ def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.Ap
     store = RedisStateStore(redis_client, namespace(settings.app_id, artifact.model_id),
                             settings.state_ttl_s)
 
+    senders: dict[int, BatchSender] = {}
+
     async def send(records: list[tuple[str, bytes | None, bytes]]) -> None:
-        producer = app.producer
-        futures = [await producer.send(topic, key, value, None, None, None)
-                   for topic, key, value in records]
+        # Faust's producer wraps an aiokafka producer; stream.batchsend appends a batch's records
+        # to one record batch per partition instead of one send() coroutine per record.
+        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        sender = senders.get(id(producer))
+        if sender is None:
+            senders.clear()
+            sender = senders[id(producer)] = BatchSender(producer)
+        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        for topic, key, value in records:
+            by_topic.setdefault(topic, []).append((key, value))
+        futures = []
+        for topic, items in by_topic.items():
+            futures += await sender.send(topic, items)
         await asyncio.gather(*futures)
 
     pipeline = Pipeline(engine, store, send, output_topics(settings), metrics,

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+PROFILE: list[str] = []  # e.g. ["-m", "cProfile", "-o", "/tmp/worker.prof"] when measuring
 MITDB_RECORDS = ("100", "101", "103", "106", "112", "113", "115", "116", "117", "121")
 
 
@@ -206,7 +207,8 @@ class WorkerProcess:
         self.starts += 1
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "seqstream", "worker", "--model", str(self.artifact)],
+                [sys.executable, *PROFILE, "-m", "seqstream", "worker", "--model",
+                 str(self.artifact)],
                 cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
