@@ -98,12 +98,9 @@ def _config(pipeline: str, names: dict[str, str], settings: Settings, model: Pat
            "SEQSTREAM_TOPIC_DEADLETTER": names["deadletter"], "SEQSTREAM_APP_ID": names["group"],
            "SEQSTREAM_PARTITIONS": str(partitions), "SEQSTREAM_METRICS_PORT": "0",
            "SEQSTREAM_BATCH_MAX": str(batch_max), "SEQSTREAM_MAX_GAP_S": "0",
-           "SEQSTREAM_WARMUP_STEPS": "0", "SEQSTREAM_LOG_LEVEL": "WARNING"}
-    return Config(pipeline=pipeline, bootstrap=settings.kafka_bootstrap, topic_in=names["in"],
-                  topic_out=names["out"], group=names["group"], redis_url=settings.redis_url,
-                  model=str(model), topic_anomalies=names["anomalies"],
-                  topic_deadletter=names["deadletter"], batch_max=batch_max,
-                  partitions=partitions, env=env)
+           "SEQSTREAM_WARMUP_STEPS": "0", "SEQSTREAM_LOG_LEVEL": "WARNING",
+           "SEQSTREAM_HOME": str(settings.home)}
+    return Config(pipeline=pipeline, model=str(model), env=env)
 
 
 def _start(cfg: Config, workers: int, profile: Path | None, logs: Path) -> list[subprocess.Popen]:

@@ -1,95 +1,107 @@
 """The pipelines under test, each run in its own process by :mod:`bench.proc`.
 
-All read the same input topic (key = entity id) and write one output record per event to
-their output topic, so the harness measures them the same way:
+All read the same input topic (key = entity id) and write one output record per event to their
+output topic, so the harness measures them the same way:
 
 - ``bare`` (a): an aiokafka consumer feeding a producer — no parsing, no state, no model; the
-  practical limit of Kafka plus Python on this machine;
+  practical limit of Kafka plus Python here (batched sends, a commit per fetched batch);
 - ``naive`` (b): a faust agent that handles one event at a time as a textbook loop would:
   Redis GET, a batch-of-one model step (a chunk runs as one sequence), Redis SET, ``Topic.send``;
-- ``worker`` (c): ``seqstream worker`` itself, started as a user starts it;
-- ``take``: a faust agent over ``stream.take_events`` driving :class:`stream.engine.Engine` —
-  how the batch processor is fed "as usually written";
-- ``fast``: the same engine fed by :mod:`stream.fastpath` (batches taken below faust's per-event
-  path, faust's group, offsets and commits kept);
-- ``plain`` (d): a plain aiokafka loop (no faust) driving the same engine.
-
-``take``, ``fast`` and ``plain`` share :func:`process_batch`: validate and group (``prepare``),
-load the batch's states in one round trip, one network call (``apply``), send every record, wait
-for Kafka's acknowledgements, save the states in one round trip — and only then let the offsets
-be committed, the order the worker's crash contract needs.
+- ``worker`` (c): ``seqstream worker`` itself, started as a user starts it (a faust agent over
+  ``stream.take_events`` driving :class:`stream.pipeline.Pipeline`);
+- ``plain`` (d): a plain aiokafka loop (no faust) driving the very same
+  :class:`stream.pipeline.Pipeline` — engine, Redis store, metrics and batched sends — with the
+  worker's settings, committing after every batch;
+- ``fast`` (c'): the worker's faust app and Pipeline, fed by :mod:`stream.fastpath` (batches taken
+  below faust's per-event path; faust's group, offsets, acks and commits kept) instead of
+  ``take_events`` — the proposed hot path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = ["PIPELINES", "Config", "process_batch", "run"]
+__all__ = ["LETTERS", "PIPELINES", "Config", "run"]
 
-QUIET_LOGGERS = ("faust", "aiokafka", "mode", "kafka")
+log = logging.getLogger("bench.pipelines")
+LETTERS = {"bare": "a", "naive": "b", "worker": "c", "plain": "d", "fast": "c'"}
 
 
 @dataclass
 class Config:
-    """Everything a pipeline process needs (passed as JSON on its command line)."""
+    """Everything a pipeline process needs (passed as JSON on its command line); ``env`` holds
+    the ``SEQSTREAM_*`` settings, which every pipeline reads like the worker does."""
 
     pipeline: str
-    bootstrap: str
-    topic_in: str
-    topic_out: str
-    group: str
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    model: str | None = None
-    topic_anomalies: str | None = None
-    topic_deadletter: str | None = None
-    batch_max: int = 1000
-    within_ms: int = 20
-    partitions: int = 4
+    model: str
     env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def group(self) -> str:
+        return self.env.get("SEQSTREAM_APP_ID", "seqstream")
 
-# (topic, [(key, value), ...]) -> futures that resolve when Kafka acknowledges
-SendMany = Callable[[str, Sequence[tuple[bytes | None, bytes]]], Awaitable[list[Any]]]
+    @property
+    def topic_in(self) -> str:
+        return self.env.get("SEQSTREAM_TOPIC_EVENTS", "seqstream.events")
 
-
-async def process_batch(engine: Any, store: Any, send: SendMany, cfg: Config,
-                        records: Sequence[Any]) -> int:
-    """One batch through the engine; returns predictions sent. See the module docstring."""
-    batch = engine.prepare(records)
-    blobs = await store.load(batch.entity_ids) if batch.entity_ids else []
-    out = engine.apply(batch, blobs)
-    futures = await send(cfg.topic_out, out.predictions)
-    if cfg.topic_anomalies and out.anomalies:
-        futures += await send(cfg.topic_anomalies, out.anomalies)
-    if cfg.topic_deadletter and out.deadletters:
-        futures += await send(cfg.topic_deadletter, out.deadletters)
-    if futures:
-        await asyncio.gather(*futures)
-    if out.states:
-        await store.save(out.states)
-    return len(out.predictions)
+    @property
+    def topic_out(self) -> str:
+        return self.env.get("SEQSTREAM_TOPIC_PREDICTIONS", "seqstream.predictions")
 
 
-def _engine_and_store(cfg: Config) -> tuple[Any, Any]:
-    import redis.asyncio
+def _settings(cfg: Config) -> Any:
+    from stream.settings import Settings
 
+    return Settings.from_env(cfg.env, overrides={"model": cfg.model})
+
+
+def _engine(settings: Any) -> Any:
     from stream.artifact import load_artifact
     from stream.engine import Engine
-    from stream.state import RedisStateStore, namespace
+    from stream.metrics import Metrics
 
-    if cfg.model is None:
-        raise ValueError(f"pipeline {cfg.pipeline}: expected a model artifact, got none")
-    artifact = load_artifact(cfg.model)
-    engine = Engine(artifact, warmup_steps=0, max_gap_s=0, check_key=True)
-    client = redis.asyncio.Redis.from_url(cfg.redis_url)
-    store = RedisStateStore(client, namespace(cfg.group, artifact.model_id))
-    return engine, store
+    artifact = load_artifact(settings.model)
+    return Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
+                  max_payload_bytes=settings.max_payload_bytes, metrics=Metrics())
+
+
+def _pipeline(settings: Any, engine: Any, redis_client: Any,
+              producer: Callable[[], Any]) -> Any:
+    """The worker's :class:`stream.pipeline.Pipeline` with the worker's batched send."""
+    from aiokafka.errors import KafkaError
+
+    from stream.batchsend import BatchSender
+    from stream.pipeline import Pipeline
+    from stream.state import RedisStateStore, namespace
+    from stream.worker import output_topics
+
+    store = RedisStateStore(redis_client, namespace(settings.app_id, engine.model_id),
+                            settings.state_ttl_s)
+    senders: dict[int, BatchSender] = {}
+
+    async def send(records: list[tuple[str, bytes | None, bytes]]) -> None:
+        p = producer()
+        sender = senders.get(id(p))
+        if sender is None:
+            senders.clear()
+            sender = senders[id(p)] = BatchSender(p)
+        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        for topic, key, value in records:
+            by_topic.setdefault(topic, []).append((key, value))
+        futures = []
+        for topic, items in by_topic.items():
+            futures += await sender.send(topic, items)
+        await asyncio.gather(*futures)
+
+    return Pipeline(engine, store, send, output_topics(settings), engine.metrics,
+                    send_errors=(KafkaError, asyncio.TimeoutError))
 
 
 def _stop_event() -> asyncio.Event:
@@ -100,27 +112,28 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _aiokafka_loop(cfg: Config, handle: Callable[[Any, Sequence[Any]], Awaitable[None]],
-                         producer_kwargs: dict[str, Any] | None = None) -> None:
-    """Consume → ``handle(producer, records)`` → commit, until SIGTERM."""
+async def _aiokafka_loop(settings: Any,
+                         handle: Callable[[Any, Sequence[Any]], Awaitable[None]]) -> None:
+    """Consume → ``handle(producer, records)`` → commit, batch after batch, until SIGTERM."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from stream.security import kafka_kwargs
+
     stop = _stop_event()
-    consumer = AIOKafkaConsumer(cfg.topic_in, bootstrap_servers=cfg.bootstrap, group_id=cfg.group,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 << 20)
-    producer = AIOKafkaProducer(bootstrap_servers=cfg.bootstrap, acks=1, linger_ms=1,
-                                max_batch_size=1 << 20, **(producer_kwargs or {}))
+    consumer = AIOKafkaConsumer(settings.topic_events, **kafka_kwargs(settings),
+                                group_id=settings.app_id, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
+    producer = AIOKafkaProducer(**kafka_kwargs(settings), acks="all", linger_ms=1,
+                                max_batch_size=1 << 20)
     await producer.start()
     await consumer.start()
     try:
         while not stop.is_set():
-            fetched = await consumer.getmany(timeout_ms=200, max_records=cfg.batch_max)
+            fetched = await consumer.getmany(timeout_ms=200, max_records=settings.batch_max)
             records = [r for recs in fetched.values() for r in recs]
-            if not records:
-                continue
-            await handle(producer, records)
-            await consumer.commit()
+            if records:
+                await handle(producer, records)
+                await consumer.commit()
     finally:
         await consumer.stop()
         await producer.stop()
@@ -130,133 +143,124 @@ async def run_bare(cfg: Config) -> None:
     """(a) Forward every record's key and value; no parsing, state or model."""
     from stream.batchsend import BatchSender
 
+    settings = _settings(cfg)
     senders: dict[int, BatchSender] = {}
 
     async def handle(producer: Any, records: Sequence[Any]) -> None:
         sender = senders.setdefault(id(producer), BatchSender(producer))
-        await asyncio.gather(*await sender.send(cfg.topic_out, [(r.key, r.value)
-                                                                for r in records]))
+        futures = await sender.send(settings.topic_predictions, [(r.key, r.value)
+                                                                 for r in records])
+        await asyncio.gather(*futures)
 
-    await _aiokafka_loop(cfg, handle)
+    await _aiokafka_loop(settings, handle)
 
 
 async def run_plain(cfg: Config) -> None:
-    """(d) The engine in a plain aiokafka loop."""
-    from stream.batchsend import BatchSender
+    """(d) The worker's Pipeline in a plain aiokafka loop."""
+    from stream.security import connect_redis
 
-    engine, store = _engine_and_store(cfg)
-    senders: dict[int, BatchSender] = {}
+    settings = _settings(cfg)
+    engine = _engine(settings)
+    redis_client = await connect_redis(settings)
+    current: list[Any] = []
+    pipeline = _pipeline(settings, engine, redis_client, lambda: current[0])
 
     async def handle(producer: Any, records: Sequence[Any]) -> None:
-        sender = senders.setdefault(id(producer), BatchSender(producer))
-        await process_batch(engine, store, sender.send, cfg, records)
+        current[:] = [producer]
+        await pipeline.process(records)
 
     try:
-        await _aiokafka_loop(cfg, handle)
+        await _aiokafka_loop(settings, handle)
     finally:
-        await store.close()
+        await redis_client.aclose()
 
 
-def _faust_app(cfg: Config) -> Any:
+def _faust_app(settings: Any) -> Any:
+    """A faust app configured as :func:`stream.worker.build_app` configures the worker's."""
     import faust
 
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    return faust.App(cfg.group, broker=f"kafka://{cfg.bootstrap}", value_serializer="raw",
-                     key_serializer="raw", web_enabled=False, topic_allow_declare=False,
-                     topic_partitions=cfg.partitions, consumer_auto_offset_reset="earliest",
-                     store="memory://", producer_linger=0.001,
-                     producer_max_batch_size=1 << 20, loghandlers=[])
+    from stream.security import faust_broker
+    from stream.worker import SESSION_TIMEOUT_S
+
+    datadir = settings.home / "faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    return faust.App(settings.app_id, **faust_broker(settings), value_serializer="raw",
+                     key_serializer="raw", web_enabled=False, topic_disable_leader=True,
+                     topic_partitions=settings.partitions, datadir=str(datadir),
+                     broker_session_timeout=SESSION_TIMEOUT_S,
+                     broker_heartbeat_interval=SESSION_TIMEOUT_S / 5,
+                     consumer_auto_offset_reset="earliest", producer_acks=-1,
+                     stream_wait_empty=True)
 
 
-def _faust_sender(app: Any) -> SendMany:
-    """``app.producer.send`` per record (cheaper than ``Topic.send``, which wraps each record in
-    a ``FutureMessage``); how a faust agent usually sends."""
-    producer = app.producer
-
-    async def send(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
-        return [await producer.send(topic, k, v, None, None, None) for k, v in records]
-
-    return send
-
-
-def _batch_sender(app: Any) -> SendMany:
-    """:class:`stream.batchsend.BatchSender` over the app's own aiokafka producer."""
-    from stream.batchsend import BatchSender
-
-    holder: list[BatchSender] = []
-
-    async def send(topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
-        if not holder:
-            holder.append(BatchSender(app.producer._ensure_producer()))
-        return await holder[0].send(topic, records)
-
-    return send
-
-
-def _run_faust(app: Any) -> None:
+def _run_faust(app: Any, loop: asyncio.AbstractEventLoop) -> None:
     import faust
 
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    from stream.worker import quiet_loggers
+
+    quiet_loggers()
+    worker = faust.Worker(app, loop=loop, loglevel="WARNING", quiet=True,
+                          redirect_stdouts=False)
+    quiet_loggers()
     worker.execute_from_commandline()
 
 
-def run_take(cfg: Config) -> None:
-    """A faust agent over ``stream.take_events`` driving the engine."""
-    app = _faust_app(cfg)
-    topic = app.topic(cfg.topic_in, key_type=bytes, value_type=bytes)
-    engine, store = _engine_and_store(cfg)
-    send = _faust_sender(app)
-
-    @app.agent(topic)
-    async def agent(stream: Any) -> None:
-        async for events in stream.take_events(cfg.batch_max, within=cfg.within_ms / 1000):
-            await process_batch(engine, store, send, cfg, [e.message for e in events])
-
-    _run_faust(app)
-
-
 def run_fast(cfg: Config) -> None:
-    """The engine fed by :mod:`stream.fastpath` batches inside a faust app."""
+    """(c') The worker's app and Pipeline, fed by :mod:`stream.fastpath` batches."""
     from stream import fastpath
+    from stream.security import connect_redis
 
-    app = _faust_app(cfg)
-    topic = app.topic(cfg.topic_in, key_type=bytes, value_type=bytes)
-    engine, store = _engine_and_store(cfg)
-    source = fastpath.install(app, topic, max_batch=cfg.batch_max)
-    send = _batch_sender(app)
-
-    async def handle(records: Sequence[Any]) -> None:
-        await process_batch(engine, store, send, cfg, records)
+    settings = _settings(cfg)
+    engine = _engine(settings)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    redis_client = loop.run_until_complete(connect_redis(settings))
+    app = _faust_app(settings)
+    events = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    source = fastpath.install(app, events, max_batch=settings.batch_max)
+    pipeline = _pipeline(settings, engine, redis_client,
+                         lambda: app.producer._ensure_producer())
 
     @app.task
-    async def consume() -> None:
-        await fastpath.run_batches(source, handle)
+    async def batches() -> None:
+        try:
+            await fastpath.run_batches(source, pipeline.process)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # as the worker does: stop like a crash, nothing of the batch acked
+            log.critical("batch processing failed; exiting", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
 
-    _run_faust(app)
+    _run_faust(app, loop)
 
 
 def run_naive(cfg: Config) -> None:
     """(b) One event at a time: GET, step, SET, send (a textbook faust agent)."""
     import numpy as np
-    import redis.asyncio
+    import orjson
     import torch
 
-    from stream.artifact import load_artifact
     from stream.errors import RecordError
     from stream.records import parse_event
     from stream.scoring import score
+    from stream.security import connect_redis
 
-    app = _faust_app(cfg)
-    topic = app.topic(cfg.topic_in, key_type=bytes, value_type=bytes)
-    out_topic = app.topic(cfg.topic_out, key_type=bytes, value_type=bytes)
-    artifact = load_artifact(cfg.model)  # type: ignore[arg-type]
+    settings = _settings(cfg)
+    artifact = _engine(settings).artifact
     net, f = artifact.model, artifact.n_features
     residual_scale = np.asarray(artifact.card["score"]["residual_scale"], dtype=np.float64)
-    client = redis.asyncio.Redis.from_url(cfg.redis_url)
-    prefix = f"{cfg.group}:naive:"
     size = net.state_size
-    import orjson
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    client = loop.run_until_complete(connect_redis(settings))
+    prefix = f"{settings.app_id}:naive:"
+    app = _faust_app(settings)
+    topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw")
+    out_topic = app.topic(settings.topic_predictions, key_type=bytes, value_type=bytes,
+                          key_serializer="raw", value_serializer="raw")
 
     @app.agent(topic)
     async def agent(stream: Any) -> None:
@@ -276,36 +280,31 @@ def run_naive(cfg: Config) -> None:
             with torch.inference_mode():
                 y, state = net(x[None], net.unpack_state(h))
                 h = net.pack_state(state)
-            y0 = y[0, :, 0].numpy()  # [T, F] 1-step forecasts
             s = None if prev is None else float(score(x[0].numpy() - prev, residual_scale))
-            await client.set(key, h.numpy().tobytes() + y0[-1].astype(np.float32).tobytes())
+            await client.set(key, h.numpy().tobytes() + y[0, -1, 0].numpy().tobytes())
             record = {"entity_id": e.entity_id, "ts": e.ts, "score": s,
                       "forecast": artifact.unscale(y[0, -1].numpy()).tolist()}
             await out_topic.send(key=event.key, value=orjson.dumps(record))
 
-    _run_faust(app)
+    _run_faust(app, loop)
 
 
 def run_worker(cfg: Config) -> None:
-    """(c) ``seqstream worker`` as a user runs it (settings from ``cfg.env``)."""
-    import os
-    import sys
-
+    """(c) ``seqstream worker --model ...`` as a user runs it (settings from ``cfg.env``)."""
     os.environ.update(cfg.env)
     from seqstream.cli import main
 
-    sys.exit(main(["worker", "--model", str(Path(cfg.model or ""))]))
+    sys.exit(main(["worker", "--model", cfg.model]))
 
 
 PIPELINES: dict[str, Callable[[Config], Any]] = {
-    "bare": run_bare, "naive": run_naive, "worker": run_worker, "take": run_take,
-    "fast": run_fast, "plain": run_plain,
+    "bare": run_bare, "naive": run_naive, "worker": run_worker, "plain": run_plain,
+    "fast": run_fast,
 }
 
 
 def run(cfg: Config) -> None:
     """Run ``cfg.pipeline`` in this process until SIGTERM."""
-    target = PIPELINES[cfg.pipeline]
-    result = target(cfg)
+    result = PIPELINES[cfg.pipeline](cfg)
     if asyncio.iscoroutine(result):
         asyncio.run(result)
