@@ -6,17 +6,19 @@ user's CSV/Parquet file with an entity column, a time column and feature columns
 :mod:`training.sources`, the same readers training uses). ``--entities N`` fans the records out
 to N entities and ``--samples-per-event`` chunks them (see :mod:`seqstream.replay`).
 
-Timestamps (``--ts``): ``now`` (default) stamps each event with the wall clock when it is sent,
-so the worker's end-to-end latency (event ts → prediction produced) means what it says; an
-entity's timestamps must still increase and a chunk's samples span ``m × period``, so when
-chunks are replayed faster than real time an entity's ts runs ahead of the clock (the summary
-says by how much, and latency read then is too low: use ``--rate realtime`` to measure it).
+Timestamps (``--ts``): ``now`` (default) stamps each event with the wall clock when it is sent:
+a single sample gets the send time, a chunk of ``m`` samples the time that puts its *last* sample
+at the send time (``ts = now - (m - 1) × period``), as a device that sends a chunk once it has
+recorded it would. So the worker's end-to-end latency (last sample's ts → prediction produced)
+means what it says. An entity's samples must still move forward in time, so when chunks are
+replayed faster than real time its timestamps run ahead of the clock (the summary says by how
+much, and latency read then is too low: use ``--rate realtime`` to measure it).
 ``source`` sends each sample's recording time, sample index × the recording's (median) period,
 seconds from its first sample: what offline evaluation lines up with labels.
 
 Pacing (``--rate``): ``max`` sends as fast as the producer takes them, a number paces to that
-many events per second in total, ``realtime`` sends each sample when its recorded time has
-passed since the start.
+many events per second in total, ``realtime`` sends each event once its last sample's recorded
+time has passed since the start.
 """
 
 from __future__ import annotations
@@ -274,20 +276,22 @@ async def publish(settings: Settings, lanes: list[Lane], options: Options) -> Re
             elapsed = time.monotonic() - start
             if options.duration_s is not None and elapsed >= options.duration_s:
                 break
-            due = (None if options.rate == "max" else chunk.due_s if options.rate == "realtime"
-                   else events / float(options.rate))
-            if due is not None and due - elapsed > 0.002:
-                await asyncio.sleep(due - elapsed)
             lane = lanes[chunk.lane]
             n = len(chunk.values)
+            span = (n - 1) * lane.period_s  # first to last sample of the chunk
+            # in real time a chunk can leave once its last sample has happened
+            due = (None if options.rate == "max" else chunk.due_s + span
+                   if options.rate == "realtime" else events / float(options.rate))
+            if due is not None and due - elapsed > 0.002:
+                await asyncio.sleep(due - elapsed)
             if options.ts == "source":
                 ts = chunk.index * lane.period_s
             else:
                 now = time.time()
-                ts = max(now, next_free[chunk.lane])
-                # single samples need only increase; a chunk's samples span n periods
+                # the last sample is "now"; an entity's samples must still move forward
+                ts = max(now - span, next_free[chunk.lane])
                 next_free[chunk.lane] = ts + (n * lane.period_s if n > 1 else 1e-6)
-                ahead = max(ahead, ts - now)
+                ahead = max(ahead, ts + span - now)
             value = orjson.dumps(event(lane.entity_id, ts, chunk.values, lane.period_s))
             pending.append(await producer.send(topic, value, key=lane.entity_id.encode()))
             events += 1

@@ -132,3 +132,19 @@ def test_cli_prints_the_achieved_rate(unique: str, shared_data: Path,
     assert rc == 0
     assert f"published 50 events (50 samples) for 1 entities to {unique}" in out
     assert "events/s" in out
+
+
+def test_realtime_chunks_put_their_last_sample_at_the_send_time(settings: Settings, unique: str,
+                                                                 shared_data: Path) -> None:
+    cfg = _settings(settings, unique)
+    lanes = publish.load_lanes(_args("--path", str(shared_data / "mitdb"), "--records",
+                                     "100,101"), cfg)
+    report = asyncio.run(publish.publish(cfg, lanes, publish.Options(
+        rate="realtime", samples_per_event=36, duration_s=1.5, progress=False)))
+    records = asyncio.run(_consume(cfg, unique, report.events))
+    assert len(records) == report.events >= 6
+    for r in records:
+        body = orjson.loads(r.value)
+        last = body["ts"] + (len(body["values"]) - 1) * body["period"]
+        # the producer stamps each record with its create time (ms): the last sample's time
+        assert abs(last - r.timestamp / 1000) < 0.05
