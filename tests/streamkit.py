@@ -30,6 +30,7 @@ from stream.model import Forecaster
 
 __all__ = [
     "REPO",
+    "EndOffsets",
     "EventSet",
     "WorkerProcess",
     "assert_predictions_match",
@@ -191,6 +192,7 @@ class WorkerProcess:
             "SEQSTREAM_BATCH_WITHIN_MS": str(batch_within_ms),
             "SEQSTREAM_WARMUP_STEPS": str(warmup_steps), "SEQSTREAM_MAX_GAP_S": str(max_gap_s),
             "SEQSTREAM_METRICS_PORT": "0", "SEQSTREAM_HOME": str(log_dir / "home"),
+            "SEQSTREAM_STATE_TTL_S": "3600",  # test states clean themselves up
             "OMP_NUM_THREADS": "1", "BROKER_SESSION_TIMEOUT": "6",
             "BROKER_HEARTBEAT_INTERVAL": "1",
         })
@@ -379,3 +381,38 @@ def assert_predictions_match(got: Sequence[dict], want: dict, threshold: float,
     missing = [k for k in want if k not in seen]
     assert not missing, f"{len(missing)} events without a prediction, e.g. {missing[:3]}"
     return sum(seen.values()) - len(seen)
+
+
+class EndOffsets:
+    """Sum of a topic's end offsets (records ever written), polled from a sync test."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        self.topic = topic
+        self.loop = asyncio.new_event_loop()
+
+        async def start() -> Any:
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+            await consumer.start()
+            return consumer
+
+        self.consumer = self.loop.run_until_complete(start())
+
+    def total(self) -> int:
+        from aiokafka import TopicPartition
+
+        async def go() -> int:
+            parts = self.consumer.partitions_for_topic(self.topic)
+            if not parts:
+                await self.consumer._client.force_metadata_update()
+                parts = self.consumer.partitions_for_topic(self.topic) or set()
+            ends = await self.consumer.end_offsets([TopicPartition(self.topic, p)
+                                                    for p in parts])
+            return sum(ends.values())
+
+        return self.loop.run_until_complete(go())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.consumer.stop())
+        self.loop.close()
