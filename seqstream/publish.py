@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import math
 import sys
 import time
@@ -239,11 +240,19 @@ def load_lanes(args: argparse.Namespace, settings: Settings) -> list[Lane]:
 
 
 def _planned(lanes: list[Lane], options: Options) -> int | None:
-    if options.loop:
-        return options.count
-    total = sum(math.ceil((len(lane.values) - lane.start) / options.samples_per_event)
-                for lane in lanes)
-    return min(total, options.count) if options.count else total
+    """The progress bar's total: events until the data, --count or --duration runs out."""
+    m, d = options.samples_per_event, options.duration_s
+    per_lane = [math.inf if options.loop else math.ceil((len(lane.values) - lane.start) / m)
+                for lane in lanes]
+    if d is not None and options.rate == "realtime":
+        per_lane = [min(n, math.ceil(d / (m * lane.period_s))) for n, lane in
+                    zip(per_lane, lanes, strict=True)]
+    total = sum(per_lane)
+    if d is not None and isinstance(options.rate, float):
+        total = min(total, math.ceil(d * options.rate))
+    if options.count is not None:
+        total = min(total, options.count)
+    return None if math.isinf(total) else int(total)
 
 
 async def publish(settings: Settings, lanes: list[Lane], options: Options) -> Report:
@@ -317,6 +326,7 @@ async def publish(settings: Settings, lanes: list[Lane], options: Options) -> Re
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(overrides=vars(args))
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # retries are reported as errors
     lanes = load_lanes(args, settings)
     options = Options(rate=args.rate, samples_per_event=args.samples_per_event,
                       count=args.count, duration_s=args.duration, loop=args.loop, ts=args.ts,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import math
 import sys
 import time
@@ -129,8 +130,13 @@ class ValueIndex:
         return len(self._values)
 
 
-HEADER = (f"{'time (UTC)':<23} {'entity':<20} {'n':>3} {'value':>18} {'next forecast':>18} "
+HEADER = (f"{'time (UTC)':<23} {'entity':<24} {'n':>3} {'value':>18} {'next forecast':>18} "
           f"{'score':>8}  flag")
+
+
+def _entity(entity_id: str, width: int = 24) -> str:
+    # ids often share a long prefix and differ at the end: keep the end
+    return entity_id if len(entity_id) <= width else "…" + entity_id[-(width - 1):]
 
 
 def _clock(ts: float) -> str:
@@ -152,7 +158,7 @@ def format_row(group: list[Sample]) -> str:
     scores = [s.score for s in group if s.score is not None]
     flagged = sum(s.anomaly for s in group)
     flag = "" if not flagged else "ANOMALY" if len(group) == 1 else f"ANOMALY x{flagged}"
-    return (f"{_clock(group[0].ts):<23} {last.entity_id[:20]:<20} {len(group):>3} "
+    return (f"{_clock(group[0].ts):<23} {_entity(last.entity_id):<24} {len(group):>3} "
             f"{_numbers(last.value):>18} {_numbers(last.forecast[0]):>18} "
             f"{(f'{max(scores):.2f}' if scores else '-'):>8}  {flag}")
 
@@ -242,6 +248,7 @@ async def follow(settings: Settings, emit: Callable[[list[Sample]], None], *,
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(overrides=vars(args))
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)  # its INFO lines would mix in
     out = sys.stdout
 
     if args.json:
