@@ -225,8 +225,12 @@ def test_worker_saved_states_in_the_password_redis(live: Live) -> None:
     client = redis.Redis(host="127.0.0.1", port=live.redis_port, password=PASSWORD)
     keys = [k for k in client.scan_iter(count=1000)]
     assert len(keys) >= ENTITIES
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    anonymous = redis.Redis(host="127.0.0.1", port=live.redis_port, retry=Retry(NoBackoff(), 0))
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=live.redis_port).ping()
+        anonymous.ping()
 
 
 def test_worker_with_a_wrong_redis_password_stops_with_one_line(live: Live,
