@@ -65,7 +65,6 @@ class Pipeline:
         self.metrics = metrics
         self.send_errors = send_errors
         self.backoff = backoff
-        self.waiting = False  # true while a step waits for Redis or Kafka to come back
 
     async def process(self, messages: Sequence[RawMessage]) -> Outcome:
         """Process one batch; returns only once predictions are acked and states saved."""
@@ -111,7 +110,6 @@ class Pipeline:
                 result = await step(arg)
             except errors as ex:
                 failures += 1
-                self.waiting = True
                 if failures == 1 or failures % 20 == 0:
                     log.warning("%s failed (%s: %s); retrying every <= %.1f s without "
                                 "committing (attempt %d)", what, type(ex).__name__, ex, cap,
@@ -121,5 +119,4 @@ class Pipeline:
                 continue
             if failures:
                 log.warning("%s succeeded after %d failed attempts", what, failures)
-                self.waiting = False
             return result

@@ -44,6 +44,7 @@ __all__ = ["QUIET_LOGGERS", "build_app", "ensure_topics", "quiet_loggers", "run_
 log = logging.getLogger("stream.worker")
 
 QUIET_LOGGERS = ("faust", "aiokafka", "mode", "kafka")
+REDIS_TIMEOUT_S = 10.0
 SESSION_TIMEOUT_S = 10.0  # Faust's default is 60 s: a crashed worker's partitions would idle 1 min
 
 
@@ -197,6 +198,11 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     asyncio.set_event_loop(loop)
     began = time.perf_counter()
     redis_client = loop.run_until_complete(connect_redis(settings))
+    # A hung (not dead) Redis must fail a command, so the batch is retried, rather than block it
+    # forever: later connections get socket timeouts.
+    redis_client.connection_pool.connection_kwargs.update(
+        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
+    loop.run_until_complete(redis_client.connection_pool.disconnect())
     counts = loop.run_until_complete(ensure_topics(settings))
     cell = artifact.model.cell
     metrics.set_model(artifact.model_id, cell, str(artifact.card.get("version", "unknown")))
