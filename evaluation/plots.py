@@ -1,0 +1,99 @@
+"""PNG plots of a few test records: signal, forecast, flags and labels, with the score below.
+
+Each plot shows ``seconds`` of one series around its densest stretch of labelled anomalies (the
+start when it has none), so a reader sees what a flag looks like next to what it should catch.
+Matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.dataset import EvalSeries
+from evaluation.labels import Labels
+from evaluation.metrics import ABNORMAL
+
+__all__ = ["CLASS_COLOURS", "pick_stretch", "plot_series"]
+
+CLASS_COLOURS = {"SVEB": "tab:orange", "VEB": "tab:red", "F": "tab:purple"}
+
+
+def _anomaly_samples(labels: Labels) -> np.ndarray:
+    if labels.kind == "beats":
+        return labels.r_peaks[np.isin(labels.classes, ABNORMAL)]
+    return np.concatenate([np.arange(a, b) for a, b in labels.windows]) \
+        if len(labels.windows) else np.zeros(0, np.int64)
+
+
+def pick_stretch(labels: Labels, n: int, length: int, start: int = 0) -> tuple[int, int]:
+    """``[lo, hi)`` of ``length`` samples (at or after ``start``) holding the most labelled
+    anomalies.
+
+    >>> pick_stretch(Labels.from_beats([10, 500, 520, 540], ["N", "VEB", "VEB", "N"]), 1000, 100)
+    (450, 550)
+    """
+    length = min(length, n)
+    marks = _anomaly_samples(labels)
+    marks = marks[marks >= start]
+    if len(marks) == 0:
+        lo = min(start, n - length)
+        return lo, lo + length
+    ends = np.searchsorted(marks, marks + length // 2, side="left")
+    starts = np.searchsorted(marks, marks - length // 2, side="left")
+    best = int(np.argmax(ends - starts))
+    lo = int(np.clip(marks[best] - length // 2, start, n - length))
+    return lo, lo + length
+
+
+def plot_series(path: Path, series: EvalSeries, forecast: np.ndarray | None,
+                scores: np.ndarray, flags: np.ndarray, threshold: float, period_s: float,
+                features: Sequence[str], seconds: float, warmup: int, title: str) -> dict:
+    """Draw one series' stretch to ``path``; returns what was drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(series.values)
+    lo, hi = pick_stretch(series.labels, n, max(2, round(seconds / period_s)), warmup)
+    t = np.arange(lo, hi) * period_s
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True,
+                                 gridspec_kw={"height_ratios": [3, 1.4]})
+    ax.plot(t, series.values[lo:hi, 0], lw=0.9, color="black", label=f"signal ({features[0]})")
+    if forecast is not None:
+        ax.plot(t, forecast[lo:hi, 0], lw=0.8, color="tab:blue", alpha=0.8,
+                label="1-step forecast")
+    lab = series.labels
+    if lab.kind == "beats":
+        inside = (lab.r_peaks >= lo) & (lab.r_peaks < hi)
+        for cls, colour in CLASS_COLOURS.items():
+            r = lab.r_peaks[inside & (lab.classes == cls)]
+            if len(r):
+                ax.scatter(r * period_s, series.values[r, 0], s=60, facecolors="none",
+                           edgecolors=colour, lw=1.5, label=f"{cls} beat (label)", zorder=3)
+    else:
+        for a, b in lab.windows:
+            if b > lo and a < hi:
+                ax.axvspan(max(a, lo) * period_s, min(b, hi) * period_s, color="tab:orange",
+                           alpha=0.15, label="anomaly window (label)")
+    f = np.flatnonzero(flags[lo:hi]) + lo
+    if len(f):
+        ax.scatter(f * period_s, series.values[f, 0], s=8, color="tab:red", marker="x",
+                   label="flag", zorder=4)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8, ncol=3)
+    ax.set_title(title, fontsize=10)
+    bx.plot(t, scores[lo:hi], lw=0.8, color="tab:green", label="score")
+    bx.axhline(threshold, color="tab:red", lw=0.8, ls="--", label=f"threshold {threshold:.3g}")
+    bx.set_yscale("symlog", linthresh=1.0)
+    bx.set_xlabel("seconds from the series' first streamed sample")
+    bx.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"file": path.name, "entity": series.entity, "from_s": lo * period_s,
+            "to_s": hi * period_s, "flags": len(f)}

@@ -1,0 +1,133 @@
+"""The evaluation's outputs: ``report.json`` (every number), ``report.md`` (the tables) and the
+README's ``## Quality`` section (the latest tables, replaced in place).
+
+JSON has no NaN, so undefined numbers (a recall without anomalies, say) are written as null and
+shown as "–" in the tables.
+
+>>> _fmt(0.12345), _fmt(float("nan")), _fmt(1234.5, 0)
+('0.123', '–', '1234')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.metrics import ABNORMAL
+
+__all__ = ["markdown", "replace_section", "to_json", "write_report"]
+
+SECTION = "## Quality"
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON types; NaN and infinities as null."""
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_json(dataclasses.asdict(value))
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _detector_rows(results: dict[str, Any]) -> list[str]:
+    beats = results["data"]["kind"] == "beats"
+    head = ["detector", "threshold (rule)", "precision", "recall", "F1"]
+    if beats:
+        head += [f"F1 {c}" for c in ABNORMAL]
+    head += ["false flags / h", "median delay (s)", "ROC-AUC", "PR-AUC"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, det in results["detectors"].items():
+        for rule, label in (("calibrated", "calibrated"), ("best_f1", "best val. F1")):
+            m = det[rule]
+            a = m["all"]
+            cells = [f"{det['label']} (`{name}`)", f"{_fmt(m['threshold'], 3)} ({label})",
+                     _fmt(a["precision"]), _fmt(a["recall"]), f"**{_fmt(a['f1'])}**"]
+            if beats:
+                cells += [_fmt(m["per_class"][c]["f1"]) for c in ABNORMAL]
+            cells += [_fmt(a["false_per_hour"], 1), _fmt(a["delay_median_s"], 3),
+                      _fmt(m["roc_auc"]), _fmt(m["pr_auc"])]
+            rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The tables and the verdict, as shown in report.md and the README."""
+    d, f, t = results["data"], results["forecast"], results["targets"]
+    units = "abnormal beats (AAMI SVEB, VEB, F)" if d["kind"] == "beats" else "anomaly windows"
+    counts = d.get("counts", {})
+    per_class = ", ".join(f"{c} {counts.get(c, 0)}" for c in ABNORMAL)
+    lines = [
+        f"Model `{results['artifact']['model_id'][:12]}` ({results['artifact']['name']}), "
+        f"evaluated {results['created_at']} on {d['test_source']}: {d['series']} series, "
+        f"{_fmt(d['hours'], 2)} h, {d['events']} {units}"
+        + (f" ({per_class}; N {counts.get('N', 0)})" if d["kind"] == "beats" else "")
+        + f". Thresholds from the validation parts of {', '.join(d['validation'])}; "
+          f"no flag in each series' first {results['settings']['warmup']} samples.",
+        "",
+        *_detector_rows(results),
+        "",
+        "| 1-step forecast | MAE | RMSE | MASE (vs persistence, same samples) |",
+        "|---|---|---|---|",
+        f"| seqstream | {_fmt(f['mae'][0], 4)} | {_fmt(f['rmse'][0], 4)} | "
+        f"**{_fmt(f['mase'])}** |",
+        f"| persistence | {_fmt(f['mae_persistence'][0], 4)} | "
+        f"{_fmt(f['rmse_persistence'][0], 4)} | 1.000 |",
+        "",
+        f"Targets: F1 ≥ best baseline + 0.15 — seqstream {_fmt(t['f1'])} vs best baseline "
+        f"{_fmt(t['best_baseline_f1'])} (`{t['best_baseline']}`): "
+        f"**{'met' if t['f1_met'] else 'not met'}**; MASE ≤ 0.7 — {_fmt(f['mase'])}: "
+        f"**{'met' if t['mase_met'] else 'not met'}** "
+        f"(units: {', '.join(f['features'])} in user units).",
+    ]
+    live = results.get("live")
+    if live:
+        lines += ["", f"Live: {live['summary']}"]
+    lines += ["", f"Reproduce: `{results['command']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, body: str) -> str:
+    """``text`` with the body of its ``## Quality`` section replaced (appended if absent)."""
+    block = f"{SECTION}\n\n{body.rstrip()}\n"
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + block
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+               len(lines))
+    return "".join(lines[:start]) + block + ("\n" + "".join(lines[end:]) if end < len(lines)
+                                             else "")
+
+
+def write_report(results: dict[str, Any], out: Path, readme: Path | None = None) -> Path:
+    """Write report.json and report.md to ``out`` (and the README section); returns the .md."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(to_json(results), indent=2) + "\n")
+    md = markdown(results)
+    (out / "report.md").write_text("# seqstream evaluate\n\n" + md)
+    if readme is not None:
+        readme.write_text(replace_section(readme.read_text(), md))
+    return out / "report.md"

@@ -1,0 +1,255 @@
+"""``seqstream evaluate --model ARTIFACT``: how often a flag is right, how many anomalies it
+misses, and how good the forecasts are, on labelled data the network never saw, against the
+simple detectors a user could run instead.
+
+1. Validation parts of the training series (thresholds) and unseen labelled test series
+   (:mod:`evaluation.dataset`), labels by AAMI EC57 for ECG (:mod:`evaluation.labels`).
+2. The network replayed offline (:mod:`stream.offline`), its per-entity-scaled variant
+   (:mod:`evaluation.entity_scale`) and the baselines (:mod:`evaluation.baselines`), each
+   thresholded on validation by the same rules (:mod:`evaluation.thresholds`).
+3. Live (``--live spawn``, the default): the test series streamed through ``seqstream worker``
+   on the real Kafka and Redis (:mod:`evaluation.live`); the streamed predictions must equal
+   the offline ones to 1e-5, and the network's reported numbers are computed from the streamed
+   scores.
+4. Metrics (:mod:`evaluation.assess`), ``report.json`` + ``report.md`` + PNG plots under
+   ``--out`` (:mod:`evaluation.report`, :mod:`evaluation.plots`); ``--readme`` replaces the
+   README's ``## Quality`` section with the tables.
+
+Exit status 1 when the live check fails (streamed ≠ offline), so CI notices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stream.errors import ConfigError
+from stream.settings import Settings, add_flags, env_name
+
+__all__ = ["configure", "run"]
+
+log = logging.getLogger("seqstream.evaluate")
+REPO = Path(__file__).resolve().parents[1]
+SHARED = {"mitdb": "mitdb", "wfdb": "mitdb", "nab": "nab", "skab": "skab"}
+
+
+def _names(raw: str) -> list[str]:
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", dest="model", default=None, metavar="ARTIFACT",
+                        help=f"model artifact directory (env {env_name('model')})")
+    data = parser.add_argument_group("data")
+    data.add_argument("--test-data", default="auto",
+                      help="labelled data set to test on (auto: ../shared/data/<source> beside "
+                           "the repository when present, else the artifact's training path)")
+    data.add_argument("--entities", type=_names, default=[],
+                      help="comma list of test records / series (default: all the network "
+                           "never saw; paced ECG records left out)")
+    data.add_argument("--minutes", type=float, default=5.0,
+                      help="stream the first MINUTES of each test series (0 = whole); "
+                           "default 5")
+    data.add_argument("--warmup", type=int, default=None,
+                      help="samples without flags at each series' start (default: "
+                           "SEQSTREAM_WARMUP_STEPS, the worker's)")
+    det = parser.add_argument_group("detectors")
+    det.add_argument("--baselines", type=_names,
+                     default=["persistence_z", "rolling_z", "hst", "pad"],
+                     help="comma list of baselines (persistence_z, rolling_z, hst, pad); "
+                          "default all")
+    det.add_argument("--jobs", type=int, default=2,
+                     help="processes for the baselines and torch threads; default 2")
+    live = parser.add_argument_group("live")
+    live.add_argument("--live", choices=("spawn", "running", "off"), default="spawn",
+                      help="spawn: start seqstream worker on private topics (default); "
+                           "running: use the worker already serving the configured topics "
+                           "with this artifact; off: offline only")
+    live.add_argument("--samples-per-event", type=int, default=36,
+                      help="samples per published event (chunk form); default 36")
+    live.add_argument("--live-timeout", type=float, default=1800.0,
+                      help="seconds to wait for every prediction; default 1800")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default="results/evaluate",
+                     help="folder for report.json, report.md and the plots; default "
+                          "results/evaluate")
+    out.add_argument("--plots", type=int, default=3,
+                     help="records to plot (those with the most anomalies); default 3")
+    out.add_argument("--plot-seconds", type=float, default=10.0,
+                     help="seconds of signal per plot (ECG; other data: 200 samples at "
+                          "least); default 10")
+    out.add_argument("--readme", default=None, metavar="PATH",
+                     help="also replace the '## Quality' section of this README")
+    add_flags(parser, ["kafka_bootstrap", "redis_url", "topic_events", "topic_predictions",
+                       "partitions"])
+
+
+def _test_dir(raw: str, card: dict[str, Any]) -> Path | None:
+    if raw != "auto":
+        return Path(raw).expanduser()
+    source = card.get("training", {}).get("config", {}).get("data", {}).get("source")
+    shared = REPO.parent / "shared" / "data" / SHARED.get(source, "")
+    return shared if source in SHARED and shared.is_dir() else None
+
+
+def _data_section(data, warmup: int) -> dict[str, Any]:
+    from evaluation.labels import AAMI
+    from evaluation.metrics import ABNORMAL, beat_windows
+
+    samples = sum(len(s.values) for s in data.test)
+    out: dict[str, Any] = {"kind": data.kind, "test_source": data.test_source,
+                           "test_dir": data.test_dir, "series": len(data.test),
+                           "entities": [s.entity for s in data.test], "samples": samples,
+                           "hours": samples * data.period_s / 3600, "period_s": data.period_s,
+                           "validation": [s.entity for s in data.validation],
+                           "validation_samples": sum(len(s.values) for s in data.validation)}
+    if data.kind == "beats":
+        counts = dict.fromkeys(AAMI, 0)
+        for s in data.test:
+            lo, _ = beat_windows(s.labels.r_peaks, len(s.values))
+            for c in AAMI:
+                counts[c] += int(((lo >= warmup) & (s.labels.classes == c)).sum())
+        out["counts"] = counts
+        out["events"] = sum(counts[c] for c in ABNORMAL)
+    else:
+        out["events"] = int(sum((s.labels.windows[:, 1] > warmup).sum() for s in data.test))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(overrides=vars(args))
+    if settings.model is None:
+        raise ConfigError(f"--model: expected an artifact directory (or {env_name('model')}), "
+                          "got none")
+    if args.minutes < 0:
+        raise ConfigError(f"--minutes: expected a number >= 0, got {args.minutes}")
+    if args.jobs < 1 or args.samples_per_event < 1 or args.plots < 0:
+        raise ConfigError("--jobs, --samples-per-event: expected >= 1; --plots >= 0")
+    import numpy as np
+    import torch
+
+    from evaluation.assess import assess_detector, forecast_section
+    from evaluation.baselines import make_baselines
+    from evaluation.dataset import load_eval_data
+    from evaluation.entity_scale import TAU_S, entity_scaled
+    from evaluation.plots import plot_series
+    from evaluation.report import write_report
+    from evaluation.runner import OURS, Scores, score_baselines, score_network
+    from evaluation.thresholds import flags_of
+    from stream.artifact import load_artifact
+
+    started = time.perf_counter()
+    torch.set_num_threads(args.jobs)
+    artifact = load_artifact(settings.model)
+    card = artifact.card
+    warmup = settings.warmup_steps if args.warmup is None else args.warmup
+    data = load_eval_data(card, _test_dir(args.test_data, card), args.entities, args.minutes)
+    log.info("evaluate: %s; validation %s", data.test_source,
+             ", ".join(s.entity for s in data.validation))
+    ours = score_network(artifact, data)
+    log.info("network replayed offline in %.1f s", ours.seconds)
+    t = time.perf_counter()
+    scaled = Scores(f"{OURS}_entity", f"{ours.label} + per-entity scale (offline)",
+                    [entity_scaled(v, data.period_s) for v in ours.validation],
+                    [entity_scaled(v, data.period_s) for v in ours.test])
+    scaled.seconds = ours.seconds + time.perf_counter() - t
+    baselines = score_baselines(make_baselines(args.baselines, data.period_s, warmup), data,
+                                args.jobs)
+
+    live_section, streamed = None, None
+    if args.live != "off":
+        from evaluation.live import compare, run_live
+        from stream.offline import replay_many
+
+        run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
+                       [s.values for s in data.test], data.period_s, artifact.model.horizon,
+                       warmup, args.samples_per_event, args.live, Path(args.out) / "live",
+                       args.live_timeout)
+        offline = replay_many(artifact, [s.values for s in data.test])
+        live_section = compare(run, [r.forecasts for r in offline], ours.test,
+                               artifact.threshold, warmup, artifact.model_id)
+        log.info("live: %s", live_section["summary"])
+        streamed = run.scores
+        ours.forecasts = [np.concatenate([np.full((1, fc.shape[2]), np.nan), fc[:-1, 0]])
+                          for fc in run.forecasts]
+
+    detectors = {OURS: assess_detector(ours, data, warmup, card["threshold"], streamed)}
+    detectors[OURS]["scores_from"] = "the live stream" if streamed is not None else "offline"
+    detectors[scaled.name] = assess_detector(scaled, data, warmup, card["threshold"])
+    for b in baselines:
+        detectors[b.name] = assess_detector(b, data, warmup, card["threshold"])
+    forecast = forecast_section(data, ours.forecasts)
+    f1 = detectors[OURS]["calibrated"]["all"]["f1"]
+    rivals = {(n, r): d[r]["all"]["f1"] for n, d in detectors.items()
+              for r in ("calibrated", "best_f1") if n not in (OURS, scaled.name)}
+    best = max(rivals, key=lambda k: np.nan_to_num(rivals[k], nan=-1.0)) if rivals else None
+    best_f1 = rivals[best] if best else float("nan")
+    targets = {"f1": f1, "f1_rule": "calibrated (the card's threshold, what the worker flags)",
+               "best_baseline": f"{best[0]}, {best[1]}" if best else None,
+               "best_baseline_f1": best_f1, "f1_margin": f1 - best_f1,
+               "f1_met": bool(f1 - best_f1 >= 0.15), "mase": forecast["mase"],
+               "mase_met": bool(forecast["mase"] <= 0.7)}
+    command = "seqstream evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "evaluate" else "seqstream evaluate"
+
+    out = Path(args.out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    plots = []
+    test_scores = streamed if streamed is not None else ours.test
+    order = sorted(range(len(data.test)), key=lambda i: -_events(data.test[i].labels, warmup))
+    seconds = args.plot_seconds if data.kind == "beats" else max(200 * data.period_s,
+                                                                 args.plot_seconds)
+    for i in order[:args.plots]:
+        s = data.test[i]
+        flags = flags_of(test_scores[i], artifact.threshold, warmup)
+        safe = s.entity.replace("/", "_").replace(".csv", "")
+        plots.append(plot_series(
+            out / "plots" / f"{safe}.png", s, ours.forecasts[i], test_scores[i], flags,
+            artifact.threshold, data.period_s, data.features, seconds, warmup,
+            f"{s.entity}: seqstream flags at the card's threshold "
+            f"({detectors[OURS]['scores_from']} scores)"))
+
+    results = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "artifact": {"path": str(settings.model), "model_id": artifact.model_id,
+                     "name": card.get("data", {}).get("config", "?"),
+                     "architecture": card["architecture"], "threshold": card["threshold"],
+                     "trained_on": card.get("data", {}).get("entities")},
+        "settings": {"warmup": warmup, "minutes": args.minutes, "baselines": args.baselines,
+                     "samples_per_event": args.samples_per_event, "live": args.live,
+                     "entity_scale_tau_s": TAU_S},
+        "data": _data_section(data, warmup),
+        "detectors": detectors,
+        "forecast": forecast,
+        "targets": targets,
+        "live": live_section,
+        "plots": plots,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    readme = Path(args.readme) if args.readme else None
+    md = write_report(results, out, readme)
+    a = detectors[OURS]["calibrated"]["all"]
+    print(f"seqstream: precision {a['precision']:.3f} recall {a['recall']:.3f} F1 {f1:.3f} "
+          f"(best baseline {targets['best_baseline']}: F1 {best_f1:.3f}); MASE "
+          f"{forecast['mase']:.3f}")
+    if live_section:
+        print("live: " + live_section["summary"].replace("**", ""))
+    print(f"report {md} ({results['wall_s']:.0f} s)")
+    return 0 if live_section is None or live_section["passed"] else 1
+
+
+def _events(labels, warmup: int) -> int:
+    import numpy as np
+
+    from evaluation.metrics import ABNORMAL
+
+    if labels.kind == "beats":
+        return int(np.isin(labels.classes[labels.r_peaks >= warmup], ABNORMAL).sum())
+    return len(labels.windows)
