@@ -10,7 +10,7 @@ For the network, the *calibrated* threshold is the card's own (the one the worke
 >>> from evaluation.labels import Labels
 >>> lab = Labels.from_beats([400, 800, 1200], ["N", "VEB", "N"])
 >>> s = np.zeros(1500); s[790:800] = 9.0
->>> out = test_metrics("beats", [s], [lab], threshold=5.0, period_s=1 / 360, warmup=360)
+>>> out = detector_metrics("beats", [s], [lab], threshold=5.0, period_s=1 / 360, warmup=360)
 >>> out["all"]["f1"], out["per_class"]["VEB"]["recall"], out["roc_auc"]
 (1.0, 1.0, 1.0)
 """
@@ -40,7 +40,7 @@ from evaluation.metrics import (
 from evaluation.runner import OURS, Scores
 from evaluation.thresholds import best_f1_beats, best_f1_windows, calibrated, flags_of
 
-__all__ = ["RULES", "assess_detector", "forecast_section", "test_metrics", "validation_units"]
+__all__ = ["RULES", "assess_detector", "detector_metrics", "forecast_section", "validation_units"]
 
 RULES = ("calibrated", "best_f1")
 
@@ -72,7 +72,7 @@ def _detections(kind: str, flags: list[np.ndarray], labels: Sequence[Labels], pe
             for f, lab in zip(flags, labels, strict=True)]
 
 
-def test_metrics(kind: str, scores: Sequence[np.ndarray], labels: Sequence[Labels],
+def detector_metrics(kind: str, scores: Sequence[np.ndarray], labels: Sequence[Labels],
                  threshold: float, period_s: float, warmup: int,
                  names: Sequence[str] | None = None) -> dict[str, Any]:
     """Every test metric of one detector at one threshold."""
@@ -131,7 +131,7 @@ def assess_detector(sc: Scores, data: EvalData, warmup: int, card_threshold: dic
         "label": sc.label,
         "seconds": round(sc.seconds, 2),
         "thresholds": {"calibrated": cal, "best_f1": {"value": best, "validation_f1": val_f1}},
-        **{rule: test_metrics(data.kind, scores, test_labels, thresholds[rule], data.period_s,
+        **{rule: detector_metrics(data.kind, scores, test_labels, thresholds[rule], data.period_s,
                               warmup, names) for rule in RULES},
     }
 

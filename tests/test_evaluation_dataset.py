@@ -1,0 +1,69 @@
+"""Which samples an evaluation uses: validation parts by the training split, test records the
+network never saw (paced ones left out), cut to the first minutes (fast tier, real MIT-BIH)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import wfdb
+
+from evaluation.dataset import load_eval_data, normal_mask, split_bounds
+from evaluation.labels import BEAT_SYMBOLS, Labels
+from stream.errors import ConfigError
+
+CARD = {"training": {"config": {"data": {"source": "mitdb", "path": "bundled:mitdb"}}},
+        "data": {"entities": ["100"], "split": [0.7, 0.15, 0.15], "features": ["MLII"]}}
+
+
+@pytest.fixture
+def mitdb_subset(tmp_path: Path, shared_data: Path) -> Path:
+    """Records 100 (trained on), 101, 102 (paced) and 103 of the shared MIT-BIH."""
+    for rec in ("100", "101", "102", "103"):
+        for ext in ("hea", "dat", "atr"):
+            (tmp_path / f"{rec}.{ext}").symlink_to(shared_data / "mitdb" / f"{rec}.{ext}")
+    return tmp_path
+
+
+def test_unseen_unpaced_records_are_the_test_set(mitdb_subset: Path) -> None:
+    data = load_eval_data(CARD, mitdb_subset, minutes=0.5)
+    assert [s.entity for s in data.test] == ["101", "103"]
+    assert all(len(s.values) == 0.5 * 60 * 360 for s in data.test)
+    ann = wfdb.rdann(str(mitdb_subset / "101"), "atr")
+    beats = [s for s, sym in zip(ann.sample, ann.symbol, strict=True)
+             if sym in BEAT_SYMBOLS and s < 0.5 * 60 * 360]
+    assert data.test[0].labels.r_peaks.tolist() == beats
+
+
+def test_validation_is_the_training_split_of_the_trained_records(mitdb_subset: Path) -> None:
+    data = load_eval_data(CARD, mitdb_subset, minutes=0.5)
+    [val] = data.validation
+    a, b = split_bounds(650000, (0.7, 0.15, 0.15))
+    assert val.entity == "100" and val.offset == a and len(val.values) == b - a
+    full = wfdb.rdrecord(str(mitdb_subset / "100"), channel_names=["MLII"]).p_signal[:, 0]
+    np.testing.assert_array_equal(val.values[:, 0], full[a:b])
+    assert np.all((val.labels.r_peaks >= 0) & (val.labels.r_peaks < b - a))
+    assert len(data.train_parts[0]) == a
+
+
+def test_trained_records_are_refused_as_test_entities(mitdb_subset: Path) -> None:
+    with pytest.raises(ConfigError, match="never saw"):
+        load_eval_data(CARD, mitdb_subset, entities=["100"])
+
+
+def test_without_unseen_records_the_test_parts_are_used(tmp_path: Path,
+                                                        shared_data: Path) -> None:
+    for ext in ("hea", "dat", "atr"):
+        (tmp_path / f"100.{ext}").symlink_to(shared_data / "mitdb" / f"100.{ext}")
+    data = load_eval_data(CARD, tmp_path)
+    _, b = split_bounds(650000, (0.7, 0.15, 0.15))
+    assert [s.entity for s in data.test] == ["100"] and data.test[0].offset == b
+    assert "test parts" in data.test_source
+
+
+def test_normal_mask_covers_normal_beats_and_samples_outside_windows() -> None:
+    beats = Labels.from_beats([2, 6, 9], ["N", "VEB", "N"])
+    assert normal_mask(beats, 11).astype(int).tolist() == [1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1]
+    wins = Labels.from_windows([(2, 4)])
+    assert normal_mask(wins, 6).astype(int).tolist() == [1, 1, 0, 0, 1, 1]
