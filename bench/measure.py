@@ -195,7 +195,6 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
     procs: list[subprocess.Popen] = []
     try:
         await kafka.preload(settings, names["in"], events, partitions)
-        began = time.time()
         procs = _start(cfg, workers, profile, logs)
         stable_at: list[float] = []
         async with kafka.Probe(settings) as probe:
@@ -205,14 +204,14 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
             await _drain_check(probe, cfg, run)
         back = await kafka.read_topic(settings, names["out"])
         t = np.sort(back.ts_ms) / 1000.0
-        t0 = stable_at[0] if stable_at else began
-        after = t[t >= t0]
+        after = t
+        if stable_at and workers > 1 and stable_at[0] < t[-1] - 0.5:
+            after = t[t >= stable_at[0]]  # count from the moment every member was in
         run.outputs = len(back.values)
         run.distinct = _distinct(back.values) if pipeline != "bare" else len(set(
             zip(back.keys, back.values, strict=True)))
-        run.seconds = float(t[-1] - t0)
-        span = float(after[-1] - after[0]) if len(after) > 1 else 0.0
-        run.events_per_s = (len(after) - 1) / span if span > 0 else 0.0
+        run.seconds = float(after[-1] - after[0]) if len(after) > 1 else 0.0
+        run.events_per_s = (len(after) - 1) / run.seconds if run.seconds > 0 else 0.0
         run.samples_per_s = run.events_per_s * run.samples_per_event
         run.profile = str(profile) if profile else None
         return run

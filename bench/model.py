@@ -6,10 +6,11 @@ with the scaler and residual scale measured on the same real ECG it streams, and
 the 99.9th percentile of those scores. The card says so (``data.note``). ``--model`` swaps in a
 trained artifact from ``seqstream train``.
 
-Step time: one no-grad ``Forecaster.forward`` over ``B`` entities and one sample each, the call
-the worker makes per batch, median of repeats on one thread::
+Step time: one no-grad ``Forecaster.forward`` over ``B`` entities with ``T`` samples each (``T = 1``
+for single-sample events, 36 for a chunk), the call the worker makes per batch, median of repeats
+on one thread::
 
-    per_entity_us(B) = median_time(B) / B * 1e6
+    per_sample_us(B, T) = median_time(B, T) / (B * T) * 1e6
 """
 
 from __future__ import annotations
@@ -52,14 +53,15 @@ def make_artifact(directory: Path, series: list[tuple[str, np.ndarray, float]],
     return save_artifact(net, card, directory)
 
 
-def step_times(net: Forecaster, sizes: list[int], repeats: int = 20) -> list[dict]:
-    """Median seconds of one batched step for each batch size (torch on one thread)."""
+def step_times(net: Forecaster, shapes: list[tuple[int, int]], repeats: int = 10) -> list[dict]:
+    """Median seconds of one no-grad call over ``B`` entities with ``T`` samples each, for each
+    ``(B, T)`` of ``shapes`` (torch on one thread)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     rows = []
     try:
-        for b in sizes:
-            x = torch.randn(b, 1, net.n_features)
+        for b, t in shapes:
+            x = torch.randn(b, t, net.n_features)
             state = net.initial_state(b)
             times = []
             with torch.inference_mode():
@@ -69,7 +71,8 @@ def step_times(net: Forecaster, sizes: list[int], repeats: int = 20) -> list[dic
                     net(x, state)
                     times.append(time.perf_counter() - began)
             median = float(np.median(times))
-            rows.append({"batch": b, "seconds": median, "per_entity_us": median / b * 1e6})
+            rows.append({"batch": b, "steps": t, "seconds": median,
+                         "per_sample_us": median / (b * t) * 1e6})
     finally:
         torch.set_num_threads(threads)
     return rows

@@ -1,0 +1,317 @@
+"""``seqstream bench``: one run on the local stack, same events, every pipeline; a markdown table
+and a JSON file under ``--out`` (default ``results/bench``).
+
+What one run does, in order:
+
+1. loads real MIT-BIH ECG (lead MLII) and exports the benchmark's artifact (:mod:`bench.model`);
+2. for each shape (single-sample, chunks of 36 samples) and entity count: catch-up throughput of
+   each pipeline (:mod:`bench.pipelines`) with one process, and of (c), (c') and (d) with two
+   processes in one group (:func:`bench.measure.catch_up`); every run must drain;
+3. a profile of (c) on the first shape (cProfile, main thread; :mod:`bench.profile`);
+4. steady-load latency of each pipeline at fractions of (c)'s catch-up rate, and of (c') at
+   fractions of its own (:func:`bench.measure.steady`), skipping a pipeline where the offered
+   rate exceeds 90 % of its own catch-up rate (the queue would only grow);
+5. Redis bytes per entity (:mod:`bench.state_cost`) and model step time vs batch size.
+
+``--size tiny`` is the CI smoke run (tens of entities, hundreds of events; every pipeline and
+shape, one latency run); ``full`` is the measurement. Event counts scale with how fast each
+pipeline is, so each catch-up run lasts a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stream.errors import ConfigError
+from stream.settings import Settings, add_flags
+
+__all__ = ["SIZES", "configure", "run"]
+
+LETTER = {"a": "bare", "b": "naive", "c": "worker", "d": "plain", "c'": "fast"}
+SHAPES = {"single": 1, "chunk": 36}
+# events per catch-up run, by size → shape → pipeline (each run lasts a few seconds)
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"entities": [50], "workers": [1], "loads": [0.5], "state": [1000], "parallel": True,
+             "latency_pipelines": ["worker"], "latency_s": 1.0, "step": [(1, 1), (100, 1)],
+             "events": {"single": {"bare": 400, "naive": 200, "worker": 400, "plain": 400,
+                                   "fast": 400},
+                        "chunk": {"bare": 100, "naive": 60, "worker": 100, "plain": 100,
+                                  "fast": 100}}},
+    "full": {"entities": [1000, 100_000], "workers": [1, 2], "loads": [0.25, 0.5, 0.75],
+             "parallel": False,
+             "state": [1000, 100_000, 1_000_000],
+             "latency_pipelines": ["bare", "naive", "worker", "plain", "fast"], "latency_s": 6.0,
+             "step": [(1, 1), (10, 1), (100, 1), (1000, 1), (10_000, 1), (100, 36),
+                      (1000, 36)],
+             "events": {"single": {"bare": 400_000, "naive": 8000, "worker": 40_000,
+                                   "plain": 150_000, "fast": 150_000},
+                        "chunk": {"bare": 100_000, "naive": 2000, "worker": 12_000,
+                                  "plain": 20_000, "fast": 20_000}}},
+}
+TWO_WORKERS = ("worker", "fast", "plain")
+BIG_ENTITIES = ("naive", "worker", "plain", "fast")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", choices=sorted(SIZES), default="full",
+                        help="tiny: CI smoke run; full: the measurement (default)")
+    parser.add_argument("--pipelines", default="a,b,c,d,c'",
+                        help="which pipelines: a bare, b naive, c worker, d plain, c' fast path "
+                             "(default all)")
+    parser.add_argument("--shapes", default="single,chunk", help="single and/or chunk")
+    parser.add_argument("--entities", default=None,
+                        help="comma-separated entity counts (default by size)")
+    parser.add_argument("--workers", default=None, help="worker process counts, e.g. 1,2")
+    parser.add_argument("--loads", default=None,
+                        help="steady-load fractions of (c)'s rate, e.g. 0.25,0.5,0.75")
+    parser.add_argument("--state-entities", default=None,
+                        help="entity counts for the Redis state size (default by size)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every event count (default 1)")
+    parser.add_argument("--model", default=None, metavar="ARTIFACT",
+                        help="a trained artifact to use (default: export a seeded 2x64 GRU)")
+    parser.add_argument("--out", default="results/bench", help="results folder")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profile of (c)")
+    add_flags(parser, ["kafka_bootstrap", "redis_url", "partitions", "batch_max"])
+
+
+def _ints(text: str | None, default: list[int]) -> list[int]:
+    if text is None:
+        return default
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as ex:
+        raise ConfigError(f"expected comma-separated integers, got {text!r}") from ex
+
+
+def _floats(text: str | None, default: list[float]) -> list[float]:
+    if text is None:
+        return default
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as ex:
+        raise ConfigError(f"expected comma-separated numbers, got {text!r}") from ex
+
+
+def _pipelines(text: str) -> list[str]:
+    names = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name = LETTER.get(part, part)
+        if name not in LETTER.values():
+            raise ConfigError(f"--pipelines: expected letters among {', '.join(LETTER)}, got "
+                              f"{part!r}")
+        names.append(name)
+    return names
+
+
+def _host(settings: Settings) -> dict[str, Any]:
+    import faust
+    import torch
+
+    return {"cpus": os.cpu_count(), "load_before": list(os.getloadavg()),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "faust": faust.__version__, "kafka": settings.kafka_bootstrap,
+            "machine": platform.machine()}
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(overrides=vars(args))
+    size = SIZES[args.size]
+    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    for s in shapes:
+        if s not in SHAPES:
+            raise ConfigError(f"--shapes: expected single and/or chunk, got {s!r}")
+    plan = {
+        "pipelines": _pipelines(args.pipelines), "shapes": shapes,
+        "entities": _ints(args.entities, size["entities"]),
+        "workers": _ints(args.workers, size["workers"]),
+        "loads": _floats(args.loads, size["loads"]),
+        "state": _ints(args.state_entities, size["state"]),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "worker.prof").unlink(missing_ok=True)
+    command = "seqstream bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "bench" else "seqstream bench"
+    doc = asyncio.run(_run(settings, args, size, plan, out, command))
+    stamp = doc["started_at"].replace(":", "").replace("-", "")
+    text = json.dumps(doc, indent=1)
+    report = _render(doc)
+    for name in (f"bench-{stamp}", "latest"):
+        (out / f"{name}.json").write_text(text + "\n")
+        (out / f"{name}.md").write_text(report + "\n")
+    print(report)
+    print(f"\nwrote {out / 'latest.md'} and {out / 'latest.json'}")
+    undrained = [r for r in doc["catch_up"] + doc["latency"]
+                 if r.get("drained") is False]
+    return 1 if undrained else 0
+
+
+_T0 = time.monotonic()
+
+
+def _say(text: str) -> None:
+    print(f"bench [{time.monotonic() - _T0:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+
+def _render(doc: dict[str, Any]) -> str:
+    from bench.report import markdown
+
+    return markdown(doc)
+
+
+async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any],
+               plan: dict[str, Any], out: Path, command: str) -> dict[str, Any]:
+    from bench.events import load_series, make_events
+    from bench.measure import catch_up, steady
+    from bench.model import make_artifact, step_times
+    from bench.profile import summarize
+    from bench.report import ratios, targets
+    from stream.artifact import load_artifact
+
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    host = _host(settings)
+    series = load_series(records=8)
+    tmp = Path(tempfile.mkdtemp(prefix="seqstream-bench-"))
+    if args.model:
+        model_dir, note = Path(args.model), "trained artifact"
+    else:
+        model_dir, note = tmp / "model", "untrained seeded weights: speed only"
+        make_artifact(model_dir, series)
+    artifact = load_artifact(model_dir)
+    net = artifact.model
+    logs = out / "logs"
+    partitions, batch_max = settings.partitions, settings.batch_max
+    base = min(plan["entities"])
+    doc: dict[str, Any] = {
+        "started_at": started, "command": command, "host": host, "size": args.size,
+        "partitions": partitions, "batch_max": batch_max, "base_entities": base,
+        "model": {"cell": net.cell, "hidden": net.hidden_size, "layers": net.num_layers,
+                  "state_size": net.state_size, "model_id": artifact.model_id, "note": note},
+        "pipelines": {p: letter for letter, p in LETTER.items() if p in plan["pipelines"]},
+        "catch_up": [], "latency": [], "state": [], "step": [], "profile": None,
+    }
+    kw = {"model": model_dir, "partitions": partitions, "batch_max": batch_max, "logs": logs}
+
+    def count(shape: str, pipeline: str) -> int:
+        return max(10, int(size["events"][shape][pipeline] * args.scale))
+
+    parallel = bool(size["parallel"])  # tiny: a smoke run, timings meaningless
+    doc["parallel"] = parallel
+    jobs = []
+    for shape in plan["shapes"]:
+        spe = SHAPES[shape]
+        for entities in plan["entities"]:
+            for pipeline in plan["pipelines"]:
+                if entities != base and pipeline not in BIG_ENTITIES:
+                    continue
+                for workers in plan["workers"]:
+                    if workers > 1 and (pipeline not in TWO_WORKERS or entities != base):
+                        continue
+                    events = make_events(series, entities, spe, count(shape, pipeline))
+                    _say(f"catch-up {pipeline} {shape} {entities:,} entities "
+                         f"{workers} worker(s), {len(events):,} events")
+                    # a smoke run profiles (c)'s own run; a measurement profiles a run apart
+                    prof = (out / "worker.prof" if parallel and pipeline == "worker"
+                            and shape == plan["shapes"][0] and not args.no_profile else None)
+                    jobs.append(catch_up(settings, pipeline, events, shape=shape,
+                                         entities=entities, workers=workers, profile=prof,
+                                         **kw))
+                    if not parallel:
+                        doc["catch_up"].append((await jobs.pop()).as_dict())
+    profile_job = None
+    if "worker" in plan["pipelines"] and not args.no_profile and not parallel:
+        shape = plan["shapes"][0]
+        events = make_events(series, base, SHAPES[shape], count(shape, "worker"))
+        prof = out / "worker.prof"
+        _say(f"profile of worker, {shape}")
+        profile_job = catch_up(settings, "worker", events, shape=shape, entities=base,
+                               workers=1, profile=prof, **kw)
+    if parallel:
+        _say(f"running {len(jobs) + bool(profile_job)} catch-up runs at once")
+        done = await asyncio.gather(*jobs, *([profile_job] if profile_job else []))
+        doc["catch_up"] = [r.as_dict() for r in done[:len(jobs)]]
+    elif profile_job is not None:
+        await profile_job
+    if (out / "worker.prof").exists() and not args.no_profile:
+        shape = plan["shapes"][0]
+        doc["profile"] = {"run": f"catch-up, {shape}, {base:,} entities, "
+                                 f"{count(shape, 'worker'):,} events",
+                          **summarize(out / "worker.prof")}
+    _say("catch-up done")
+    rate_of = {(r["pipeline"], r["shape"]): r["events_per_s"] for r in doc["catch_up"]
+               if r["entities"] == base and r["workers"] == 1}
+    lat_jobs = []
+    for shape in plan["shapes"][:1] if parallel else plan["shapes"]:
+        for pipeline in plan["pipelines"]:
+            if pipeline not in size["latency_pipelines"]:
+                continue
+            refs = ["worker"] + (["fast"] if pipeline == "fast" else [])
+            for ref in refs:
+                for load in plan["loads"]:
+                    ref_rate, own = rate_of.get((ref, shape)), rate_of.get((pipeline, shape))
+                    if not ref_rate:
+                        continue
+                    rate = ref_rate * load
+                    entry = {"pipeline": pipeline, "shape": shape, "entities": base,
+                             "workers": 1, "load": load, "reference": ref,
+                             "offered_per_s": round(rate), "latency_ms": {}}
+                    if own and rate > 0.9 * own and not parallel:
+                        entry["note"] = f"over capacity (own max {own:,.0f}/s)"
+                        doc["latency"].append(entry)
+                        continue
+                    n = max(20, int(rate * size["latency_s"]))
+                    events = _live(make_events(series, base, SHAPES[shape], n))
+                    _say(f"latency {pipeline} {shape} at {load:.0%} of {ref} "
+                         f"({rate:,.0f}/s)")
+                    job = steady(settings, pipeline, events, rate, shape=shape, entities=base,
+                                 workers=1, load=load, **kw)
+                    lat_jobs.append((job, ref))
+                    if not parallel:
+                        r = await job
+                        doc["latency"].append({**r.as_dict(), "reference": ref})
+    if parallel and lat_jobs:
+        _say(f"running {len(lat_jobs)} latency runs at once")
+        done = await asyncio.gather(*(j for j, _ in lat_jobs))
+        doc["latency"] += [{**r.as_dict(), "reference": ref}
+                           for r, (_, ref) in zip(done, lat_jobs, strict=True)]
+    _say("state size and step time")
+    if plan["state"]:
+        from bench.state_cost import state_cost
+
+        doc["state"] = await asyncio.to_thread(state_cost, net.state_size, net.n_features,
+                                               plan["state"], artifact.model_id,
+                                               settings.state_ttl_s)
+    _say("done")
+    doc["step"] = step_times(net, [tuple(s) for s in size["step"]])
+    doc["ratios"] = ratios(doc["catch_up"], base)
+    host["load_after"] = list(os.getloadavg())
+    doc["targets"] = targets(doc)
+    return doc
+
+
+def _live(events: list[Any]) -> list[Any]:
+    """The same events with each entity's timestamps moved to now, so the worker sees a live
+    stream (its latency metric reads event ts → acknowledgement)."""
+    import orjson
+
+    from bench.events import EPOCH, Encoded
+
+    shift = time.time() - EPOCH
+    out = []
+    for e in events:
+        body = orjson.loads(e.value)
+        body["ts"] = body["ts"] + shift
+        out.append(Encoded(e.key, orjson.dumps(body), e.samples))
+    return out

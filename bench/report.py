@@ -1,0 +1,163 @@
+"""The benchmark's results as one JSON document and a markdown report, with the ratios and the
+issue's targets checked against what was measured (never asserted: timings are reported).
+
+``(c)/(a)`` is the seqstream worker's catch-up rate over the bare pipe's, for the same shape at
+1,000 entities (or the smallest count measured) with one worker process; likewise ``(c)/(b)`` and
+``(c)/(d)``. The fast-path prototype (c') gets the same ratios.
+
+>>> _ratio(10.0, 4.0), _ratio(1.0, 0.0)
+(2.5, None)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["markdown", "ratios", "targets"]
+
+NAMES = {"bare": "(a) bare aiokafka pipe", "naive": "(b) naive per-event faust agent",
+         "worker": "(c) seqstream worker", "plain": "(d) plain aiokafka loop + Pipeline",
+         "fast": "(c') worker app + stream.fastpath"}
+
+
+def _ratio(x: float | None, y: float | None) -> float | None:
+    return round(x / y, 3) if x and y else None
+
+
+def _best(runs: list[dict], pipeline: str, shape: str, entities: int,
+          workers: int = 1) -> dict | None:
+    for r in runs:
+        if (r["pipeline"], r["shape"], r["entities"], r["workers"]) == (pipeline, shape,
+                                                                         entities, workers):
+            return r
+    return None
+
+
+def ratios(runs: list[dict], base_entities: int) -> dict[str, dict[str, float | None]]:
+    """(c)/(a), (c)/(b), (c)/(d) per shape, and the same for (c')."""
+    out: dict[str, dict[str, float | None]] = {}
+    for shape in sorted({r["shape"] for r in runs}):
+        rate = {p: (_best(runs, p, shape, base_entities) or {}).get("events_per_s")
+                for p in NAMES}
+        row: dict[str, float | None] = {}
+        for c, tag in (("worker", "c"), ("fast", "c'")):
+            for other, o in (("bare", "a"), ("naive", "b"), ("plain", "d")):
+                row[f"({tag})/({o})"] = _ratio(rate[c], rate[other])
+        out[shape] = row
+    return out
+
+
+def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, for (c) and (c'), against the measured figures."""
+    runs, base = doc["catch_up"], doc["base_entities"]
+    rows: list[dict[str, Any]] = []
+
+    def add(what: str, goal: str, value: float | None, ok: bool | None) -> None:
+        rows.append({"target": what, "goal": goal, "measured": value, "met": ok})
+
+    for c, tag in (("worker", "c"), ("fast", "c'")):
+        r = doc["ratios"].get("single", {})
+        for key, goal in ((f"({tag})/(b)", 15.0), (f"({tag})/(d)", 0.6), (f"({tag})/(a)", 0.3)):
+            v = r.get(key)
+            add(f"single-sample {key}", f">= {goal}", v, None if v is None else v >= goal)
+        chunk = _best(runs, c, "chunk", base)
+        v = chunk["samples_per_s"] if chunk else None
+        add(f"({tag}) chunked samples/s per worker process", ">= 250000",
+            round(v) if v else None, None if v is None else v >= 250_000)
+        for shape in ("single", "chunk"):
+            lat = [x for x in doc["latency"] if x["pipeline"] == c and x["shape"] == shape
+                   and x.get("load") == 0.5 and x.get("reference") == c]
+            v = lat[0]["latency_ms"].get("p99") if lat and lat[0]["latency_ms"] else None
+            add(f"({tag}) {shape} p99 at 50 % of ({tag})'s max, ms", "< 25", v,
+                None if v is None else v < 25)
+        big = max((x["entities"] for x in runs if x["pipeline"] == c), default=base)
+        for shape in ("single", "chunk"):
+            lo, hi = _best(runs, c, shape, base), _best(runs, c, shape, big)
+            v = _ratio(hi["events_per_s"], lo["events_per_s"]) if lo and hi and big != base \
+                else None
+            add(f"({tag}) {shape} throughput at {big:,} / at {base:,} entities", ">= 0.8", v,
+                None if v is None else v >= 0.8)
+    for s in doc.get("state", []):
+        v = s["ratio_to_raw"]
+        add(f"Redis bytes per entity / raw state bytes at {s['entities']:,} entities",
+            "<= 1.3", v, v <= 1.3)
+    return rows
+
+
+def _fmt(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "**no**"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The human-readable report of one run."""
+    host = doc["host"]
+    out = [f"Run {doc['started_at']} on {host['cpus']} CPUs "
+           f"(load average {host['load_before'][0]:.2f} before, {host['load_after'][0]:.2f} "
+           f"after), Kafka at {host['kafka']}, Python {host['python']}, torch {host['torch']}, "
+           f"faust-streaming {host['faust']}; model {doc['model']['cell']} "
+           f"{doc['model']['layers']}×{doc['model']['hidden']} ({doc['model']['note']}); "
+           f"{doc['partitions']} partitions, batches of at most {doc['batch_max']}.", "",
+           f"Command: `{doc['command']}`", ""]
+    if doc.get("parallel"):
+        out += ["*Smoke run: the pipelines ran at the same time on a tiny input, so the figures "
+                "below check the harness, they are not measurements.*", ""]
+    out += ["**Catch-up throughput** (M events preloaded; time until every prediction is "
+            "acknowledged):", ""]
+    rows = [[NAMES.get(r["pipeline"], r["pipeline"]), r["shape"], _fmt(r["entities"]),
+             r["workers"], _fmt(r["events"]), _fmt(r["events_per_s"]),
+             _fmt(r["samples_per_s"]), _fmt(r["drained"])] for r in doc["catch_up"]]
+    out += _table(["pipeline", "shape", "entities", "workers", "events", "events/s",
+                   "samples/s", "drained"], rows)
+    out += [f"**Ratios** (catch-up, {doc['base_entities']:,} entities, one worker process):", ""]
+    keys = sorted({k for v in doc["ratios"].values() for k in v})
+    out += _table(["shape", *keys], [[shape, *(_fmt(r.get(k), 2) for k in keys)]
+                                     for shape, r in doc["ratios"].items()])
+    if doc["latency"]:
+        out += ["**Latency under steady load** (event sent → prediction appended, ms; load as a "
+                "fraction of the reference pipeline's catch-up rate):", ""]
+        rows = [[NAMES.get(r["pipeline"], r["pipeline"]), r["shape"],
+                 f"{r['load']:.0%} of {r['reference']}", _fmt(r.get("offered_per_s")),
+                 *((_fmt(r["latency_ms"].get(q), 1) for q in ("p50", "p95", "p99"))
+                   if r["latency_ms"] else (r.get("note", "–"), "", ""))]
+                for r in doc["latency"]]
+        out += _table(["pipeline", "shape", "load", "events/s", "p50", "p95", "p99"], rows)
+    if doc.get("state"):
+        out += ["**State in Redis** (worker's values and TTL, private redis-server):", ""]
+        out += _table(["entities", "value bytes", "raw state bytes", "used_memory / entity",
+                       "MEMORY USAGE", "÷ raw"],
+                      [[_fmt(s["entities"]), s["value_bytes"], s["raw_state_bytes"],
+                        _fmt(s["used_memory_per_entity"], 1), _fmt(s["memory_usage_mean"], 1),
+                        _fmt(s["ratio_to_raw"], 2)] for s in doc["state"]])
+    if doc.get("step"):
+        out += ["**Model step time** (one no-grad call, one thread):", ""]
+        out += _table(["entities", "samples each", "ms", "µs per sample"],
+                      [[_fmt(s["batch"]), s["steps"], _fmt(s["seconds"] * 1e3, 2),
+                        _fmt(s["per_sample_us"], 2)] for s in doc["step"]])
+    prof = doc.get("profile")
+    if prof:
+        out += [f"**Where (c) spends its time** (cProfile of the main thread, {prof['run']}; "
+                f"busy {prof['busy_s']:.2f} s):", ""]
+        out += _table(["what", "self seconds", "share of busy"],
+                      [[c["what"], _fmt(c["seconds"], 2),
+                        "–" if c["busy_share"] is None else f"{c['busy_share']:.0%}"]
+                       for c in prof["categories"][:12]])
+    out += ["**Targets** (measured, never asserted in tests):", ""]
+    out += _table(["target", "goal", "measured", "met"],
+                  [[t["target"], t["goal"], _fmt(t["measured"], 2), _fmt(t["met"])]
+                   for t in doc["targets"]])
+    return "\n".join(out)
