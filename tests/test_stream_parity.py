@@ -49,7 +49,16 @@ def test_streamed_forecasts_equal_offline_forward(tmp_path, shared_data, setting
         got = asyncio.run(consume(
             settings.kafka_bootstrap, [names["predictions"], names["anomalies"]],
             lambda g: len(g[names["predictions"]]) >= len(records), timeout=120))
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        # a batch's histograms are observed after its states are saved, just after its
+        # predictions became visible: poll until the last batch is in
+        deadline = time.monotonic() + 30
+        while True:
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                             timeout=10).read()
+            done = f"seqstream_batch_size_sum {float(len(records))}" in metrics.decode()
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     finally:
         assert worker.stop() == 0, worker.log()[-3000:]
 
