@@ -41,7 +41,11 @@ def plot_test_stretch(path: str | Path, *, entity: str, feature: tuple[str, str]
             start = max(lo, lo + int(hits[0]) - length // 4)
     end = min(hi, start + length)
     t = np.arange(start, end)
-    secs = t * period_s
+    span = (end - start) * period_s
+    tunit, per = next((u, d) for u, d, limit in (("s", 1, 600), ("min", 60, 6 * 3600),
+                                                ("h", 3600, 5 * 86400), ("d", 86400, np.inf))
+                     if span <= limit)
+    secs = t * period_s / per
     flags = scores[t] > threshold
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True,
                                       height_ratios=(2, 1))
@@ -61,7 +65,7 @@ def plot_test_stretch(path: str | Path, *, entity: str, feature: tuple[str, str]
     bottom.axhline(threshold, color="tab:red", ls="--", lw=0.9, label=f"threshold {threshold:.3g}")
     bottom.set_yscale("log")
     bottom.set_ylabel("score (rms z)")
-    bottom.set_xlabel("time (s)")
+    bottom.set_xlabel(f"time since the recording's start ({tunit})")
     bottom.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
