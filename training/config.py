@@ -101,7 +101,8 @@ class TrainConfig:
     patience: int = _f(4, "early stopping: epochs without val_loss improvement")
     burn_in: int = _f(0, "leading samples of each window left out of the loss (state warm-up)")
     seed: int = _f(0, "seed of weights, shuffling and window sampling")
-    threads: int = _f(2, "torch CPU threads")
+    threads: int = _f(1, "torch CPU threads (1 suits small recurrent nets and a busy machine: "
+                      "spinning OpenMP threads slow down badly when oversubscribed)")
     progress_bar: bool = _f(True, "show Lightning's progress bar")
 
 
