@@ -222,6 +222,12 @@ def run_fast(cfg: Config) -> None:
     pipeline = _pipeline(settings, engine, redis_client,
                          lambda: app.producer._ensure_producer())
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_events)
+        print(f"seqstream worker ready (fast path): group {settings.app_id}, partitions {mine}",
+              flush=True)
+
     @app.task
     async def batches() -> None:
         try:
