@@ -295,16 +295,19 @@ def run_live(settings, artifact_dir: Path, names: Sequence[str], series: Sequenc
                    records, publish_s, time.monotonic() - started, mode, topics)
 
 
-def _close(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
-    """Largest |a - b| and whether every pair is within ATOL + RTOL·|b| (NaN must meet NaN)."""
+def _close(a: np.ndarray, b: np.ndarray) -> tuple[float, float, bool]:
+    """Largest |a - b|, largest |a - b| / max(|b|, 1), and whether every pair is within
+    ATOL + RTOL·|b| (NaN must meet NaN)."""
     nan_a, nan_b = np.isnan(a), np.isnan(b)
     if np.any(nan_a != nan_b):
-        return float("inf"), False
+        return float("inf"), float("inf"), False
     ok = ~nan_b
     if not ok.any():
-        return 0.0, True
+        return 0.0, 0.0, True
     diff = np.abs(a[ok] - b[ok])
-    return float(diff.max()), bool(np.all(diff <= ATOL + RTOL * np.abs(b[ok])))
+    rel = diff / np.maximum(np.abs(b[ok]), 1.0)
+    return (float(diff.max()), float(rel.max()),
+            bool(np.all(diff <= ATOL + RTOL * np.abs(b[ok]))))
 
 
 def compare(live: LiveRun, offline_forecasts: Sequence[np.ndarray],
@@ -315,13 +318,13 @@ def compare(live: LiveRun, offline_forecasts: Sequence[np.ndarray],
 
     samples = sum(len(s) for s in offline_scores)
     received = int(sum(r.sum() for r in live.received))
-    fc_diff, sc_diff, fc_ok, sc_ok, flag_diff = 0.0, 0.0, True, True, 0
+    fc_diff, sc_diff, sc_rel, fc_ok, sc_ok, flag_diff = 0.0, 0.0, 0.0, True, True, 0
     for k in range(len(live.entities)):
         got = live.received[k]
-        d, ok = _close(live.forecasts[k][got], np.asarray(offline_forecasts[k])[got])
+        d, _, ok = _close(live.forecasts[k][got], np.asarray(offline_forecasts[k])[got])
         fc_diff, fc_ok = max(fc_diff, d), fc_ok and ok
-        d, ok = _close(live.scores[k][got], np.asarray(offline_scores[k])[got])
-        sc_diff, sc_ok = max(sc_diff, d), sc_ok and ok
+        d, r, ok = _close(live.scores[k][got], np.asarray(offline_scores[k])[got])
+        sc_diff, sc_rel, sc_ok = max(sc_diff, d), max(sc_rel, r), sc_ok and ok
         want = flags_of(offline_scores[k], threshold, warmup)
         near = np.abs(np.nan_to_num(offline_scores[k], nan=-1.0) - threshold) <= ATOL
         flag_diff += int(((live.flags[k] != want) & got & ~near).sum())
@@ -330,10 +333,12 @@ def compare(live: LiveRun, offline_forecasts: Sequence[np.ndarray],
     summary = (f"{live.events:,} events ({samples:,} samples, {len(live.entities)} entities) "
                f"through `seqstream worker` ({live.mode}) in {live.total_s:.0f} s; predictions "
                f"for {received:,} of {samples:,} samples; streamed vs offline max |Δ| forecast "
-               f"{fc_diff:.2e}, score {sc_diff:.2e}, flags differing {flag_diff}: "
-               f"**{'equal to 1e-5' if passed else 'NOT equal'}**")
+               f"{fc_diff:.2e}, score {sc_diff:.2e} (relative {sc_rel:.1e}), flags differing "
+               f"{flag_diff}: "
+               f"**{'equal to 1e-5' if passed else 'NOT equal'}** (|Δ| ≤ 1e-5 + 1e-5·|offline|)")
     return {"passed": passed, "samples": samples, "received": received,
             "max_abs_diff_forecast": fc_diff, "max_abs_diff_score": sc_diff,
+            "max_rel_diff_score": sc_rel,
             "forecasts_within_tol": fc_ok, "scores_within_tol": sc_ok,
             "flags_differing": flag_diff, "model_ids": sorted(live.model_ids),
             "events": live.events, "prediction_records": live.records,

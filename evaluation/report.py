@@ -89,6 +89,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *_detector_rows(results),
         "",
+        *([f"Chance level: flagging every beat gives precision {_fmt(d['prevalence'])} (the "
+           f"share of abnormal beats), recall 1 and F1 {_fmt(d['chance_f1'])}.", ""]
+          if d["kind"] == "beats" and "chance_f1" in d else []),
         "| 1-step forecast | MAE | RMSE | MASE (vs persistence, same samples) |",
         "|---|---|---|---|",
         f"| seqstream | {_fmt(f['mae'][0], 4)} | {_fmt(f['rmse'][0], 4)} | "

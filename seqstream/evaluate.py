@@ -65,7 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="comma list of baselines (persistence_z, rolling_z, hst, pad); "
                           "default all")
     det.add_argument("--jobs", type=int, default=2,
-                     help="processes for the baselines and torch threads; default 2")
+                     help="processes for the baselines; default 2")
     live = parser.add_argument_group("live")
     live.add_argument("--live", choices=("spawn", "running", "off"), default="spawn",
                       help="spawn: start seqstream worker on private topics (default); "
@@ -117,6 +117,10 @@ def _data_section(data, warmup: int) -> dict[str, Any]:
                 counts[c] += int(((lo >= warmup) & (s.labels.classes == c)).sum())
         out["counts"] = counts
         out["events"] = sum(counts[c] for c in ABNORMAL)
+        known = out["events"] + counts["N"]
+        p = out["events"] / known if known else float("nan")
+        out["prevalence"] = p
+        out["chance_f1"] = 2 * p / (1 + p) if known else float("nan")
     else:
         out["events"] = int(sum((s.labels.windows[:, 1] > warmup).sum() for s in data.test))
     return out
@@ -145,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
     from stream.artifact import load_artifact
 
     started = time.perf_counter()
-    torch.set_num_threads(args.jobs)
+    # one thread: a recurrent step on a few dozen rows is too small to split, and on a busy
+    # machine two threads waiting on each other made the replay ten times slower
+    torch.set_num_threads(1)
     artifact = load_artifact(settings.model)
     card = artifact.card
     warmup = settings.warmup_steps if args.warmup is None else args.warmup
