@@ -56,10 +56,11 @@ def test_card_scores_reproduce_from_the_artifact_alone(trained: Path) -> None:
     art = load_artifact(trained)
     report = json.loads((trained / "report.json").read_text())
     series = load_wfdb(BUNDLED_MITDB, leads=["MLII"])
+    train, val, _ = art.card["data"]["split"]
     flagged = 0
     for s in series:
-        a = round(len(s.values) * 0.7)
-        b = round(len(s.values) * 0.85)
+        a = round(len(s.values) * train)
+        b = round(len(s.values) * (train + val))
         scores = np.full(len(s.values), np.nan)
         scores[a:] = replay(art, s.values[a:]).scores
         mids = (s.beats.samples[:-1] + s.beats.samples[1:]) // 2
