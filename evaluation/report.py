@@ -101,7 +101,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Targets: F1 ≥ best baseline + 0.15 — seqstream {_fmt(t['f1'])} vs best baseline "
         f"{_fmt(t['best_baseline_f1'])} (`{t['best_baseline']}`): "
-        f"**{'met' if t['f1_met'] else 'not met'}**; MASE ≤ 0.7 — {_fmt(f['mase'])}: "
+        f"**{'met' if t['f1_met'] else 'not met'}**"
+        + (f" (with per-entity scaling, offline: {_fmt(t['f1_entity_scaled'])})"
+           if t.get("f1_entity_scaled") is not None else "")
+        + f"; MASE ≤ 0.7 — {_fmt(f['mase'])}: "
         f"**{'met' if t['mase_met'] else 'not met'}** "
         f"(units: {', '.join(f['features'])} in user units).",
     ]

@@ -20,10 +20,12 @@ import numpy as np
 from evaluation.baselines import Detector
 from evaluation.dataset import EvalData, EvalSeries
 
-__all__ = ["OURS", "Scores", "score_baselines", "score_network"]
+__all__ = ["ENTITY_SCALED", "OURS", "Scores", "entity_scaled_variant", "score_baselines",
+           "score_network"]
 
 log = logging.getLogger(__name__)
 OURS = "seqstream"
+ENTITY_SCALED = ("seqstream", "persistence_z", "rolling_z")  # River's detectors adapt already
 
 
 @dataclass
@@ -86,3 +88,22 @@ def score_baselines(detectors: Sequence[Detector], data: EvalData, jobs: int = 1
         if pool is not None:
             pool.shutdown()
     return out
+
+
+def entity_scaled_variant(sc: Scores, data: EvalData, warmup: int) -> Scores:
+    """``sc`` with every series' scores scaled per entity (:mod:`evaluation.entity_scale`);
+    ``μ_0`` from this detector's own normal validation samples past the warm-up."""
+    from evaluation.dataset import normal_mask
+    from evaluation.entity_scale import entity_scaled, typical_log_peak
+
+    started = time.perf_counter()
+    masks = []
+    for s, v in zip(data.validation, sc.validation, strict=True):
+        m = normal_mask(s.labels, len(v))
+        m[:warmup] = False
+        masks.append(m)
+    mu0 = typical_log_peak(sc.validation, masks, data.period_s)
+    val = [entity_scaled(v, data.period_s, mu0) for v in sc.validation]
+    test = [entity_scaled(v, data.period_s, mu0) for v in sc.test]
+    return Scores(f"{sc.name}_entity", f"{sc.label} + per-entity scale (offline)", val, test, None,
+                  sc.seconds + time.perf_counter() - started, {"log_peak0": mu0})

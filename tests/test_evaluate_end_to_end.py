@@ -67,8 +67,8 @@ def test_evaluate_streams_unseen_records_and_writes_the_report(
 
     # every detector under both threshold rules; ours at the card's threshold
     dets = report["detectors"]
-    assert set(dets) == {"seqstream", "seqstream_entity", "persistence_z", "rolling_z", "hst",
-                         "pad"}
+    assert set(dets) == {"seqstream", "seqstream_entity", "persistence_z",
+                         "persistence_z_entity", "rolling_z", "rolling_z_entity", "hst", "pad"}
     assert dets["seqstream"]["scores_from"] == "the live stream"
     assert dets["seqstream"]["calibrated"]["threshold"] == card["threshold"]["value"]
     want = sum(_abnormal_beats(shared_data / "mitdb" / r, n) for r in RECORDS)

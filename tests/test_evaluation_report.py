@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from evaluation.assess import detector_metrics
-from evaluation.entity_scale import entity_scaled
+from evaluation.entity_scale import entity_scaled, typical_log_peak
 from evaluation.labels import Labels
 from evaluation.report import markdown, replace_section, to_json, write_report
 
@@ -83,9 +83,18 @@ def test_markdown_rows_show_the_assessed_numbers(tmp_path) -> None:
 
 
 def test_entity_scale_of_a_hand_made_series() -> None:
-    # alpha = 1/2: v starts at 1; s=2 -> out 2, v = 1 + (4-1)/2 = 2.5; next s=2 -> 2/sqrt(2.5)
-    out = entity_scaled(np.array([np.nan, 2.0, 2.0]), period_s=1.0, tau_s=2.0)
-    assert np.isnan(out[0]) and out[1] == 2.0 and out[2] == 2.0 / np.sqrt(2.5)
-    # the cap: one score of 100 raises v to at most 1 + (25 - 1)/2 = 13
-    out = entity_scaled(np.array([100.0, 1.0]), period_s=1.0, tau_s=2.0, cap=25.0)
-    assert out[1] == 1.0 / np.sqrt(13.0)
+    # h = 1 s (g = 1/2), tau = 2 s (alpha = 1/2), mu_0 = ln 2 (typical peak 2):
+    # t1: 4 / 2 = 2; p = 4; mu = ln2 + (ln4 - ln2)/2 = 1.5 ln2 -> 2^1.5
+    # t2: 1 / 2^1.5; p = max(1, 2) = 2; mu = 1.5 ln2 + (ln2 - 1.5 ln2)/2 = 1.25 ln2
+    # t3: 8 / 2^1.25
+    s = np.array([np.nan, 4.0, 1.0, 8.0])
+    out = entity_scaled(s, period_s=1.0, log_peak0=np.log(2.0), half_life_s=1.0, tau_s=2.0)
+    assert np.isnan(out[0])
+    np.testing.assert_allclose(out[1:], [2.0, 2 ** -1.5, 8 * 2 ** -1.25])
+
+
+def test_typical_log_peak_averages_the_peak_hold_over_normal_samples() -> None:
+    # peak hold with g = 1/2: 4, 2, 3 -> ln of them; only samples 1 and 2 are normal
+    mu = typical_log_peak([np.array([4.0, 1.0, 3.0])], [np.array([False, True, True])],
+                          period_s=1.0, half_life_s=1.0)
+    assert mu == np.mean(np.log([2.0, 3.0]))
