@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
 
 from seqstream import __version__
@@ -58,8 +59,22 @@ class FitResult:
     report: dict[str, Any]
 
 
+class BestState(pl.Callback):
+    """Keeps a copy of the weights at the best ``monitor`` value seen after a validation."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.best = float("inf")
+        self.state: dict[str, torch.Tensor] = {}
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) < self.best:
+            self.best = float(value)
+            self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def _train(cfg: Config, dm: SeriesDataModule, out: Path) -> tuple[torch.nn.Module, dict]:
-    import pytorch_lightning as pl
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     tc = cfg.train
@@ -68,12 +83,13 @@ def _train(cfg: Config, dm: SeriesDataModule, out: Path) -> tuple[torch.nn.Modul
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_loss",
                            mode="min", save_top_k=1, save_last=False, enable_version_counter=False)
     early = EarlyStopping(monitor="val_loss", mode="min", patience=tc.patience)
+    best = BestState("val_loss")
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, max_epochs=tc.max_epochs, deterministic=True,
         gradient_clip_val=tc.gradient_clip or None,
         limit_train_batches=tc.limit_train_batches or 1.0,
         limit_val_batches=tc.limit_val_batches or 1.0,
-        callbacks=[ckpt, early], logger=False, default_root_dir=str(out),
+        callbacks=[ckpt, early, best], logger=False, default_root_dir=str(out),
         enable_progress_bar=tc.progress_bar, enable_model_summary=tc.progress_bar,
         num_sanity_val_steps=0)
     started = time.perf_counter()
@@ -81,11 +97,12 @@ def _train(cfg: Config, dm: SeriesDataModule, out: Path) -> tuple[torch.nn.Modul
     train_s = time.perf_counter() - started
     if not ckpt.best_model_path:
         raise ConfigError("train: no checkpoint was written (no validation epoch ran?)")
-    state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(state["state_dict"])
+    # The best weights come from memory, not from the checkpoint file: that is a pickle, and
+    # seqstream never loads one (the checkpoint stays on disk for resuming by hand).
+    module.load_state_dict(best.state)
     info = {"epochs": int(trainer.current_epoch), "best_val_loss": float(ckpt.best_model_score),
             "stopped_early": bool(early.stopped_epoch), "train_s": round(train_s, 2),
-            "checkpoint": str(Path(ckpt.best_model_path).relative_to(out))}
+            "checkpoint": str(Path(ckpt.best_model_path).resolve().relative_to(out.resolve()))}
     return module.net.eval(), info
 
 
@@ -148,7 +165,6 @@ def _season(cfg: Config, dm: SeriesDataModule) -> int | None:
 
 def fit(cfg: Config) -> FitResult:
     """Run the whole pipeline for ``cfg``; outputs go to ``cfg.output``."""
-    import pytorch_lightning as pl
 
     started = time.perf_counter()
     torch.set_num_threads(max(1, cfg.train.threads))
