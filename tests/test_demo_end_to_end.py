@@ -1,0 +1,35 @@
+"""``seqstream demo`` end to end on the real stack, at a tiny size: every published sample comes
+back predicted, the beats are scored, the plot is written, and the stack is left as found."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from streamkit import free_port, make_artifact
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_demo_predicts_every_sample_scores_beats_and_leaves_the_stack_running(tmp_path):
+    model = make_artifact(tmp_path / "model", n_features=1, horizon=1, threshold=3.0)
+    out = tmp_path / "out"
+    env = {**os.environ, "SEQSTREAM_METRICS_PORT": str(free_port()),
+           "SEQSTREAM_APP_ID": f"demo-test-{tmp_path.name}"}
+    done = subprocess.run([sys.executable, "-m", "seqstream", "demo", "--model", str(model),
+                           "--seconds", "4", "--patients", "3", "--out", str(out)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples_published"] > 3 * 360  # > 1 s of ECG per patient
+    assert summary["samples_predicted"] == summary["samples_published"]
+    assert {row["record"] for row in summary["patients"]} == {"100", "106", "215"}
+    assert sum(row["samples"] for row in summary["patients"]) == summary["samples_published"]
+    assert (out / "ecg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "abnormal beats (AAMI SVEB/VEB/F) caught" in done.stdout
+    status = subprocess.run([sys.executable, "-m", "seqstream", "stack", "status"],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, "the demo stopped stack parts it did not start"
