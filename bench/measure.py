@@ -239,8 +239,7 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
         async with kafka.Probe(settings) as probe:
             await probe.wait_group(names["group"], names["in"], workers)
             await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
-            run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate,
-                                                       partitions)
+            run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate)
             await _wait_outputs(probe, cfg, procs, len(events), 120.0, logs, [], workers)
             _stop(procs)
             await _drain_check(probe, cfg, run)
