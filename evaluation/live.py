@@ -312,8 +312,13 @@ def _close(a: np.ndarray, b: np.ndarray) -> tuple[float, float, bool]:
 
 def compare(live: LiveRun, offline_forecasts: Sequence[np.ndarray],
             offline_scores: Sequence[np.ndarray], threshold: float, warmup: int,
-            model_id: str) -> dict[str, Any]:
-    """Streamed vs offline, per sample; the summary the report shows."""
+            model_id: str, residual_scale: float = 1.0) -> dict[str, Any]:
+    """Streamed vs offline, per sample; the summary the report shows.
+
+    Forecasts are compared in user units. A score is a residual divided by ``residual_scale``
+    (the card's, smallest feature), so float32 rounding of a forecast, a few 1e-7 in the
+    network's units, is magnified by ``1/residual_scale`` in the score; scores are therefore
+    compared as residuals, ``score × residual_scale``, to the same 1e-5."""
     from evaluation.thresholds import flags_of
 
     samples = sum(len(s) for s in offline_scores)
@@ -323,22 +328,26 @@ def compare(live: LiveRun, offline_forecasts: Sequence[np.ndarray],
         got = live.received[k]
         d, _, ok = _close(live.forecasts[k][got], np.asarray(offline_forecasts[k])[got])
         fc_diff, fc_ok = max(fc_diff, d), fc_ok and ok
-        d, r, ok = _close(live.scores[k][got], np.asarray(offline_scores[k])[got])
-        sc_diff, sc_rel, sc_ok = max(sc_diff, d), max(sc_rel, r), sc_ok and ok
+        streamed, offline = live.scores[k][got], np.asarray(offline_scores[k])[got]
+        sc_diff = max(sc_diff, _close(streamed, offline)[0])
+        d, r, ok = _close(streamed * residual_scale, offline * residual_scale)
+        sc_rel, sc_ok = max(sc_rel, r), sc_ok and ok
         want = flags_of(offline_scores[k], threshold, warmup)
-        near = np.abs(np.nan_to_num(offline_scores[k], nan=-1.0) - threshold) <= ATOL
+        near = np.abs(np.nan_to_num(offline_scores[k], nan=-1.0) - threshold) * \
+            residual_scale <= ATOL + RTOL * threshold * residual_scale
         flag_diff += int(((live.flags[k] != want) & got & ~near).sum())
     same_model = live.model_ids == {model_id}
     passed = received == samples and fc_ok and sc_ok and flag_diff == 0 and same_model
     summary = (f"{live.events:,} events ({samples:,} samples, {len(live.entities)} entities) "
                f"through `seqstream worker` ({live.mode}) in {live.total_s:.0f} s; predictions "
                f"for {received:,} of {samples:,} samples; streamed vs offline max |Δ| forecast "
-               f"{fc_diff:.2e}, score {sc_diff:.2e} (relative {sc_rel:.1e}), flags differing "
-               f"{flag_diff}: "
-               f"**{'equal to 1e-5' if passed else 'NOT equal'}** (|Δ| ≤ 1e-5 + 1e-5·|offline|)")
+               f"{fc_diff:.1e} (user units), score {sc_diff:.1e} (= residual "
+               f"{sc_diff * residual_scale:.1e} in the network's units), flags differing "
+               f"{flag_diff}: **{'equal to 1e-5' if passed else 'NOT equal'}** "
+               f"(|Δ| ≤ 1e-5 + 1e-5·|offline| for forecasts and residuals)")
     return {"passed": passed, "samples": samples, "received": received,
             "max_abs_diff_forecast": fc_diff, "max_abs_diff_score": sc_diff,
-            "max_rel_diff_score": sc_rel,
+            "max_rel_diff_residual": sc_rel, "residual_scale": residual_scale,
             "forecasts_within_tol": fc_ok, "scores_within_tol": sc_ok,
             "flags_differing": flag_diff, "model_ids": sorted(live.model_ids),
             "events": live.events, "prediction_records": live.records,

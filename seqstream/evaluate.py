@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     live_section, streamed = None, None
     if args.live != "off":
         from evaluation.live import compare, run_live
-        from stream.offline import replay_many
+        from stream.offline import replay_many, residual_scale_of
 
         run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
                        [s.values for s in data.test], data.period_s, artifact.model.horizon,
@@ -180,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
                        args.live_timeout)
         offline = replay_many(artifact, [s.values for s in data.test])
         live_section = compare(run, [r.forecasts for r in offline], ours.test,
-                               artifact.threshold, warmup, artifact.model_id)
+                               artifact.threshold, warmup, artifact.model_id,
+                               float(min(residual_scale_of(artifact))))
         log.info("live: %s", live_section["summary"])
         streamed = run.scores
         ours.forecasts = [np.concatenate([np.full((1, fc.shape[2]), np.nan), fc[:-1, 0]])

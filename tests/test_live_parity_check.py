@@ -48,6 +48,16 @@ def test_missing_predictions_fail() -> None:
     assert not out["passed"] and out["received"] == 4
 
 
+def test_scores_are_compared_as_residuals() -> None:
+    # residual scale 0.1: a score 5e-5 off is a residual 5e-6 off, within 1e-5
+    s = SCORES.copy()
+    s[1] += 5e-5
+    assert not _check(_run(scores=[s]))["passed"]
+    out = compare(_run(scores=[s]), [FORECASTS], [SCORES], threshold=4.0, warmup=3,
+                  model_id="m1", residual_scale=0.1)
+    assert out["passed"] and out["max_abs_diff_score"] > 4e-5
+
+
 def test_a_null_score_must_meet_a_nan() -> None:
     s = SCORES.copy()
     s[0] = 0.0
