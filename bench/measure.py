@@ -100,7 +100,7 @@ def _config(pipeline: str, names: dict[str, str], settings: Settings, model: Pat
            "SEQSTREAM_BATCH_MAX": str(batch_max), "SEQSTREAM_MAX_GAP_S": "0",
            "SEQSTREAM_WARMUP_STEPS": "0", "SEQSTREAM_LOG_LEVEL": "WARNING",
            "SEQSTREAM_HOME": str(settings.home)}
-    return Config(pipeline=pipeline, model=str(model), env=env)
+    return Config(pipeline=pipeline, model=str(model), env=env, gc_freeze=pipeline == "fast")
 
 
 def _start(cfg: Config, workers: int, profile: Path | None, logs: Path) -> list[subprocess.Popen]:

@@ -14,7 +14,8 @@ output topic, so the harness measures them the same way:
   worker's settings, committing after every batch;
 - ``fast`` (c'): the worker's faust app and Pipeline, fed by :mod:`stream.fastpath` (batches taken
   below faust's per-event path; faust's group, offsets, acks and commits kept) instead of
-  ``take_events`` — the proposed hot path.
+  ``take_events``, in a process whose start-up objects are frozen out of the garbage collector
+  (:func:`bench.proc.freeze_startup`) — the proposed hot path.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Config:
     pipeline: str
     model: str
     env: dict[str, str] = field(default_factory=dict)
+    gc_freeze: bool = False
 
     @property
     def group(self) -> str:

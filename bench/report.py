@@ -17,7 +17,7 @@ __all__ = ["markdown", "ratios", "targets"]
 
 NAMES = {"bare": "(a) bare aiokafka pipe", "naive": "(b) naive per-event faust agent",
          "worker": "(c) seqstream worker", "plain": "(d) plain aiokafka loop + Pipeline",
-         "fast": "(c') worker app + stream.fastpath"}
+         "fast": "(c') worker app + stream.fastpath + gc.freeze"}
 
 
 def _ratio(x: float | None, y: float | None) -> float | None:
