@@ -2,10 +2,11 @@
 
 For each detector: both threshold rules of :mod:`evaluation.thresholds` on the validation
 series, then on the test series (samples before ``warmup`` never flag, and beats or windows that
-start in it are left out, for every detector alike): precision, recall, F1, false flags per hour
-and detection delay, pooled over the test series, for all anomalies together and (ECG) per AAMI
-class; ROC-AUC and PR-AUC of the score over beats (windows: samples); and F1 per test series.
-For the network, the *calibrated* threshold is the card's own (the one the worker flags with).
+start in it, or before a series' ``start``, are left out, for every detector alike):
+precision, recall, F1, false flags per hour and detection delay, pooled over the test series,
+for all anomalies together and (ECG) per AAMI class; ROC-AUC and PR-AUC of the score over
+beats (windows: samples); and F1 per test series. For the network, the *calibrated*
+threshold is the card's own (the one the worker flags with).
 
 >>> from evaluation.labels import Labels
 >>> lab = Labels.from_beats([400, 800, 1200], ["N", "VEB", "N"])
@@ -64,34 +65,36 @@ def validation_units(kind: str, scores: Sequence[np.ndarray], labels: Sequence[L
 
 
 def _detections(kind: str, flags: list[np.ndarray], labels: Sequence[Labels], period_s: float,
-                warmup: int, positive: Sequence[str] = ABNORMAL) -> list[Detection]:
+                starts: Sequence[int], positive: Sequence[str] = ABNORMAL) -> list[Detection]:
     if kind == "beats":
-        return [beat_detection(f, lab.r_peaks, lab.classes, period_s, positive, warmup)
-                for f, lab in zip(flags, labels, strict=True)]
-    return [window_detection(f, lab.windows, period_s, warmup)
-            for f, lab in zip(flags, labels, strict=True)]
+        return [beat_detection(f, lab.r_peaks, lab.classes, period_s, positive, a)
+                for f, lab, a in zip(flags, labels, starts, strict=True)]
+    return [window_detection(f, lab.windows, period_s, a)
+            for f, lab, a in zip(flags, labels, starts, strict=True)]
 
 
 def detector_metrics(kind: str, scores: Sequence[np.ndarray], labels: Sequence[Labels],
-                 threshold: float, period_s: float, warmup: int,
-                 names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Every test metric of one detector at one threshold."""
+                     threshold: float, period_s: float, warmup: int,
+                     names: Sequence[str] | None = None,
+                     starts: Sequence[int] | None = None) -> dict[str, Any]:
+    """Every test metric of one detector at one threshold. Flags start after ``warmup``
+    samples of each streamed series; metrics count from ``max(warmup, starts[i])``."""
+    starts = [max(warmup, a) for a in (starts or [0] * len(scores))]
     flags = [flags_of(s, threshold, warmup) for s in scores]
-    per = _detections(kind, flags, labels, period_s, warmup)
+    per = _detections(kind, flags, labels, period_s, starts)
     out: dict[str, Any] = {"threshold": threshold, "all": Detection.pool(per).summary()}
+    units, truth = [], []
     if kind == "beats":
-        out["per_class"] = {c: Detection.pool(_detections(kind, flags, labels, period_s, warmup,
+        out["per_class"] = {c: Detection.pool(_detections(kind, flags, labels, period_s, starts,
                                                           (c,))).summary() for c in ABNORMAL}
-        units, truth = [], []
-        for s, lab in zip(scores, labels, strict=True):
-            keep = _kept_beats(lab, len(s), warmup) & np.isin(lab.classes, [*ABNORMAL, "N"])
+        for s, lab, a in zip(scores, labels, starts, strict=True):
+            keep = _kept_beats(lab, len(s), a) & np.isin(lab.classes, [*ABNORMAL, "N"])
             units.append(beat_scores(s, lab.r_peaks)[keep])
             truth.append(np.isin(lab.classes[keep], ABNORMAL))
     else:
-        units, truth = [], []
-        for s, lab in zip(scores, labels, strict=True):
-            units.append(np.asarray(s)[warmup:])
-            truth.append(~normal_mask(lab, len(s))[warmup:])
+        for s, lab, a in zip(scores, labels, starts, strict=True):
+            units.append(np.asarray(s)[a:])
+            truth.append(~normal_mask(lab, len(s))[a:])
     u, y = np.concatenate(units), np.concatenate(truth)
     out["roc_auc"] = roc_auc(u, y)
     out["pr_auc"] = average_precision(u, y)
@@ -127,23 +130,29 @@ def assess_detector(sc: Scores, data: EvalData, warmup: int, card_threshold: dic
     thresholds = {"calibrated": float(cal["value"]), "best_f1": best}
     scores = list(test_scores if test_scores is not None else sc.test)
     names = [s.entity for s in data.test]
-    return {
-        "label": sc.label,
-        "seconds": round(sc.seconds, 2),
-        "thresholds": {"calibrated": cal, "best_f1": {"value": best, "validation_f1": val_f1}},
-        **{rule: detector_metrics(data.kind, scores, test_labels, thresholds[rule], data.period_s,
-                              warmup, names) for rule in RULES},
-    }
+    starts = [s.start for s in data.test]
+    out = {"label": sc.label, "seconds": round(sc.seconds, 2),
+           "thresholds": {"calibrated": cal,
+                          "best_f1": {"value": best, "validation_f1": val_f1}}}
+    for rule in RULES:
+        # no threshold gives a positive F1 on validation (no labelled anomaly there, or none
+        # caught): there is no such threshold, and no such row
+        out[rule] = None if not math.isfinite(thresholds[rule]) else detector_metrics(
+            data.kind, scores, test_labels, thresholds[rule], data.period_s, warmup, names,
+            starts)
+    return out
 
 
-def forecast_section(data: EvalData, forecasts: Sequence[np.ndarray]) -> dict[str, Any]:
-    """The network's 1-step forecasts against persistence, on every test sample that has a
-    forecast (t >= 1), in user units."""
+def forecast_section(data: EvalData, forecasts: Sequence[np.ndarray],
+                     warmup: int) -> dict[str, Any]:
+    """The network's 1-step forecasts against persistence in user units, on the test samples
+    the flags are scored on (past the warm-up and the series' ``start``)."""
     parts: list[ForecastErrors] = []
     for s, fc in zip(data.test, forecasts, strict=True):
         x = np.asarray(s.values, dtype=np.float64)
-        ok = np.all(np.isfinite(fc[1:]), axis=1)
-        parts.append(forecast_errors(x[1:][ok], fc[1:][ok], x[:-1][ok]))
+        a = max(1, warmup, s.start)
+        ok = np.all(np.isfinite(fc[a:]), axis=1)
+        parts.append(forecast_errors(x[a:][ok], fc[a:][ok], x[a - 1:-1][ok]))
     out = ForecastErrors.pool(parts).summary()
     out["features"] = list(data.features)
     return out

@@ -48,6 +48,7 @@ class EvalSeries:
     values: np.ndarray  # [T, F] user units
     labels: Labels
     offset: int = 0  # where the stretch starts in the recording
+    start: int = 0  # first sample that counts in the metrics (the ones before only warm up)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,10 @@ def load_eval_data(card: dict[str, Any], test_dir: str | Path | None = None,
         labels = _labels_of(source, train_dir, s.entity, len(s.values))
         train_parts.append(s.values[:a])
         validation.append(EvalSeries(s.entity, s.values[a:b], labels.part(a, b), a))
-        fallback.append(EvalSeries(s.entity, s.values[b:], labels.part(b, len(s.values)), b))
+        # streamed from the validation start, as calibration replayed it, so the state is warm
+        # when the test part begins; only the test part [b, T) counts
+        fallback.append(EvalSeries(s.entity, s.values[a:], labels.part(a, len(s.values)), a,
+                                   b - a))
 
     directory = Path(test_dir).expanduser() if test_dir else train_dir
     if not directory.is_dir():
@@ -161,8 +165,9 @@ def load_eval_data(card: dict[str, Any], test_dir: str | Path | None = None,
                 "holds no other labelled series")
     if minutes > 0:
         n = round(minutes * 60 / period)
-        test = [EvalSeries(t.entity, t.values[:n], t.labels.part(0, min(n, len(t.values))),
-                           t.offset) for t in test]
-        what += f", first {minutes:g} min of each"
+        test = [EvalSeries(t.entity, t.values[:t.start + n],
+                           t.labels.part(0, min(t.start + n, len(t.values))), t.offset, t.start)
+                for t in test]
+        what += f", the first {minutes:g} min scored of each"
     return EvalData(kind, period, tuple(features), train_parts, validation, test, what,
                     str(directory))

@@ -52,6 +52,11 @@ def to_json(value: Any) -> Any:
     return value
 
 
+def _names(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def _detector_rows(results: dict[str, Any]) -> list[str]:
     beats = results["data"]["kind"] == "beats"
     head = ["detector", "threshold (rule)", "precision", "recall", "F1"]
@@ -62,6 +67,8 @@ def _detector_rows(results: dict[str, Any]) -> list[str]:
     for name, det in results["detectors"].items():
         for rule, label in (("calibrated", "calibrated"), ("best_f1", "best val. F1")):
             m = det[rule]
+            if m is None:  # no labelled anomaly in validation: no F1 to tune on
+                continue
             a = m["all"]
             cells = [f"{det['label']} (`{name}`)", f"{_fmt(m['threshold'], 3)} ({label})",
                      _fmt(a["precision"]), _fmt(a["recall"]), f"**{_fmt(a['f1'])}**"]
@@ -71,6 +78,18 @@ def _detector_rows(results: dict[str, Any]) -> list[str]:
                       _fmt(m["roc_auc"]), _fmt(m["pr_auc"])]
             rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def _forecast_rows(f: dict[str, Any]) -> list[str]:
+    """One column per feature for MAE and RMSE (user units); MASE is their mean ratio."""
+    feats = f["features"]
+    head = ["1-step forecast", *(f"MAE {n}" for n in feats), *(f"RMSE {n}" for n in feats),
+            "MASE (vs persistence, same samples)"]
+    ours = ["seqstream", *(_fmt(v, 4) for v in f["mae"]), *(_fmt(v, 4) for v in f["rmse"]),
+            f"**{_fmt(f['mase'])}**"]
+    naive = ["persistence", *(_fmt(v, 4) for v in f["mae_persistence"]),
+             *(_fmt(v, 4) for v in f["rmse_persistence"]), "1.000"]
+    return ["| " + " | ".join(r) + " |" for r in (head, ["---"] * len(head), ours, naive)]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -84,7 +103,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"evaluated {results['created_at']} on {d['test_source']}: {d['series']} series, "
         f"{_fmt(d['hours'], 2)} h, {d['events']} {units}"
         + (f" ({per_class}; N {counts.get('N', 0)})" if d["kind"] == "beats" else "")
-        + f". Thresholds from the validation parts of {', '.join(d['validation'])}; "
+        + f". Thresholds from the validation parts of {_names(d['validation'])}; "
           f"no flag in each series' first {results['settings']['warmup']} samples.",
         "",
         *_detector_rows(results),
@@ -92,12 +111,7 @@ def markdown(results: dict[str, Any]) -> str:
         *([f"Chance level: flagging every beat gives precision {_fmt(d['prevalence'])} (the "
            f"share of abnormal beats), recall 1 and F1 {_fmt(d['chance_f1'])}.", ""]
           if d["kind"] == "beats" and "chance_f1" in d else []),
-        "| 1-step forecast | MAE | RMSE | MASE (vs persistence, same samples) |",
-        "|---|---|---|---|",
-        f"| seqstream | {_fmt(f['mae'][0], 4)} | {_fmt(f['rmse'][0], 4)} | "
-        f"**{_fmt(f['mase'])}** |",
-        f"| persistence | {_fmt(f['mae_persistence'][0], 4)} | "
-        f"{_fmt(f['rmse_persistence'][0], 4)} | 1.000 |",
+        *_forecast_rows(f),
         "",
         f"Targets: F1 ≥ best baseline + 0.15 — seqstream {_fmt(t['f1'])} vs best baseline "
         f"{_fmt(t['best_baseline_f1'])} (`{t['best_baseline']}`): "

@@ -52,6 +52,7 @@ def best_f1_beats(beat_scores: Sequence[np.ndarray], classes: Sequence[np.ndarra
 
     A beat is flagged iff its largest score exceeds the threshold, so F1 at every candidate
     (each distinct beat score) follows from one sort. Beats with a NaN score never flag.
+    ``(inf, NaN)`` when there is no abnormal beat.
     """
     s = np.concatenate([np.asarray(b, dtype=np.float64) for b in beat_scores])
     c = np.concatenate([np.asarray(k) for k in classes])
@@ -61,7 +62,7 @@ def best_f1_beats(beat_scores: Sequence[np.ndarray], classes: Sequence[np.ndarra
     finite = np.isfinite(s)
     s, pos = s[finite], pos[finite]
     if n_pos == 0 or len(s) == 0:
-        return float("inf"), 0.0
+        return float("inf"), float("nan")
     order = np.argsort(-s, kind="mergesort")
     s, pos = s[order], pos[order]
     last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # flag the top `last+1` beats
@@ -78,11 +79,12 @@ def best_f1_windows(scores: Sequence[np.ndarray], windows: Sequence[np.ndarray],
                     period_s: float, warmup: int, candidates: int = 200
                     ) -> tuple[float, float]:
     """``(threshold, F1)`` maximising window-level F1 over the validation series, searched over
-    ``candidates`` quantiles of their scores (alarms are runs, so no closed form)."""
+    ``candidates`` quantiles of their scores (alarms are runs, so no closed form); ``(inf,
+    NaN)`` when the validation series hold no window."""
     pooled = np.concatenate([np.asarray(x, dtype=np.float64)[warmup:] for x in scores])
     pooled = pooled[np.isfinite(pooled)]
-    if len(pooled) == 0:
-        return float("inf"), 0.0
+    if len(pooled) == 0 or not any(len(np.asarray(w)) for w in windows):
+        return float("inf"), float("nan")
     grid = np.unique(np.quantile(pooled, np.linspace(0.5, 1.0, candidates)))
     best = (float("inf"), 0.0)
     for thr in grid:

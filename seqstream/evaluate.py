@@ -102,7 +102,7 @@ def _data_section(data, warmup: int) -> dict[str, Any]:
     from evaluation.labels import AAMI
     from evaluation.metrics import ABNORMAL, beat_windows
 
-    samples = sum(len(s.values) for s in data.test)
+    samples = sum(len(s.values) - max(warmup, s.start) for s in data.test)
     out: dict[str, Any] = {"kind": data.kind, "test_source": data.test_source,
                            "test_dir": data.test_dir, "series": len(data.test),
                            "entities": [s.entity for s in data.test], "samples": samples,
@@ -114,7 +114,7 @@ def _data_section(data, warmup: int) -> dict[str, Any]:
         for s in data.test:
             lo, _ = beat_windows(s.labels.r_peaks, len(s.values))
             for c in AAMI:
-                counts[c] += int(((lo >= warmup) & (s.labels.classes == c)).sum())
+                counts[c] += int(((lo >= max(warmup, s.start)) & (s.labels.classes == c)).sum())
         out["counts"] = counts
         out["events"] = sum(counts[c] for c in ABNORMAL)
         known = out["events"] + counts["N"]
@@ -122,7 +122,8 @@ def _data_section(data, warmup: int) -> dict[str, Any]:
         out["prevalence"] = p
         out["chance_f1"] = 2 * p / (1 + p) if known else float("nan")
     else:
-        out["events"] = int(sum((s.labels.windows[:, 1] > warmup).sum() for s in data.test))
+        out["events"] = int(sum((s.labels.windows[:, 1] > max(warmup, s.start)).sum()
+                                for s in data.test))
     return out
 
 
@@ -197,10 +198,10 @@ def run(args: argparse.Namespace) -> int:
             detectors[variant.name] = {
                 **assess_detector(variant, data, warmup, card["threshold"]),
                 "scores_from": "offline", **variant.extra}
-    forecast = forecast_section(data, ours.forecasts)
+    forecast = forecast_section(data, ours.forecasts, warmup)
     f1 = detectors[OURS]["calibrated"]["all"]["f1"]
     rivals = {(n, r): d[r]["all"]["f1"] for n, d in detectors.items()
-              for r in ("calibrated", "best_f1") if not n.startswith(OURS)}
+              for r in ("calibrated", "best_f1") if not n.startswith(OURS) and d[r]}
     best = max(rivals, key=lambda k: np.nan_to_num(rivals[k], nan=-1.0)) if rivals else None
     best_f1 = rivals[best] if best else float("nan")
     targets = {"f1": f1, "f1_rule": "calibrated (the card's threshold, what the worker flags)",
@@ -217,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "plots").mkdir(parents=True, exist_ok=True)
     plots = []
     test_scores = streamed if streamed is not None else ours.test
-    order = sorted(range(len(data.test)), key=lambda i: -_events(data.test[i].labels, warmup))
+    order = sorted(range(len(data.test)),
+                   key=lambda i: -_events(data.test[i].labels, max(warmup, data.test[i].start)))
     seconds = args.plot_seconds if data.kind == "beats" else max(200 * data.period_s,
                                                                  args.plot_seconds)
     for i in order[:args.plots]:
@@ -226,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         safe = s.entity.replace("/", "_").replace(".csv", "")
         plots.append(plot_series(
             out / "plots" / f"{safe}.png", s, ours.forecasts[i], test_scores[i], flags,
-            artifact.threshold, data.period_s, data.features, seconds, warmup,
+            artifact.threshold, data.period_s, data.features, seconds, max(warmup, s.start),
             f"{s.entity}: seqstream flags at the card's threshold "
             f"({detectors[OURS]['scores_from']} scores)"))
 
@@ -260,11 +262,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if live_section is None or live_section["passed"] else 1
 
 
-def _events(labels, warmup: int) -> int:
+def _events(labels, start: int) -> int:
     import numpy as np
 
     from evaluation.metrics import ABNORMAL
 
     if labels.kind == "beats":
-        return int(np.isin(labels.classes[labels.r_peaks >= warmup], ABNORMAL).sum())
-    return len(labels.windows)
+        return int(np.isin(labels.classes[labels.r_peaks >= start], ABNORMAL).sum())
+    return int((labels.windows[:, 1] > start).sum())

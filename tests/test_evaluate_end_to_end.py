@@ -81,7 +81,7 @@ def test_evaluate_streams_unseen_records_and_writes_the_report(
             assert m["f1"] is None or 0.0 <= m["f1"] <= 1.0
             assert set(det[rule]["per_series"]) == set(RECORDS)
     f = report["forecast"]
-    assert f["n"] == len(RECORDS) * (n - 1) and np.isfinite(f["mase"])
+    assert f["n"] == len(RECORDS) * (n - WARMUP) and np.isfinite(f["mase"])
 
     # outputs: markdown table, PNG plots, the README section and nothing else of the README
     md = (out / "report.md").read_text()

@@ -56,9 +56,12 @@ def test_without_unseen_records_the_test_parts_are_used(tmp_path: Path,
                                                         shared_data: Path) -> None:
     for ext in ("hea", "dat", "atr"):
         (tmp_path / f"100.{ext}").symlink_to(shared_data / "mitdb" / f"100.{ext}")
-    data = load_eval_data(CARD, tmp_path)
-    _, b = split_bounds(650000, (0.7, 0.15, 0.15))
-    assert [s.entity for s in data.test] == ["100"] and data.test[0].offset == b
+    data = load_eval_data(CARD, tmp_path, minutes=1)
+    a, b = split_bounds(650000, (0.7, 0.15, 0.15))
+    [t] = data.test
+    # streamed from the validation start (warm state), scored from the test start on
+    assert t.entity == "100" and t.offset == a and t.start == b - a
+    assert len(t.values) == b - a + 60 * 360
     assert "test parts" in data.test_source
 
 
