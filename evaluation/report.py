@@ -1,5 +1,6 @@
 """The evaluation's outputs: ``report.json`` (every number), ``report.md`` (the tables) and the
-README's ``## Quality`` section (the latest tables, replaced in place).
+README's ``## Quality`` section (the latest tables, replaced in place between two markers, so the
+prose around them stays).
 
 JSON has no NaN, so undefined numbers (a recall without anomalies, say) are written as null and
 shown as "–" in the tables.
@@ -20,9 +21,11 @@ import numpy as np
 
 from evaluation.metrics import ABNORMAL
 
-__all__ = ["markdown", "replace_section", "to_json", "write_report"]
+__all__ = ["BEGIN", "END", "markdown", "replace_section", "to_json", "write_report"]
 
 SECTION = "## Quality"
+BEGIN = "<!-- seqstream evaluate: generated from here -->"
+END = "<!-- seqstream evaluate: generated up to here -->"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -130,16 +133,28 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def replace_section(text: str, body: str) -> str:
-    """``text`` with the body of its ``## Quality`` section replaced (appended if absent)."""
-    block = f"{SECTION}\n\n{body.rstrip()}\n"
+    """``text`` with the generated part of its ``## Quality`` section replaced.
+
+    The generated tables sit between :data:`BEGIN` and :data:`END` markers, so prose written
+    around them in the section stays; a section without markers gets its whole body replaced,
+    and a README without the section gets it appended."""
+    block = f"{BEGIN}\n{body.rstrip()}\n{END}\n"
     lines = text.splitlines(keepends=True)
     start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
     if start is None:
-        return text.rstrip("\n") + "\n\n" + block
+        return text.rstrip("\n") + f"\n\n{SECTION}\n\n{block}"
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
                len(lines))
-    return "".join(lines[:start]) + block + ("\n" + "".join(lines[end:]) if end < len(lines)
-                                             else "")
+    inside = "".join(lines[start + 1:end])
+    if BEGIN in inside and END in inside:
+        head, rest = inside.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        inside = head + block + ("\n" + tail if tail else "")
+    else:
+        inside = "\n" + block
+    rest_of_text = "".join(lines[end:])
+    return "".join(lines[:start + 1]) + inside.rstrip("\n") + "\n" + (
+        "\n" + rest_of_text if rest_of_text else "")
 
 
 def write_report(results: dict[str, Any], out: Path, readme: Path | None = None) -> Path:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 import time
@@ -95,7 +96,12 @@ def _test_dir(raw: str, card: dict[str, Any]) -> Path | None:
         return Path(raw).expanduser()
     source = card.get("training", {}).get("config", {}).get("data", {}).get("source")
     shared = REPO.parent / "shared" / "data" / SHARED.get(source, "")
-    return shared if source in SHARED and shared.is_dir() else None
+    if source not in SHARED or not shared.is_dir():
+        return None
+    try:  # shown in the report: relative where it can be, not this machine's absolute path
+        return Path(os.path.relpath(shared))
+    except ValueError:
+        return shared
 
 
 def _data_section(data, warmup: int) -> dict[str, Any]:

@@ -10,25 +10,34 @@ import numpy as np
 from evaluation.assess import detector_metrics
 from evaluation.entity_scale import entity_scaled, typical_log_peak
 from evaluation.labels import Labels
-from evaluation.report import markdown, replace_section, to_json, write_report
+from evaluation.report import BEGIN, END, markdown, replace_section, to_json, write_report
 
 README = "# proj\n\nintro\n\n## Quality\n\nold table\n\n## Tests\n\nrun them\n"
 
 
 def test_quality_section_is_replaced_and_the_rest_kept() -> None:
     out = replace_section(README, "| new | table |\n")
-    assert out == "# proj\n\nintro\n\n## Quality\n\n| new | table |\n\n## Tests\n\nrun them\n"
+    assert out == ("# proj\n\nintro\n\n## Quality\n\n" + BEGIN + "\n| new | table |\n" + END
+                   + "\n\n## Tests\n\nrun them\n")
     assert replace_section(out, "| new | table |\n") == out  # idempotent
+
+
+def test_prose_around_the_generated_tables_stays() -> None:
+    text = (f"# p\n\n## Quality\n\nWhy it falls short.\n\n{BEGIN}\nold\n{END}\n\n"
+            "What would close it.\n\n## Next\n\nx\n")
+    out = replace_section(text, "new\n")
+    assert out == (f"# p\n\n## Quality\n\nWhy it falls short.\n\n{BEGIN}\nnew\n{END}\n\n"
+                   "What would close it.\n\n## Next\n\nx\n")
 
 
 def test_quality_section_is_appended_when_missing() -> None:
     out = replace_section("# proj\n\ntext\n", "body\n")
-    assert out == "# proj\n\ntext\n\n## Quality\n\nbody\n"
+    assert out == f"# proj\n\ntext\n\n## Quality\n\n{BEGIN}\nbody\n{END}\n"
 
 
 def test_quality_section_at_the_end_is_replaced() -> None:
     out = replace_section("# p\n\n## Quality\n\nold\n", "new\n")
-    assert out == "# p\n\n## Quality\n\nnew\n"
+    assert out == f"# p\n\n## Quality\n\n{BEGIN}\nnew\n{END}\n"
 
 
 def test_json_has_null_for_nan_and_plain_numbers() -> None:
@@ -78,7 +87,7 @@ def test_markdown_rows_show_the_assessed_numbers(tmp_path) -> None:
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["detectors"]["seqstream"]["calibrated"]["all"]["f1"] == 2 / 3
     text = readme.read_text()
-    assert text.startswith("# proj\n\nintro\n\n## Quality\n\nModel `abcdef012345`")
+    assert text.startswith(f"# proj\n\nintro\n\n## Quality\n\n{BEGIN}\nModel `abcdef012345`")
     assert text.endswith("## Tests\n\nrun them\n") and "old table" not in text
 
 
