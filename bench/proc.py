@@ -5,7 +5,8 @@ and two processes form a two-member consumer group), stops it with SIGTERM, and 
 ``PROFILE_OUT`` gets a cProfile dump of the process's main thread, where the event loop runs.
 
 ``Config.gc_freeze`` (set for the fast-path pipeline; ``BENCH_GC_FREEZE=1`` sets it for any)
-applies :func:`freeze_startup` before the pipeline starts.
+applies :func:`freeze_startup` before the pipeline starts (``BENCH_GC_GEN0`` overrides its
+young-generation threshold, for experiments).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def freeze_startup() -> None:
 
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(int(os.environ.get("BENCH_GC_GEN0", "50000")), 50, 100)
 
 
 def main(argv: list[str] | None = None) -> int:
