@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "worker.prof").unlink(missing_ok=True)
-    command = "seqstream bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+    command = ("seqstream bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])).strip() \
         if len(sys.argv) > 1 and sys.argv[1] == "bench" else "seqstream bench"
     doc = asyncio.run(_run(settings, args, size, plan, out, command))
     stamp = doc["started_at"].replace(":", "").replace("-", "")

@@ -38,9 +38,9 @@ watermark already makes idempotent.
 Adoption: call :func:`install` with the app and the events topic before the app starts, then
 consume the source in an ``app.task``; see :func:`run_batches`.
 
->>> batch = RecordBatch([], {}, 0)
->>> batch.size, batch.marker.acked
-(0, False)
+>>> batch = RecordBatch(["r1", "r2"], {("events", 0): [7, 8]}, 0)
+>>> batch.size, batch.marker.acked, batch.last_offsets()
+(2, False, {('events', 0): 8})
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ class RecordBatch:
     @property
     def size(self) -> int:
         return len(self.records)
+
+    def last_offsets(self) -> dict[TP, int]:
+        """The highest offset of each partition in the batch (for lag gauges)."""
+        return {tp: offsets[-1] for tp, offsets in self.offsets.items()}
 
 
 class BatchSource:
@@ -337,9 +341,9 @@ def install(app: faust.App, topic: faust.TopicT, max_batch: int = 1000,
     return source
 
 
-async def run_batches(source: BatchSource,
-                      handle: Callable[[Sequence[Any]], Awaitable[None]]) -> None:
-    """Feed each batch's records to ``handle`` and ack the batch when it returns.
+async def run_batches(source: BatchSource, handle: Callable[[Sequence[Any]], Awaitable[Any]],
+                      after: Callable[[RecordBatch], None] | None = None) -> None:
+    """Feed each batch's records to ``handle``, ack the batch when it returns, then ``after``.
 
     ``handle`` must return only once the batch's outputs are acknowledged and its states saved;
     if it raises, the batch stays unacked (replayed after a restart) and the error propagates.
@@ -347,3 +351,5 @@ async def run_batches(source: BatchSource,
     async for batch in source:
         await handle(batch.records)
         source.done(batch)
+        if after is not None:
+            after(batch)
