@@ -7,7 +7,7 @@ What one run does, in order:
 2. for each shape (single-sample, chunks of 36 samples) and entity count: catch-up throughput of
    each pipeline (:mod:`bench.pipelines`) with one process, and of (c), (c') and (d) with two
    processes in one group (:func:`bench.measure.catch_up`); every run must drain;
-3. a profile of (c) on the first shape (cProfile, main thread; :mod:`bench.profile`);
+3. profiles of (c) and (c') on the first shape (cProfile, main thread; :mod:`bench.profile`);
 4. steady-load latency of each pipeline at fractions of (c)'s catch-up rate, and of (c') at
    fractions of its own (:func:`bench.measure.steady`), skipping a pipeline where the offered
    rate exceeds 90 % of its own catch-up rate (the queue would only grow);
@@ -82,7 +82,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, metavar="ARTIFACT",
                         help="a trained artifact to use (default: export a seeded 2x64 GRU)")
     parser.add_argument("--out", default="results/bench", help="results folder")
-    parser.add_argument("--no-profile", action="store_true", help="skip the profile of (c)")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="skip the profiles of (c) and (c')")
     add_flags(parser, ["kafka_bootstrap", "redis_url", "partitions", "batch_max"])
 
 
@@ -141,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "worker.prof").unlink(missing_ok=True)
+    for name in ("worker", "fast"):
+        (out / f"{name}.prof").unlink(missing_ok=True)
     command = ("seqstream bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])).strip() \
         if len(sys.argv) > 1 and sys.argv[1] == "bench" else "seqstream bench"
     doc = asyncio.run(_run(settings, args, size, plan, out, command))
@@ -201,6 +203,7 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
                   "state_size": net.state_size, "model_id": artifact.model_id, "note": note},
         "pipelines": {p: letter for letter, p in LETTER.items() if p in plan["pipelines"]},
         "catch_up": [], "latency": [], "state": [], "step": [], "profile": None,
+        "profile_fast": None,
     }
     kw = {"model": model_dir, "partitions": partitions, "batch_max": batch_max, "logs": logs}
 
@@ -230,25 +233,22 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
                                          **kw))
                     if not parallel:
                         doc["catch_up"].append((await jobs.pop()).as_dict())
-    profile_job = None
-    if "worker" in plan["pipelines"] and not args.no_profile and not parallel:
+    if not args.no_profile and not parallel:  # a measurement profiles (c) and (c') apart
         shape = plan["shapes"][0]
-        events = make_events(series, base, SHAPES[shape], count(shape, "worker"))
-        prof = out / "worker.prof"
-        _say(f"profile of worker, {shape}")
-        profile_job = catch_up(settings, "worker", events, shape=shape, entities=base,
-                               workers=1, profile=prof, **kw)
+        for name in ("worker", "fast"):
+            if name in plan["pipelines"]:
+                events = make_events(series, base, SHAPES[shape], count(shape, name))
+                _say(f"profile of {name}, {shape}")
+                await catch_up(settings, name, events, shape=shape, entities=base, workers=1,
+                               profile=out / f"{name}.prof", **kw)
     if parallel:
-        _say(f"running {len(jobs) + bool(profile_job)} catch-up runs at once")
-        done = await asyncio.gather(*jobs, *([profile_job] if profile_job else []))
-        doc["catch_up"] = [r.as_dict() for r in done[:len(jobs)]]
-    elif profile_job is not None:
-        await profile_job
-    if (out / "worker.prof").exists() and not args.no_profile:
-        shape = plan["shapes"][0]
-        doc["profile"] = {"run": f"catch-up, {shape}, {base:,} entities, "
-                                 f"{count(shape, 'worker'):,} events",
-                          **summarize(out / "worker.prof")}
+        _say(f"running {len(jobs)} catch-up runs at once")
+        doc["catch_up"] = [r.as_dict() for r in await asyncio.gather(*jobs)]
+    for name, key in (("worker", "profile"), ("fast", "profile_fast")):
+        if (out / f"{name}.prof").exists() and not args.no_profile:
+            shape = plan["shapes"][0]
+            doc[key] = {"run": f"catch-up, {shape}, {base:,} entities, "
+                               f"{count(shape, name):,} events", **summarize(out / f"{name}.prof")}
     _say("catch-up done")
     rate_of = {(r["pipeline"], r["shape"]): r["events_per_s"] for r in doc["catch_up"]
                if r["entities"] == base and r["workers"] == 1}

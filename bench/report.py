@@ -151,9 +151,11 @@ def markdown(doc: dict[str, Any]) -> str:
         out += _table(["entities", "samples each", "ms", "µs per sample"],
                       [[_fmt(s["batch"]), s["steps"], _fmt(s["seconds"] * 1e3, 2),
                         _fmt(s["per_sample_us"], 2)] for s in doc["step"]])
-    prof = doc.get("profile")
-    if prof:
-        out += [f"**Where (c) spends its time** (cProfile of the main thread, {prof['run']}; "
+    for key, tag in (("profile", "(c)"), ("profile_fast", "(c')")):
+        prof = doc.get(key)
+        if not prof:
+            continue
+        out += [f"**Where {tag} spends its time** (cProfile of the main thread, {prof['run']}; "
                 f"busy {prof['busy_s']:.2f} s):", ""]
         out += _table(["what", "self seconds", "share of busy"],
                       [[c["what"], _fmt(c["seconds"], 2),
