@@ -21,11 +21,9 @@ first sample) leaves both as they are. The flag is ``s' > threshold'``, with ``t
 the same calibration rule on validation ``s'``. These constants come from the ECG's time scales,
 not from a search on test data; they are the same for every detector it is applied to.
 
-For the live system to match, the worker would keep ``p`` and ``μ`` (two float32) in each
-entity's state, update them after scoring each sample exactly as above (float64 arithmetic on
-the float32 score, stored as float32), publish ``s'`` as the score, and read ``h``, ``τ``,
-``μ_0`` and ``threshold'`` from a ``score.entity_scale`` section of the card that calibration
-would write.
+The worker does exactly this when the card carries a ``score.entity_scale`` section (calibration
+writes it, with ``μ_0`` and the threshold on validation ``s'``); the one implementation lives in
+:mod:`stream.entity_scale`, and these functions are its per-series form for offline detectors.
 
 >>> s = np.array([np.nan, 1.0, 4.0, 1.0])
 >>> entity_scaled(s, period_s=1.0, log_peak0=0.0, half_life_s=1.0, tau_s=2.0).round(3).tolist()
@@ -34,51 +32,34 @@ would write.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["HALF_LIFE_S", "TAU_S", "entity_scaled", "log_peaks", "typical_log_peak"]
+from stream.entity_scale import AVERAGE_S, FLOOR, PEAK_HOLD_S, EntityScale
+from stream.entity_scale import typical_log_peak as _typical_log_peak
 
-HALF_LIFE_S = 0.3
-TAU_S = 10.0
-FLOOR = 1e-6
+__all__ = ["FLOOR", "HALF_LIFE_S", "TAU_S", "entity_scaled", "log_peaks", "typical_log_peak"]
+
+HALF_LIFE_S = PEAK_HOLD_S
+TAU_S = AVERAGE_S
 
 
 def log_peaks(scores: np.ndarray, period_s: float, half_life_s: float = HALF_LIFE_S
               ) -> np.ndarray:
-    """``ln p_t`` of the peak hold (NaN scores hold it)."""
-    g = 0.5 ** (period_s / half_life_s)
-    out = np.empty(len(scores))
-    p = 0.0
-    for t, s in enumerate(np.asarray(scores, dtype=np.float64).tolist()):
-        if not math.isnan(s):
-            p = max(s, p * g)
-        out[t] = math.log(max(p, FLOOR))
-    return out
+    """``ln max(p_t, 1e-6)`` of the peak hold from ``p = 0`` (NaN scores hold it)."""
+    row = np.asarray(scores, dtype=np.float64)[None]
+    return EntityScale(0.0, half_life_s).apply(row, period_s).log_peak[0]
 
 
 def typical_log_peak(scores: Sequence[np.ndarray], normal: Sequence[np.ndarray],
                      period_s: float, half_life_s: float = HALF_LIFE_S) -> float:
     """``μ_0``: the mean ``ln p`` over the samples marked in ``normal`` (validation)."""
-    parts = [log_peaks(s, period_s, half_life_s)[m] for s, m in zip(scores, normal, strict=True)]
-    pooled = np.concatenate(parts) if parts else np.zeros(0)
-    return float(pooled.mean()) if len(pooled) else 0.0
+    return _typical_log_peak(scores, normal, period_s, half_life_s)
 
 
 def entity_scaled(scores: np.ndarray, period_s: float, log_peak0: float,
                   half_life_s: float = HALF_LIFE_S, tau_s: float = TAU_S) -> np.ndarray:
     """One entity's scores divided by its running typical peak (see the module docstring)."""
-    g = 0.5 ** (period_s / half_life_s)
-    alpha = min(1.0, period_s / tau_s)
-    out = np.empty(len(scores))
-    p, mu = 0.0, log_peak0
-    for t, s in enumerate(np.asarray(scores, dtype=np.float64).tolist()):
-        if math.isnan(s):
-            out[t] = math.nan
-            continue
-        out[t] = s / math.exp(mu)
-        p = max(s, p * g)
-        mu += alpha * (math.log(max(p, FLOOR)) - mu)
-    return out
+    row = np.asarray(scores, dtype=np.float64)[None]
+    return EntityScale(log_peak0, half_life_s, tau_s).apply(row, period_s).scaled[0]
