@@ -2,7 +2,7 @@
 
 ``AIOKafkaProducer.send`` costs a coroutine, a murmur2 hash in pure Python and an accumulator
 lookup *per message*; at tens of thousands of predictions per second that is the largest single
-cost left in the worker once its input is batched (see ``bench``'s profile). This module does
+cost left in the worker once its input is batched (``seqstream bench``'s profile). This module does
 the same work once per partition per batch:
 
 - each key's partition is computed once with the producer's own partitioner (murmur2 for the

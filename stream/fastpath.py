@@ -5,8 +5,9 @@ Why: in faust every message goes, one at a time, through ``Consumer.getmany`` (a
 the conductor (flow-control and producer-buffer waits, ``Event`` decoding, a queue put), and the
 stream iterator (``sleep(0)``, sensors, processors, a per-event ack). ``stream.take(N, within)``
 only regroups events *after* all of that, so a batched model and one Redis round trip per batch
-cannot make a faust agent faster than that per-event path (about 10 µs–100 µs of Python per
-message on a small machine; see ``bench/README``'s profile).
+cannot make a faust agent faster than that per-event path: in ``seqstream bench``'s profile of
+the worker, faust and the event loop take about three quarters of its busy time (the README's
+Benchmarks section).
 
 How: :class:`BatchConsumer` is faust's own aiokafka consumer with one method replaced,
 ``_drain_messages``. It still gets its records from faust's consumer thread (the same
