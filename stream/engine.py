@@ -22,6 +22,11 @@ state between batches) and ``s`` the card's per-feature residual scale::
                                         offset on the same partition, else late)
     reset     if ts_t - watermark ts > max_gap_s  (state back to zero, no x̂, warm-up again)
 
+With a ``score.entity_scale`` section in the card, the published score (and the one flagged) is
+``score_t / exp(μ)``, the entity's running typical peak (:mod:`stream.entity_scale`), whose two
+numbers ``p``, ``μ`` live in the entity's state and restart at ``0``, ``μ_0`` with it; without
+the section the score is ``score_t`` itself and they stay 0.
+
 A reset inside a batch starts a new row from a zero state, so an entity may own several rows;
 only its last row's final state is saved. A stored value that cannot be decoded is counted as a
 ``corrupt`` reset and the entity restarts from zero rather than stopping the worker.
@@ -57,6 +62,7 @@ import numpy as np
 import orjson
 import torch
 
+from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError, RecordError
 from stream.records import Event, deadletter_record, parse_event
 from stream.scoring import score
@@ -115,7 +121,8 @@ class Outcome:
     last_ts: list[float] = field(default_factory=list)  # per prediction: its last sample's ts
     samples: int = 0
     skipped: dict[str, int] = field(default_factory=lambda: {"duplicate": 0, "late": 0})
-    resets: dict[str, int] = field(default_factory=lambda: {"gap": 0, "corrupt": 0})
+    resets: dict[str, int] = field(default_factory=lambda: {"gap": 0, "corrupt": 0,
+                                                             "version": 0})
     step_seconds: float = 0.0
 
 
@@ -150,6 +157,12 @@ class Engine:
             raise ArtifactError(f"card score.residual_scale: expected {self.n_features} positive "
                                 f"numbers, got {section.get('residual_scale')!r}")
         self.residual_scale = scale
+        self.entity_scale = EntityScale.from_card(artifact.card)
+        self.period_s = float(artifact.card.get("period_s") or 0.0)
+        if self.entity_scale is not None and not self.period_s > 0:
+            raise ArtifactError(f"card period_s: expected the sampling period in seconds (the "
+                                f"per-entity scale decays by it), got "
+                                f"{artifact.card.get('period_s')!r}")
         if not math.isfinite(self.threshold):
             raise ArtifactError(f"card threshold.value: expected a finite number, got "
                                 f"{self.threshold!r}")
@@ -244,8 +257,13 @@ class Engine:
             self._count(batch, out)
             return out
         rows_state, found = self.codec.decode(blobs)
-        corrupt = self.codec.corrupt(blobs, found)
-        out.resets["corrupt"] += int(corrupt.sum())
+        undecodable = self.codec.corrupt(blobs, found)
+        if undecodable.any():
+            stale = self.codec.stale(blobs)
+            out.resets["version"] += int((undecodable & stale).sum())
+            out.resets["corrupt"] += int((undecodable & ~stale).sum())
+        if self.entity_scale is not None:
+            rows_state["log_mu"][~found] = self.entity_scale.mu0
         seq_rows, emits, final = self._plan(batch, rows_state, out)
         if seq_rows:
             self._run(batch, seq_rows, emits, final, rows_state, out)
@@ -341,13 +359,32 @@ class Engine:
         starts = starts[has_prev[row_of[starts]]]
         prev[starts] = st["forecast"][entity_of_row[row_of[starts]]]
         scores = score(x.astype(np.float64) - prev, self.residual_scale)
+        scale_state = None
+        if self.entity_scale is not None:
+            scores, scale_state = self._entity_scaled(scores, row_of, pos_of, n_rows, longest,
+                                                      entity_of_row, fresh, st)
         steps0 = np.fromiter((r.steps for r in rows), dtype=np.int64, count=n_rows)
         warm = steps0[row_of] + pos_of >= self.warmup_steps
         flags = (scores > self.threshold) & warm
         user = self.artifact.unscale(forecasts)
         out.samples = int(row_of.size)
         self._emit(batch, rows, emits, lengths, user, scores, flags, out)
-        self._save(batch, rows, final, lengths, packed, y, out)
+        self._save(batch, rows, final, lengths, packed, y, out, scale_state)
+
+    def _entity_scaled(self, scores: np.ndarray, row_of: np.ndarray, pos_of: np.ndarray,
+                       n_rows: int, longest: int, entity_of_row: np.ndarray, fresh: np.ndarray,
+                       st: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Scores divided by each entity's running typical peak, and every row's (p, μ) after
+        it; a row starts from its entity's stored pair, or ``0``, ``μ_0`` after a reset."""
+        es = self.entity_scale
+        assert es is not None
+        grid = np.full((n_rows, longest), np.nan)
+        grid[row_of, pos_of] = scores
+        peak = st["peak"][entity_of_row].astype(np.float64)
+        log_mu = st["log_mu"][entity_of_row].astype(np.float64)
+        peak[fresh], log_mu[fresh] = 0.0, es.mu0
+        done = es.apply(grid, self.period_s, peak, log_mu)
+        return done.scaled[row_of, pos_of], (done.peak, done.log_mu)
 
     def _emit(self, batch: Batch, rows: list[_Row], emits: list[tuple[int, int, int, int]],
               lengths: np.ndarray, user: np.ndarray, scores: np.ndarray, flags: np.ndarray,
@@ -401,7 +438,8 @@ class Engine:
 
     def _save(self, batch: Batch, rows: list[_Row],
               final: dict[int, tuple[int, float, int, int]], lengths: np.ndarray,
-              packed: np.ndarray, y: np.ndarray, out: Outcome) -> None:
+              packed: np.ndarray, y: np.ndarray, out: Outcome,
+              scale_state: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         ents = list(final)
         last = np.array(list(final.values()), dtype=np.float64).reshape(len(ents), 4)
         rs = last[:, 0].astype(np.int64)
@@ -409,6 +447,8 @@ class Engine:
         new["flags"] = FLAG_FORECAST
         new["state"] = packed[rs]
         new["forecast"] = y[rs, lengths[rs] - 1, 0]
+        if scale_state is not None:
+            new["peak"], new["log_mu"] = scale_state[0][rs], scale_state[1][rs]
         steps0 = np.fromiter((rows[r].steps for r in rs.tolist()), dtype=np.int64,
                              count=len(ents))
         new["steps"] = np.minimum(steps0 + lengths[rs], _STEPS_MAX)

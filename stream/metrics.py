@@ -2,9 +2,9 @@
 
 Names follow client_python conventions (``*_seconds``, ``*_total``; counters are declared without
 the suffix, which client_python appends). Labels come from small fixed sets only — a reason from
-:data:`stream.records.REASONS`, ``duplicate``/``late``, ``gap``/``corrupt``, a partition number,
-the model's id — and never an entity id, whose cardinality is unbounded. Every labelled child is
-created at start-up so dashboards see zeros instead of missing series.
+:data:`stream.records.REASONS`, ``duplicate``/``late``, ``gap``/``corrupt``/``version``, a
+partition number, the model's id — and never an entity id, whose cardinality is unbounded.
+Every labelled child is created at start-up so dashboards see zeros instead of missing series.
 
 Latency buckets are millisecond-scale: an event should become a prediction within tens of
 milliseconds, a batch or a Redis round trip within a few.
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 SKIP_REASONS = ("duplicate", "late")
-RESET_REASONS = ("gap", "corrupt")
+RESET_REASONS = ("gap", "corrupt", "version")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0)
 STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

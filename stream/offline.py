@@ -10,6 +10,10 @@ calibration use, and what a streamed run is checked against::
     scores[t]     = score(scale(x_t) - net(x_0..x_{t-1})[t-1, 0], residual_scale)
     scores[0]     = NaN                                 # no forecast precedes the first sample
 
+With a ``score.entity_scale`` section in the card the scores are divided by each entity's
+running typical peak (:mod:`stream.entity_scale`, from ``0``, ``μ_0`` at the first sample), as
+the worker publishes them; ``entity_scale=False`` gives the unscaled ones.
+
 Series are processed in time chunks with the recurrent state carried across, so memory stays
 bounded on 30-minute, 360 Hz records; several entities are batched by padding the shorter ones at
 their end, which causality makes harmless to their real samples.
@@ -34,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError
 from stream.scoring import score
 
@@ -68,14 +73,16 @@ def residual_scale_of(artifact: Artifact) -> np.ndarray:
     return scale
 
 
-def replay(artifact: Artifact, values: np.ndarray, chunk: int = CHUNK) -> Replay:
+def replay(artifact: Artifact, values: np.ndarray, chunk: int = CHUNK,
+           entity_scale: bool = True) -> Replay:
     """Forecasts and scores for one series ``values`` ``[T, F]`` in user units."""
-    return replay_many(artifact, [values], chunk)[0]
+    return replay_many(artifact, [values], chunk, entity_scale)[0]
 
 
-def replay_many(artifact: Artifact, series: Sequence[np.ndarray],
-                chunk: int = CHUNK) -> list[Replay]:
-    """:func:`replay` for several entities at once (one batched network call per chunk)."""
+def replay_many(artifact: Artifact, series: Sequence[np.ndarray], chunk: int = CHUNK,
+                entity_scale: bool = True) -> list[Replay]:
+    """:func:`replay` for several entities at once (one batched network call per chunk);
+    ``entity_scale=False`` leaves out the card's per-entity scaling."""
     f = artifact.n_features
     arrays = [np.asarray(v, dtype=np.float64) for v in series]
     for i, a in enumerate(arrays):
@@ -96,13 +103,24 @@ def replay_many(artifact: Artifact, series: Sequence[np.ndarray],
         for lo in range(0, longest, chunk):
             y, state = net(torch.from_numpy(scaled[:, lo:lo + chunk]), state)
             out[:, lo:lo + chunk] = y.numpy()
-    results = []
+    all_residuals, all_scores = [], np.full((len(arrays), longest), np.nan)
     for i, a in enumerate(arrays):
         n = len(a)
         residuals = np.full((n, f), np.nan)
         residuals[1:] = scaled[i, 1:n].astype(np.float64) - out[i, :n - 1, 0].astype(np.float64)
-        scores = np.full(n, np.nan)
-        scores[1:] = score(residuals[1:], rs)
-        forecasts = artifact.unscale(out[i, :n].astype(np.float64))
-        results.append(Replay(forecasts, scores, residuals))
-    return results
+        all_scores[i, 1:n] = score(residuals[1:], rs)
+        all_residuals.append(residuals)
+    es = EntityScale.from_card(artifact.card) if entity_scale else None
+    if es is not None:
+        period = float(artifact.card.get("period_s") or 0.0)
+        if not period > 0:
+            raise ArtifactError(f"card period_s: expected the sampling period in seconds, got "
+                                f"{artifact.card.get('period_s')!r}")
+        peak, log_mu = None, None
+        for lo in range(0, longest, chunk):
+            done = es.apply(all_scores[:, lo:lo + chunk], period, peak, log_mu)
+            all_scores[:, lo:lo + chunk] = done.scaled
+            peak, log_mu = done.peak, done.log_mu
+    return [Replay(artifact.unscale(out[i, :len(a)].astype(np.float64)),
+                   all_scores[i, :len(a)].copy(), all_residuals[i])
+            for i, a in enumerate(arrays)]

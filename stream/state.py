@@ -2,22 +2,27 @@
 
 Each entity's state is ONE value under ONE key, so writing it is atomic per entity: a reader sees
 the old state or the new one, never a hidden state from one batch with the watermark of another.
-The value is a fixed 24-byte little-endian header followed by float32 arrays::
+The value is a fixed 32-byte little-endian header followed by float32 arrays::
 
     offset  type  field
-    0       u8    version (1)
+    0       u8    version (2)
     1       u8    flags (bit 0: the last forecast is valid; cleared on a fresh start or reset)
     2       u16   partition of the message that carried the last applied sample
     4       u32   steps applied since the entity's first sample or last reset (saturating)
     8       f64   watermark: ts of the last applied sample, seconds
     16      i64   offset of the message that carried it
-    24      f32[S]  hidden state, ``Forecaster.pack_state`` layout (S = state_size)
-    24+4S   f32[F]  the 1-step forecast for the next sample, scaled units
+    24      f32   peak: the score's peak hold ``p`` (``stream.entity_scale``; 0 unused)
+    28      f32   log_mu: the running log average ``μ`` of the peak (0 unused)
+    32      f32[S]  hidden state, ``Forecaster.pack_state`` layout (S = state_size)
+    32+4S   f32[F]  the 1-step forecast for the next sample, scaled units
 
-A value of another length or version is treated as absent-and-corrupt by the engine (counted as a
-reset), never fed to the network. Keys are ``<namespace>:<entity_id>`` with the namespace
-``<app_id>:<first 16 hex of model_id>``, so a state written by one model is never read by another
-and two consumer groups keep separate states. 64 bits of the content hash make an accidental
+A value of another length or version is treated as absent by the engine, never fed to the
+network: one of an older layout (version 1 had no ``peak``/``log_mu``, 24-byte header) is
+counted as a ``version`` reset, anything else as ``corrupt``.
+
+Keys are ``<namespace>:<entity_id>`` with the namespace ``<app_id>:<first 16 hex of
+model_id>``, so a state written by one model is never read by another and two consumer groups
+keep separate states. 64 bits of the content hash make an accidental
 collision between two models' namespaces negligible while keeping keys short (every byte of a key
 costs memory once per entity).
 
@@ -32,7 +37,7 @@ script (one round trip, atomic, each key ``SET`` with the idle TTL).
 >>> rows["steps"], rows["wm_ts"] = 7, 12.5
 >>> blob = codec.encode(rows)[0]
 >>> len(blob), codec.size
-(48, 48)
+(56, 56)
 >>> back, found = codec.decode([blob, None])
 >>> int(back["steps"][0]), float(back["wm_ts"][0]), found.tolist()
 (7, 12.5, [True, False])
@@ -53,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FLAG_FORECAST",
     "HEADER_BYTES",
+    "OLDER_VERSIONS",
     "VERSION",
     "MemoryStateStore",
     "RedisStateStore",
@@ -61,10 +67,12 @@ __all__ = [
     "namespace",
 ]
 
-VERSION = 1
+VERSION = 2
+# bytes an older version's value is shorter than this version's, for the same model
+OLDER_VERSIONS = {1: 8}
 FLAG_FORECAST = 1
 HEADER_FIELDS = [("version", "u1"), ("flags", "u1"), ("partition", "<u2"), ("steps", "<u4"),
-                 ("wm_ts", "<f8"), ("wm_offset", "<i8")]
+                 ("wm_ts", "<f8"), ("wm_offset", "<i8"), ("peak", "<f4"), ("log_mu", "<f4")]
 HEADER_BYTES = np.dtype(HEADER_FIELDS).itemsize
 WM_TS_AT = 8  # byte offset of the watermark ts (the Lua script reads it at 1-based 9)
 
@@ -112,9 +120,17 @@ class StateCodec:
         return rows, found
 
     def corrupt(self, blobs: Sequence[bytes | None], found: np.ndarray) -> np.ndarray:
-        """Mask of values present in the store but not decodable as this codec's states."""
+        """Mask of values present in the store but not decodable as this codec's states
+        (older-version states included; :meth:`stale` tells those apart)."""
         present = np.fromiter((b is not None for b in blobs), dtype=bool, count=len(blobs))
         return present & ~found
+
+    def stale(self, blobs: Sequence[bytes | None]) -> np.ndarray:
+        """Mask of values laid out as an older version's state of the same model."""
+        size = self.size
+        return np.fromiter((b is not None and len(b) > 0 and b[0] in OLDER_VERSIONS
+                            and len(b) == size - OLDER_VERSIONS[b[0]] for b in blobs),
+                           dtype=bool, count=len(blobs))
 
 
 class StateStore(ABC):

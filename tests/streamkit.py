@@ -64,8 +64,10 @@ def ecg(shared_data: Path, record: str, start: int, n: int) -> np.ndarray:
 def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layers: int = 1,
                   horizon: int = 3, seed: int = 0, threshold: float = 4.0,
                   sample: np.ndarray | None = None, n_features: int = 2,
-                  residual_scale: Sequence[float] | None = None) -> Path:
-    """A randomly initialised Forecaster saved as an artifact; scaler from ``sample`` if given."""
+                  residual_scale: Sequence[float] | None = None,
+                  entity_scale: dict | None = None) -> Path:
+    """A randomly initialised Forecaster saved as an artifact; scaler from ``sample`` if given;
+    ``entity_scale`` becomes the card's ``score.entity_scale`` section."""
     torch.manual_seed(seed)
     model = Forecaster(cell, n_features=n_features, hidden_size=hidden, num_layers=layers,
                        horizon=horizon).eval()
@@ -78,7 +80,8 @@ def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layer
         "scaler": {"mean": mean, "std": std},
         "period_s": 1 / 360,
         "score": {"kind": "rms_z",
-                  "residual_scale": list(residual_scale or [0.5] * n_features)},
+                  "residual_scale": list(residual_scale or [0.5] * n_features),
+                  **({"entity_scale": entity_scale} if entity_scale else {})},
         "threshold": {"value": threshold},
         "data": {"source": "random initialisation for tests"},
         "metrics": {},
@@ -177,7 +180,7 @@ class WorkerProcess:
 
     def __init__(self, artifact: Path, unique: str, log_dir: Path, *, bootstrap: str,
                  redis_url: str, partitions: int = 4, batch_max: int = 500,
-                 batch_within_ms: int = 20, warmup_steps: int = 0, max_gap_s: float = 60.0,
+                 warmup_steps: int = 0, max_gap_s: float = 60.0,
                  app_id: str | None = None, extra_env: dict[str, str] | None = None) -> None:
         names = topic_names(unique)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSTREAM_")}
@@ -189,7 +192,6 @@ class WorkerProcess:
             "SEQSTREAM_TOPIC_DEADLETTER": names["deadletter"],
             "SEQSTREAM_PARTITIONS": str(partitions), "SEQSTREAM_APP_ID": app_id or unique,
             "SEQSTREAM_BATCH_MAX": str(batch_max),
-            "SEQSTREAM_BATCH_WITHIN_MS": str(batch_within_ms),
             "SEQSTREAM_WARMUP_STEPS": str(warmup_steps), "SEQSTREAM_MAX_GAP_S": str(max_gap_s),
             "SEQSTREAM_METRICS_PORT": "0", "SEQSTREAM_HOME": str(log_dir / "home"),
             "SEQSTREAM_STATE_TTL_S": "3600",  # test states clean themselves up
