@@ -79,28 +79,14 @@ def _pipeline(settings: Any, engine: Any, redis_client: Any,
     """The worker's :class:`stream.pipeline.Pipeline` with the worker's batched send."""
     from aiokafka.errors import KafkaError
 
-    from stream.batchsend import BatchSender
+    from stream.batchsend import batch_send
     from stream.pipeline import Pipeline
     from stream.state import RedisStateStore, namespace
     from stream.worker import output_topics
 
     store = RedisStateStore(redis_client, namespace(settings.app_id, engine.model_id),
                             settings.state_ttl_s)
-    senders: dict[int, BatchSender] = {}
-
-    async def send(records: list[tuple[str, bytes | None, bytes]]) -> None:
-        p = producer()
-        sender = senders.get(id(p))
-        if sender is None:
-            senders.clear()
-            sender = senders[id(p)] = BatchSender(p)
-        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
-        for topic, key, value in records:
-            by_topic.setdefault(topic, []).append((key, value))
-        futures = []
-        for topic, items in by_topic.items():
-            futures += await sender.send(topic, items)
-        await asyncio.gather(*futures)
+    send = batch_send(producer)
 
     return Pipeline(engine, store, send, output_topics(settings), engine.metrics,
                     send_errors=(KafkaError, asyncio.TimeoutError))

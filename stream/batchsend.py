@@ -18,10 +18,10 @@ Per-partition order is the order of ``records``, as with ``send``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-__all__ = ["CACHE_LIMIT", "BatchSender"]
+__all__ = ["CACHE_LIMIT", "BatchSender", "batch_send"]
 
 CACHE_LIMIT = 500_000
 
@@ -72,3 +72,29 @@ class BatchSender:
         for p, b in builders.items():
             futures.append(await producer.send_batch(b, topic, partition=p))
         return futures
+
+
+def batch_send(producer_of: Callable[[], Any]
+               ) -> Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]:
+    """A :data:`stream.pipeline.Send` over the producer ``producer_of()`` returns at each call.
+
+    It returns once Kafka acknowledged every record. A new producer (faust recreates its own
+    after a broker restart) gets a new :class:`BatchSender`, so no stale partition cache is used.
+    """
+    senders: dict[int, BatchSender] = {}
+
+    async def send(records: list[tuple[str, bytes | None, bytes]]) -> None:
+        producer = producer_of()
+        sender = senders.get(id(producer))
+        if sender is None:
+            senders.clear()
+            sender = senders[id(producer)] = BatchSender(producer)
+        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
+        for topic, key, value in records:
+            by_topic.setdefault(topic, []).append((key, value))
+        futures = []
+        for topic, items in by_topic.items():
+            futures += await sender.send(topic, items)
+        await asyncio.gather(*futures)
+
+    return send

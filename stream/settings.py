@@ -168,8 +168,6 @@ class Settings:
         None, _optional_path, "model artifact directory", "worker")
     batch_max: int = _setting(1000, _int(1, 1_000_000), "most events taken per micro-batch",
                               "worker")
-    batch_within_ms: int = _setting(20, _int(1, 60_000),
-                                    "longest wait to fill a micro-batch, milliseconds", "worker")
     state_ttl_s: int = _setting(7 * 24 * 3600, _int(0), "idle expiry of entity state, seconds "
                                 "(0 = never)", "worker")
     warmup_steps: int = _setting(360, _int(0), "steps after first event or reset with no flag",

@@ -1,32 +1,36 @@
-"""The Faust worker: topics, one agent taking micro-batches, and the delivery order around them.
+"""The Faust worker: topics, batches taken below Faust's per-event path, and the delivery order.
 
-Faust's ``stream.take_events(n, within)`` turns acknowledgements off for the stream and acks the
-events of a batch itself, in a ``finally`` that runs when the loop asks for the next batch — and
-also when the generator is closed after an error or a cancellation (shutdown), which would mark
-an unprocessed batch as done and let the consumer commit past it. So the agent takes one extra
-reference on every message of a batch first thing, and drops it only after
-:meth:`stream.pipeline.Pipeline.process` returned (predictions acknowledged by Kafka, then states
-saved in Redis); a batch interrupted anywhere keeps a reference, is never acked, never committed,
-and is consumed again after a restart, where the watermarks skip what was already applied.
-Faust's consumer then commits the acked offsets on its timer (``broker_commit_interval``) and
-before giving partitions away in a rebalance (``stream_wait_empty``: it waits for in-flight
-batches first).
+The events topic is claimed by :mod:`stream.fastpath`: Faust's own consumer (its group,
+assignor, rebalance listener and commit loop) hands each fetch to an app task as ONE batch of raw
+records instead of one Event per message, which costs about three loop turns and four tasks per
+event in Faust's stream path (the README's Benchmarks). The task runs the batch through
+:meth:`stream.pipeline.Pipeline.process` (predictions acknowledged by Kafka, then states saved in
+Redis) and only then marks the batch's offsets acked in Faust's structures; Faust's consumer
+commits them on its timer (``broker_commit_interval``) and before giving partitions away in a
+rebalance, which waits for in-flight batches (``stream_wait_empty``). A batch interrupted anywhere
+is never acked, never committed, and is consumed again after a restart, where the watermarks skip
+what was already applied.
 
 Faust's, aiokafka's and mode's loggers are set to WARNING: their debug and info records are built
-for every message and cost about 40 % of the worker's time.
+for every message and cost about 40 % of the worker's time. After start-up the objects alive are
+frozen out of the garbage collector and its young-generation threshold raised: a batch allocates
+many short-lived objects, and collections that rescan the start-up heap cost about 20 % on
+single-sample events (``seqstream bench``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from stream.batchsend import BatchSender
-from stream.engine import Engine, RawMessage
+from stream import fastpath
+from stream.batchsend import batch_send
+from stream.engine import Engine
 from stream.errors import StackError
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Topics
@@ -111,53 +115,30 @@ def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.Ap
     )
     events = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
+    source = fastpath.install(app, events, max_batch=settings.batch_max)
     artifact, metrics = engine.artifact, engine.metrics
     assert metrics is not None
     store = RedisStateStore(redis_client, namespace(settings.app_id, artifact.model_id),
                             settings.state_ttl_s)
-
-    senders: dict[int, BatchSender] = {}
-
-    async def send(records: list[tuple[str, bytes | None, bytes]]) -> None:
-        # Faust's producer wraps an aiokafka producer; stream.batchsend appends a batch's records
-        # to one record batch per partition instead of one send() coroutine per record.
-        producer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        sender = senders.get(id(producer))
-        if sender is None:
-            senders.clear()
-            sender = senders[id(producer)] = BatchSender(producer)
-        by_topic: dict[str, list[tuple[bytes | None, bytes]]] = {}
-        for topic, key, value in records:
-            by_topic.setdefault(topic, []).append((key, value))
-        futures = []
-        for topic, items in by_topic.items():
-            futures += await sender.send(topic, items)
-        await asyncio.gather(*futures)
-
+    # Faust's producer wraps an aiokafka producer; stream.batchsend appends a batch's records
+    # to one record batch per partition instead of one send() coroutine per record.
+    send = batch_send(lambda: app.producer._ensure_producer())  # type: ignore[attr-defined]
     pipeline = Pipeline(engine, store, send, output_topics(settings), metrics,
                         send_errors=(KafkaError, ProducerSendError, asyncio.TimeoutError))
-    within = settings.batch_within_ms / 1000.0
 
-    @app.agent(events, name="seqstream-batches", concurrency=1)
-    async def batches(stream: faust.StreamT) -> None:
+    @app.task
+    async def batches() -> None:
         quiet_loggers()
-        async for taken in stream.take_events(settings.batch_max, within=within):
-            messages = [e.message for e in taken]
-            for m in messages:  # see the module docstring: no ack unless processed
-                m.incref()
-            try:
-                await pipeline.process([RawMessage(m.value, m.key, m.topic, m.partition,
-                                                   m.offset) for m in messages])
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug: stop like a crash, with nothing of this batch acked
-                log.critical("seqstream worker: batch processing failed; exiting so the batch "
-                             "is consumed again after a restart", exc_info=True)
-                logging.shutdown()
-                os._exit(70)
-            for m in messages:
-                m.decref()
-            _record_lag(app, messages, metrics)
+        try:
+            await fastpath.run_batches(source, pipeline.process,
+                                       after=lambda batch: _record_lag(app, batch, metrics))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug: stop like a crash, with nothing of this batch acked
+            log.critical("seqstream worker: batch processing failed; exiting so the batch "
+                         "is consumed again after a restart", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -168,16 +149,12 @@ def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.Ap
         log.info("seqstream worker ready: group %s, %s partitions %s, model %s", settings.app_id,
                  settings.topic_events, mine, artifact.model_id[:16])
 
-    app.seqstream_batches = batches  # type: ignore[attr-defined]
     return app
 
 
-def _record_lag(app: faust.App, messages: list[Any], metrics: Metrics) -> None:
-    last: dict[Any, int] = {}
-    for m in messages:
-        last[m.tp] = m.offset
+def _record_lag(app: faust.App, batch: fastpath.RecordBatch, metrics: Metrics) -> None:
     consumer = app.consumer
-    for tp, offset in last.items():
+    for tp, offset in batch.last_offsets().items():
         with contextlib.suppress(Exception):  # no highwater yet right after an assignment
             end = consumer.highwater(tp)
             if end is not None:
@@ -222,6 +199,9 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False)
     quiet_loggers()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     try:
         worker.execute_from_commandline()
     except SystemExit as ex:

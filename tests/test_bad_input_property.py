@@ -238,7 +238,7 @@ def test_bad_input_never_stops_the_worker(tmp_path, settings, unique):
     names = topic_names(unique)
     asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
     worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
-                           redis_url=settings.redis_url, partitions=2, batch_within_ms=5,
+                           redis_url=settings.redis_url, partitions=2,
                            max_gap_s=0, extra_env={"SEQSTREAM_MAX_PAYLOAD_BYTES": str(MAX_BYTES)})
     worker.start()
     harness = Harness(settings.kafka_bootstrap, names)

@@ -30,7 +30,7 @@ def test_env_vars_are_parsed_to_their_types():
 
 @pytest.mark.parametrize(("var", "raw", "expected"), [
     ("SEQSTREAM_PARTITIONS", "0", "an integer in [1, 10000]"),
-    ("SEQSTREAM_BATCH_WITHIN_MS", "ten", "an integer in [1, 60000]"),
+    ("SEQSTREAM_BATCH_MAX", "ten", "an integer in [1, 1000000]"),
     ("SEQSTREAM_MAX_GAP_S", "nan", "a number >= 0.0"),
     ("SEQSTREAM_KAFKA_BOOTSTRAP", "localhost", "host:port"),
     ("SEQSTREAM_REDIS_URL", "http://x", "a redis://, rediss:// or unix:// URL"),
