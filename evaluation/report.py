@@ -121,6 +121,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"**{'met' if t['f1_met'] else 'not met'}**"
         + (f" (with per-entity scaling, offline: {_fmt(t['f1_entity_scaled'])})"
            if t.get("f1_entity_scaled") is not None else "")
+        + (f" (the live per-entity scaling; without it, offline: {_fmt(t['f1_unscaled'])})"
+           if t.get("f1_unscaled") is not None else "")
         + f"; MASE ≤ 0.7 — {_fmt(f['mase'])}: "
         f"**{'met' if t['mase_met'] else 'not met'}** "
         f"(units: {', '.join(f['features'])} in user units).",

@@ -21,7 +21,7 @@ from evaluation.baselines import Detector
 from evaluation.dataset import EvalData, EvalSeries
 
 __all__ = ["ENTITY_SCALED", "OURS", "Scores", "entity_scaled_variant", "score_baselines",
-           "score_network"]
+           "score_network", "unscaled_network"]
 
 log = logging.getLogger(__name__)
 OURS = "seqstream"
@@ -42,17 +42,19 @@ class Scores:
     extra: dict = field(default_factory=dict)
 
 
-def score_network(artifact, data: EvalData) -> Scores:
-    """The artifact's scores and 1-step forecasts, replayed offline."""
+def score_network(artifact, data: EvalData, entity_scale: bool = True) -> Scores:
+    """The artifact's scores and 1-step forecasts, replayed offline (scaled per entity when
+    the card says so, as the worker publishes them, unless ``entity_scale`` is False)."""
     from stream.offline import replay_many
 
     started = time.perf_counter()
-    val = [r.scores for r in replay_many(artifact, [s.values for s in data.validation])]
+    val = [r.scores for r in replay_many(artifact, [s.values for s in data.validation],
+                                         entity_scale=entity_scale)]
     test, forecasts = [], []
     # all series in one batch: a recurrent step costs about the same for 1 row or 64, and
     # shorter series only pad at their end (causality keeps their real samples exact)
-    for r, s in zip(replay_many(artifact, [s.values for s in data.test]), data.test,
-                    strict=True):
+    for r, s in zip(replay_many(artifact, [s.values for s in data.test],
+                                entity_scale=entity_scale), data.test, strict=True):
         test.append(r.scores)
         fc = np.full(s.values.shape, np.nan)
         fc[1:] = r.forecasts[:-1, 0]
@@ -60,6 +62,15 @@ def score_network(artifact, data: EvalData) -> Scores:
     return Scores(OURS, f"seqstream {artifact.card['architecture']['cell'].upper()}-"
                         f"{artifact.card['architecture']['hidden_size']}",
                   val, test, forecasts, time.perf_counter() - started)
+
+
+def unscaled_network(artifact, data: EvalData) -> Scores:
+    """The network without the card's per-entity scale (``<name>_unscaled``): what scaling
+    adds, measured on the same model."""
+    sc = score_network(artifact, data, entity_scale=False)
+    sc.name, sc.label = f"{OURS}_unscaled", f"{sc.label} without per-entity scale (offline)"
+    sc.forecasts = None
+    return sc
 
 
 def _run(detector: Detector, values: np.ndarray) -> np.ndarray:

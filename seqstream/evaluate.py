@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         entity_scaled_variant,
         score_baselines,
         score_network,
+        unscaled_network,
     )
     from evaluation.thresholds import flags_of
     from stream.artifact import load_artifact
@@ -173,8 +174,13 @@ def run(args: argparse.Namespace) -> int:
              ", ".join(s.entity for s in data.validation))
     ours = score_network(artifact, data)
     log.info("network replayed offline in %.1f s", ours.seconds)
+    # a card with score.entity_scale: the worker (and so ``ours``) scales per entity already;
+    # the same network without it is shown beside it instead of a twice-scaled variant
+    scaled_card = "entity_scale" in card.get("score", {})
     baselines = score_baselines(make_baselines(args.baselines, data.period_s, warmup), data,
                                 args.jobs)
+    if scaled_card:
+        baselines.insert(0, unscaled_network(artifact, data))
 
     live_section, streamed = None, None
     if args.live != "off":
@@ -199,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     for sc in [ours, *baselines]:
         if sc.name != OURS:
             detectors[sc.name] = assess_detector(sc, data, warmup, card["threshold"])
-        if sc.name in ENTITY_SCALED:
+        if sc.name in ENTITY_SCALED and not (scaled_card and sc.name == OURS):
             variant = entity_scaled_variant(sc, data, warmup)
             detectors[variant.name] = {
                 **assess_detector(variant, data, warmup, card["threshold"]),
@@ -215,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
                "best_baseline_f1": best_f1, "f1_margin": f1 - best_f1,
                "f1_met": bool(f1 - best_f1 >= 0.15), "mase": forecast["mase"],
                "f1_entity_scaled": detectors.get(f"{OURS}_entity", {}).get(
+                   "calibrated", {}).get("all", {}).get("f1"),
+               "f1_unscaled": detectors.get(f"{OURS}_unscaled", {}).get(
                    "calibrated", {}).get("all", {}).get("f1"),
                "mase_met": bool(forecast["mase"] <= 0.7)}
     command = "seqstream evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
@@ -247,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
                      "trained_on": card.get("data", {}).get("entities")},
         "settings": {"warmup": warmup, "minutes": args.minutes, "baselines": args.baselines,
                      "samples_per_event": args.samples_per_event, "live": args.live,
-                     "entity_scale": {"half_life_s": HALF_LIFE_S, "tau_s": TAU_S}},
+                     "entity_scale": card["score"].get("entity_scale") or {
+                         "half_life_s": HALF_LIFE_S, "tau_s": TAU_S}},
         "data": _data_section(data, warmup),
         "detectors": detectors,
         "forecast": forecast,

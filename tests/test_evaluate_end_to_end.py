@@ -67,7 +67,10 @@ def test_evaluate_streams_unseen_records_and_writes_the_report(
 
     # every detector under both threshold rules; ours at the card's threshold
     dets = report["detectors"]
-    assert set(dets) == {"seqstream", "seqstream_entity", "persistence_z",
+    # the ecg card scales per entity (score.entity_scale), so the worker does and ``seqstream``
+    # is the scaled network; the same network without it is shown as ``seqstream_unscaled``
+    assert "entity_scale" in card["score"]
+    assert set(dets) == {"seqstream", "seqstream_unscaled", "persistence_z",
                          "persistence_z_entity", "rolling_z", "rolling_z_entity", "hst", "pad"}
     assert dets["seqstream"]["scores_from"] == "the live stream"
     assert dets["seqstream"]["calibrated"]["threshold"] == card["threshold"]["value"]

@@ -114,6 +114,9 @@ class CalibrationConfig:
     initial_quantile: float = _f(0.98, "pot: quantile above which peaks are fitted")
     warmup: int = _f(360, "leading validation samples left out (state warm-up, as in the "
                      "worker)")
+    entity_scale: bool = _f(False, "divide each entity's score by its running typical peak "
+                            "(stream.entity_scale: peak hold 0.3 s, log average 10 s); the "
+                            "threshold is then calibrated on the scaled scores")
 
 
 @dataclass(frozen=True)

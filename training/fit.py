@@ -9,7 +9,9 @@
    any choice.
 3. Calibrate on validation samples past ``calibration.warmup`` (and labelled normal, where labels
    exist and ``train_on: normal``): ``residual_scale`` = per-feature std of 1-step residuals,
-   then the threshold (:mod:`training.calibrate`).
+   with ``calibration.entity_scale`` the per-entity scale's ``μ_0`` (:mod:`stream.entity_scale`:
+   the mean log peak hold over those samples) and the scores scaled by it as the worker will,
+   then the threshold on those scores (:mod:`training.calibrate`).
 4. Evaluate the test parts (:mod:`training.evaluate`), export the artifact
    (:func:`stream.artifact.save_artifact`), reload it the way the worker does and check that it
    replays to the same forecasts, and write ``report.json`` and ``plot.png`` beside it.
@@ -32,6 +34,7 @@ import torch
 
 from seqstream import __version__
 from stream.artifact import Artifact, load_artifact, save_artifact
+from stream.entity_scale import EntityScale, typical_log_peak
 from stream.errors import ConfigError
 from stream.offline import replay_many
 from stream.scoring import score
@@ -188,26 +191,40 @@ def fit(cfg: Config) -> FitResult:
     probe = Artifact(net, ones, "", mean32, std32)
     replays = replay_many(probe, [s.values[a:] for s, (a, _) in zip(series, dm.parts,
                                                                     strict=True)])
-    cal_res, cal_idx = [], []
+    cal_res, keeps = [], []
     for s, (a, b), r in zip(series, dm.parts, replays, strict=True):
         keep = _calibration_mask(s, a, b, cfg)
         cal_res.append(r.residuals[:b - a][keep])
-        cal_idx.append(len(cal_res[-1]))
+        keeps.append(keep)
     rs = residual_scale(np.concatenate(cal_res))
-    val_scores = score(np.concatenate(cal_res), rs)
+    # scores from each validation start on, as the worker publishes them
+    published = []
+    for r in replays:
+        sc = np.full(len(r.residuals), np.nan)
+        sc[1:] = score(r.residuals[1:], rs)
+        published.append(sc)
     c = cfg.calibration
+    entity_scale = None
+    if c.entity_scale:
+        mu0 = typical_log_peak([p[:b - a] for p, (a, b) in zip(published, dm.parts, strict=True)],
+                               keeps, dm.period_s)
+        entity_scale = EntityScale(mu0)
+        published = [entity_scale.apply(p[None], dm.period_s).scaled[0] for p in published]
+    val_scores = np.concatenate([p[:b - a][k] for p, (a, b), k in zip(published, dm.parts, keeps,
+                                                                       strict=True)])
     threshold = calibrate_threshold(val_scores, c.method, c.risk, c.initial_quantile)
     threshold["samples"] = "validation, past warm-up" + (
-        ", labelled normal" if d.train_on == "normal" and series[0].labels is not None else "")
+        ", labelled normal" if d.train_on == "normal" and series[0].labels is not None else "") + (
+        ", scaled per entity" if entity_scale is not None else "")
 
     # Whole-length arrays (NaN before the validation start) for evaluation and plotting.
     scaled_fc, scores_full = [], []
-    for (a, _), r, x in zip(dm.parts, replays, dm.scaled, strict=True):
+    for (a, _), r, x, p in zip(dm.parts, replays, dm.scaled, published, strict=True):
         fc = np.full((len(x), dm.n_features), np.nan)
         fc[a + 1:] = probe.scale(r.forecasts[:-1, 0]).astype(np.float64)
         scaled_fc.append(fc)
         sc = np.full(len(x), np.nan)
-        sc[a:] = score(r.residuals, rs)
+        sc[a:] = p
         scores_full.append(sc)
     season = _season(cfg, dm)
     names = [name for name, _ in series[0].features]
@@ -222,7 +239,8 @@ def fit(cfg: Config) -> FitResult:
         "features": [{"name": n, "unit": u} for n, u in series[0].features],
         "scaler": scaler,
         "period_s": dm.period_s,
-        "score": {"kind": "rms_z", "residual_scale": [float(v) for v in rs]},
+        "score": {"kind": "rms_z", "residual_scale": [float(v) for v in rs],
+                  **({"entity_scale": entity_scale.card()} if entity_scale else {})},
         "threshold": threshold,
         "data": {**dm.describe(), "path": str(d.path), "features": names,
                  "config": cfg.name},
