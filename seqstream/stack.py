@@ -104,6 +104,7 @@ class Server(ABC):
         self.port = port
         self.pidfile = home / "pid"
         self.logfile = home / f"{self.name}.log"
+        self._child: subprocess.Popen | None = None  # set when this process started it
 
     @property
     def address(self) -> str:
@@ -153,6 +154,7 @@ class Server(ABC):
                                     stdin=subprocess.DEVNULL, cwd=self.dir,
                                     start_new_session=True)
         self.pidfile.write_text(f"{proc.pid}\n")
+        self._child = proc
         if not self._wait_healthy(proc.pid, timeout):
             self.stop()
             raise StackError(f"{self.name}: did not become healthy on {self.address} within "
@@ -184,7 +186,14 @@ class Server(ABC):
             os.kill(pid, signal.SIGKILL)
             while _pid_alive(pid):
                 time.sleep(0.05)
+        self._reap()
         return True
+
+    def _reap(self) -> None:
+        """Collect the exit status of a server this process started (no zombie left behind)."""
+        if self._child is not None:
+            self._child.wait()
+            self._child = None
 
     def kill(self) -> None:
         """SIGKILL, for tests of crashes: no clean shutdown."""
@@ -193,6 +202,7 @@ class Server(ABC):
             os.kill(pid, signal.SIGKILL)
             while _pid_alive(pid):
                 time.sleep(0.05)
+            self._reap()
 
     def ports(self) -> list[int]:
         return [self.port]

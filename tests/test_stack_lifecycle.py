@@ -5,6 +5,7 @@ These start private servers on free ports in a temporary directory, never the sh
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ def test_redis_up_twice_is_harmless_and_down_stops_it(tmp_path):
     assert server.pid() == pid
     assert server.stop() is True
     assert not _pid_alive(pid) and not port_open(server.port)
+    assert not os.path.exists(f"/proc/{pid}"), "the stopped server was left a zombie"
     assert server.stop() is False
 
 
