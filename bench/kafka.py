@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from bench.events import Encoded
+from seqstream.topics import started
 from stream.errors import StackError
 from stream.security import kafka_kwargs
 from stream.settings import Settings
@@ -41,13 +42,7 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=30_000)
-    try:
-        await admin.start()
-    except Exception as ex:
-        await admin.close()
-        raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected a reachable broker, got "
-                         f"{type(ex).__name__}: {ex}") from ex
-    return admin
+    return await started(admin, settings)
 
 
 async def create_topics(settings: Settings, inputs: Sequence[str], outputs: Sequence[str],

@@ -35,10 +35,10 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaError
 
 from seqstream.replay import Lane, chunks, event, fan_out
-from seqstream.topics import ensure_topic
+from seqstream.topics import ensure_topic, started
 from stream.errors import ConfigError, StackError
 from stream.security import kafka_kwargs
 from stream.settings import Settings, add_flags
@@ -261,12 +261,7 @@ async def publish(settings: Settings, lanes: list[Lane], options: Options) -> Re
     partitions = await ensure_topic(settings, topic)
     producer = AIOKafkaProducer(**kafka_kwargs(settings), acks="all", linger_ms=5,
                                 max_batch_size=1 << 18, request_timeout_ms=30_000)
-    try:
-        await producer.start()
-    except KafkaConnectionError as ex:
-        await producer.stop()
-        raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected a reachable broker, "
-                         f"got {ex}") from ex
+    await started(producer, settings)
     bar = None
     if options.progress:
         from tqdm import tqdm

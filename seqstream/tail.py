@@ -36,9 +36,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaConnectionError
 
-from stream.errors import StackError
+from seqstream.topics import started
 from stream.security import kafka_kwargs
 from stream.settings import Settings, add_flags
 
@@ -204,12 +203,7 @@ async def follow(settings: Settings, emit: Callable[[list[Sample]], None], *,
     consumer = AIOKafkaConsumer(*topics, **kafka_kwargs(settings), group_id=None,
                                 enable_auto_commit=False,
                                 auto_offset_reset="earliest" if from_beginning else "latest")
-    try:
-        await consumer.start()
-    except KafkaConnectionError as ex:
-        await consumer.stop()
-        raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected a reachable broker, "
-                         f"got {ex}") from ex
+    await started(consumer, settings)
     rows = 0
     deadline = math.inf if timeout_s is None else time.monotonic() + timeout_s
     try:

@@ -10,6 +10,7 @@ brokers), the same way the worker does; an existing topic is left as it is.
 from __future__ import annotations
 
 import contextlib
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -18,7 +19,22 @@ from stream.errors import StackError
 from stream.security import kafka_kwargs
 from stream.settings import Settings
 
-__all__ = ["ensure_topic"]
+__all__ = ["ensure_topic", "started"]
+
+C = TypeVar("C")
+
+
+async def started(client: C, settings: Settings) -> C:
+    """``await client.start()`` for an aiokafka producer, consumer or admin client; a broker that
+    cannot be reached becomes one :class:`StackError` line naming the bootstrap servers."""
+    try:
+        await client.start()  # type: ignore[attr-defined]
+    except (KafkaConnectionError, OSError) as ex:
+        closer: Any = getattr(client, "stop", None) or client.close  # type: ignore[attr-defined]
+        await closer()
+        raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected a reachable broker, got "
+                         f"{ex}") from ex
+    return client
 
 
 async def ensure_topic(settings: Settings, topic: str) -> int:
