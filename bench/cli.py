@@ -5,12 +5,12 @@ What one run does, in order:
 
 1. loads real MIT-BIH ECG (lead MLII) and exports the benchmark's artifact (:mod:`bench.model`);
 2. for each shape (single-sample, chunks of 36 samples) and entity count: catch-up throughput of
-   each pipeline (:mod:`bench.pipelines`) with one process, and of (c), (c') and (d) with two
+   each pipeline (:mod:`bench.pipelines`) with one process, and of (c) and (d) with two
    processes in one group (:func:`bench.measure.catch_up`); every run must drain;
-3. profiles of (c) and (c') on the first shape (cProfile, main thread; :mod:`bench.profile`);
-4. steady-load latency of each pipeline at fractions of (c)'s catch-up rate, and of (c') at
-   fractions of its own (:func:`bench.measure.steady`), skipping a pipeline where the offered
-   rate exceeds 90 % of its own catch-up rate (the queue would only grow);
+3. a profile of (c) on the first shape (cProfile, main thread; :mod:`bench.profile`);
+4. steady-load latency of each pipeline at fractions of (c)'s catch-up rate
+   (:func:`bench.measure.steady`), skipping a pipeline where the offered rate exceeds 90 % of its
+   own catch-up rate (the queue would only grow);
 5. Redis bytes per entity (:mod:`bench.state_cost`) and model step time vs batch size.
 
 ``--size tiny`` is the CI smoke run (tens of entities, hundreds of events; every pipeline and
@@ -38,37 +38,34 @@ from stream.settings import Settings, add_flags
 
 __all__ = ["SIZES", "configure", "run"]
 
-LETTER = {"a": "bare", "b": "naive", "c": "worker", "d": "plain", "c'": "fast"}
+LETTER = {"a": "bare", "b": "naive", "c": "worker", "d": "plain"}
 SHAPES = {"single": 1, "chunk": 36}
 # events per catch-up run, by size → shape → pipeline (each run lasts a few seconds)
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"entities": [50], "workers": [1], "loads": [0.5], "state": [1000], "parallel": True,
              "latency_pipelines": ["worker"], "latency_s": 1.0, "step": [(1, 1), (100, 1)],
-             "events": {"single": {"bare": 400, "naive": 200, "worker": 400, "plain": 400,
-                                   "fast": 400},
-                        "chunk": {"bare": 100, "naive": 60, "worker": 100, "plain": 100,
-                                  "fast": 100}}},
+             "events": {"single": {"bare": 400, "naive": 200, "worker": 400, "plain": 400},
+                        "chunk": {"bare": 100, "naive": 60, "worker": 100, "plain": 100}}},
     "full": {"entities": [1000, 100_000], "workers": [1, 2], "loads": [0.25, 0.5, 0.75],
              "parallel": False,
              "state": [1000, 100_000, 1_000_000],
-             "latency_pipelines": ["bare", "naive", "worker", "plain", "fast"], "latency_s": 6.0,
+             "latency_pipelines": ["bare", "naive", "worker", "plain"], "latency_s": 6.0,
              "step": [(1, 1), (10, 1), (100, 1), (1000, 1), (10_000, 1), (100, 36),
                       (1000, 36)],
-             "events": {"single": {"bare": 400_000, "naive": 8000, "worker": 40_000,
-                                   "plain": 150_000, "fast": 150_000},
-                        "chunk": {"bare": 100_000, "naive": 2000, "worker": 12_000,
-                                  "plain": 20_000, "fast": 20_000}}},
+             "events": {"single": {"bare": 400_000, "naive": 8000, "worker": 150_000,
+                                   "plain": 150_000},
+                        "chunk": {"bare": 100_000, "naive": 2000, "worker": 20_000,
+                                  "plain": 20_000}}},
 }
-TWO_WORKERS = ("worker", "fast", "plain")
-BIG_ENTITIES = ("naive", "worker", "plain", "fast")
+TWO_WORKERS = ("worker", "plain")
+BIG_ENTITIES = ("naive", "worker", "plain")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="full",
                         help="tiny: CI smoke run; full: the measurement (default)")
-    parser.add_argument("--pipelines", default="a,b,c,d,c'",
-                        help="which pipelines: a bare, b naive, c worker, d plain, c' fast path "
-                             "(default all)")
+    parser.add_argument("--pipelines", default="a,b,c,d",
+                        help="which pipelines: a bare, b naive, c worker, d plain (default all)")
     parser.add_argument("--shapes", default="single,chunk", help="single and/or chunk")
     parser.add_argument("--entities", default=None,
                         help="comma-separated entity counts (default by size)")
@@ -83,7 +80,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="a trained artifact to use (default: export a seeded 2x64 GRU)")
     parser.add_argument("--out", default="results/bench", help="results folder")
     parser.add_argument("--no-profile", action="store_true",
-                        help="skip the profiles of (c) and (c')")
+                        help="skip the profile of (c)")
     add_flags(parser, ["kafka_bootstrap", "redis_url", "partitions", "batch_max"])
 
 
@@ -142,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("worker", "fast"):
-        (out / f"{name}.prof").unlink(missing_ok=True)
+    (out / "worker.prof").unlink(missing_ok=True)
     command = ("seqstream bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])).strip() \
         if len(sys.argv) > 1 and sys.argv[1] == "bench" else "seqstream bench"
     doc = asyncio.run(_run(settings, args, size, plan, out, command))
@@ -203,7 +199,6 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
                   "state_size": net.state_size, "model_id": artifact.model_id, "note": note},
         "pipelines": {p: letter for letter, p in LETTER.items() if p in plan["pipelines"]},
         "catch_up": [], "latency": [], "state": [], "step": [], "profile": None,
-        "profile_fast": None,
     }
     kw = {"model": model_dir, "partitions": partitions, "batch_max": batch_max, "logs": logs}
 
@@ -233,22 +228,20 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
                                          **kw))
                     if not parallel:
                         doc["catch_up"].append((await jobs.pop()).as_dict())
-    if not args.no_profile and not parallel:  # a measurement profiles (c) and (c') apart
-        shape = plan["shapes"][0]
-        for name in ("worker", "fast"):
-            if name in plan["pipelines"]:
-                events = make_events(series, base, SHAPES[shape], count(shape, name))
-                _say(f"profile of {name}, {shape}")
-                await catch_up(settings, name, events, shape=shape, entities=base, workers=1,
-                               profile=out / f"{name}.prof", **kw)
+    profile = out / "worker.prof"
+    if not args.no_profile and not parallel and "worker" in plan["pipelines"]:
+        shape = plan["shapes"][0]  # a measurement profiles (c) in a run apart
+        events = make_events(series, base, SHAPES[shape], count(shape, "worker"))
+        _say(f"profile of worker, {shape}")
+        await catch_up(settings, "worker", events, shape=shape, entities=base, workers=1,
+                       profile=profile, **kw)
     if parallel:
         _say(f"running {len(jobs)} catch-up runs at once")
         doc["catch_up"] = [r.as_dict() for r in await asyncio.gather(*jobs)]
-    for name, key in (("worker", "profile"), ("fast", "profile_fast")):
-        if (out / f"{name}.prof").exists() and not args.no_profile:
-            shape = plan["shapes"][0]
-            doc[key] = {"run": f"catch-up, {shape}, {base:,} entities, "
-                               f"{count(shape, name):,} events", **summarize(out / f"{name}.prof")}
+    if profile.exists() and not args.no_profile:
+        shape = plan["shapes"][0]
+        doc["profile"] = {"run": f"catch-up, {shape}, {base:,} entities, "
+                                 f"{count(shape, 'worker'):,} events", **summarize(profile)}
     _say("catch-up done")
     rate_of = {(r["pipeline"], r["shape"]): r["events_per_s"] for r in doc["catch_up"]
                if r["entities"] == base and r["workers"] == 1}
@@ -257,30 +250,29 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
         for pipeline in plan["pipelines"]:
             if pipeline not in size["latency_pipelines"]:
                 continue
-            refs = ["worker"] + (["fast"] if pipeline == "fast" else [])
-            for ref in refs:
-                for load in plan["loads"]:
-                    ref_rate, own = rate_of.get((ref, shape)), rate_of.get((pipeline, shape))
-                    if not ref_rate:
-                        continue
-                    rate = ref_rate * load
-                    entry = {"pipeline": pipeline, "shape": shape, "entities": base,
-                             "workers": 1, "load": load, "reference": ref,
-                             "offered_per_s": round(rate), "latency_ms": {}}
-                    if own and rate > 0.9 * own and not parallel:
-                        entry["note"] = f"over capacity (own max {own:,.0f}/s)"
-                        doc["latency"].append(entry)
-                        continue
-                    n = max(20, int(rate * size["latency_s"]))
-                    events = _live(make_events(series, base, SHAPES[shape], n))
-                    _say(f"latency {pipeline} {shape} at {load:.0%} of {ref} "
-                         f"({rate:,.0f}/s)")
-                    job = steady(settings, pipeline, events, rate, shape=shape, entities=base,
-                                 workers=1, load=load, **kw)
-                    lat_jobs.append((job, ref))
-                    if not parallel:
-                        r = await job
-                        doc["latency"].append({**r.as_dict(), "reference": ref})
+            ref = "worker"  # loads are fractions of (c)'s catch-up rate
+            for load in plan["loads"]:
+                ref_rate, own = rate_of.get((ref, shape)), rate_of.get((pipeline, shape))
+                if not ref_rate:
+                    continue
+                rate = ref_rate * load
+                entry = {"pipeline": pipeline, "shape": shape, "entities": base,
+                         "workers": 1, "load": load, "reference": ref,
+                         "offered_per_s": round(rate), "latency_ms": {}}
+                if own and rate > 0.9 * own and not parallel:
+                    entry["note"] = f"over capacity (own max {own:,.0f}/s)"
+                    doc["latency"].append(entry)
+                    continue
+                n = max(20, int(rate * size["latency_s"]))
+                events = _live(make_events(series, base, SHAPES[shape], n))
+                _say(f"latency {pipeline} {shape} at {load:.0%} of {ref} "
+                     f"({rate:,.0f}/s)")
+                job = steady(settings, pipeline, events, rate, shape=shape, entities=base,
+                             workers=1, load=load, **kw)
+                lat_jobs.append((job, ref))
+                if not parallel:
+                    r = await job
+                    doc["latency"].append({**r.as_dict(), "reference": ref})
     if parallel and lat_jobs:
         _say(f"running {len(lat_jobs)} latency runs at once")
         done = await asyncio.gather(*(j for j, _ in lat_jobs))

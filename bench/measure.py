@@ -52,7 +52,7 @@ from stream.settings import Settings
 __all__ = ["Run", "catch_up", "steady"]
 
 REPO = Path(__file__).resolve().parents[1]
-FAUSTISH = ("naive", "take", "fast", "worker")
+FAUSTISH = ("naive", "worker")
 
 
 @dataclass
@@ -101,7 +101,7 @@ def _config(pipeline: str, names: dict[str, str], settings: Settings, model: Pat
            "SEQSTREAM_BATCH_MAX": str(batch_max), "SEQSTREAM_MAX_GAP_S": "0",
            "SEQSTREAM_WARMUP_STEPS": "0", "SEQSTREAM_LOG_LEVEL": "WARNING",
            "SEQSTREAM_HOME": str(settings.home), "SEQSTREAM_STATE_TTL_S": "3600"}
-    return Config(pipeline=pipeline, model=str(model), env=env, gc_freeze=pipeline == "fast")
+    return Config(pipeline=pipeline, model=str(model), env=env)
 
 
 def _start(cfg: Config, workers: int, profile: Path | None, logs: Path) -> list[subprocess.Popen]:

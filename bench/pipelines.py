@@ -7,15 +7,11 @@ output topic, so the harness measures them the same way:
   practical limit of Kafka plus Python here (batched sends, a commit per fetched batch);
 - ``naive`` (b): a faust agent that handles one event at a time as a textbook loop would:
   Redis GET, a batch-of-one model step (a chunk runs as one sequence), Redis SET, ``Topic.send``;
-- ``worker`` (c): ``seqstream worker`` itself, started as a user starts it (a faust agent over
-  ``stream.take_events`` driving :class:`stream.pipeline.Pipeline`);
+- ``worker`` (c): ``seqstream worker`` itself, started as a user starts it (its faust app fed by
+  :mod:`stream.fastpath` driving :class:`stream.pipeline.Pipeline`);
 - ``plain`` (d): a plain aiokafka loop (no faust) driving the very same
   :class:`stream.pipeline.Pipeline` — engine, Redis store, metrics and batched sends — with the
-  worker's settings, committing after every batch;
-- ``fast`` (c'): the worker's faust app and Pipeline, fed by :mod:`stream.fastpath` (batches taken
-  below faust's per-event path; faust's group, offsets, acks and commits kept) instead of
-  ``take_events``, in a process whose start-up objects are frozen out of the garbage collector
-  (:func:`bench.proc.freeze_startup`) — the proposed hot path.
+  worker's settings, committing after every batch.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ from typing import Any
 __all__ = ["LETTERS", "PIPELINES", "Config", "run"]
 
 log = logging.getLogger("bench.pipelines")
-LETTERS = {"bare": "a", "naive": "b", "worker": "c", "plain": "d", "fast": "c'"}
+LETTERS = {"bare": "a", "naive": "b", "worker": "c", "plain": "d"}
 
 
 @dataclass
@@ -43,7 +39,6 @@ class Config:
     pipeline: str
     model: str
     env: dict[str, str] = field(default_factory=dict)
-    gc_freeze: bool = False
 
     @property
     def group(self) -> str:
@@ -193,43 +188,6 @@ def _run_faust(app: Any, loop: asyncio.AbstractEventLoop) -> None:
     worker.execute_from_commandline()
 
 
-def run_fast(cfg: Config) -> None:
-    """(c') The worker's app and Pipeline, fed by :mod:`stream.fastpath` batches."""
-    from stream import fastpath
-    from stream.security import connect_redis
-
-    settings = _settings(cfg)
-    engine = _engine(settings)
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    redis_client = loop.run_until_complete(connect_redis(settings))
-    app = _faust_app(settings)
-    events = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
-    source = fastpath.install(app, events, max_batch=settings.batch_max)
-    pipeline = _pipeline(settings, engine, redis_client,
-                         lambda: app.producer._ensure_producer())
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_events)
-        print(f"seqstream worker ready (fast path): group {settings.app_id}, partitions {mine}",
-              flush=True)
-
-    @app.task
-    async def batches() -> None:
-        try:
-            await fastpath.run_batches(source, pipeline.process)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # as the worker does: stop like a crash, nothing of the batch acked
-            log.critical("batch processing failed; exiting", exc_info=True)
-            logging.shutdown()
-            os._exit(70)
-
-    _run_faust(app, loop)
-
-
 def run_naive(cfg: Config) -> None:
     """(b) One event at a time: GET, step, SET, send (a textbook faust agent)."""
     import numpy as np
@@ -293,7 +251,6 @@ def run_worker(cfg: Config) -> None:
 
 PIPELINES: dict[str, Callable[[Config], Any]] = {
     "bare": run_bare, "naive": run_naive, "worker": run_worker, "plain": run_plain,
-    "fast": run_fast,
 }
 
 

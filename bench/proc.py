@@ -4,9 +4,9 @@ The harness starts each pipeline in a process of its own (a faust app owns its p
 and two processes form a two-member consumer group), stops it with SIGTERM, and with
 ``PROFILE_OUT`` gets a cProfile dump of the process's main thread, where the event loop runs.
 
-``Config.gc_freeze`` (set for the fast-path pipeline; ``BENCH_GC_FREEZE=1`` sets it for any)
-applies :func:`freeze_startup` before the pipeline starts (``BENCH_GC_GEN0`` overrides its
-young-generation threshold, for experiments).
+``BENCH_GC_FREEZE=1`` applies :func:`freeze_startup` before any pipeline starts
+(``BENCH_GC_GEN0`` overrides its young-generation threshold), to measure what the worker's own
+freeze after start-up (``stream.worker.run_worker``) is worth to the other pipelines.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    if cfg.gc_freeze or os.environ.get("BENCH_GC_FREEZE") == "1":
+    if os.environ.get("BENCH_GC_FREEZE") == "1":
         freeze_startup()
     profile_out = argv[1] if len(argv) > 1 else None
     if profile_out:  # import before profiling, so the profile shows work, not start-up

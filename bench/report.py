@@ -3,7 +3,7 @@ issue's targets checked against what was measured (never asserted: timings are r
 
 ``(c)/(a)`` is the seqstream worker's catch-up rate over the bare pipe's, for the same shape at
 1,000 entities (or the smallest count measured) with one worker process; likewise ``(c)/(b)`` and
-``(c)/(d)``. The fast-path prototype (c') gets the same ratios.
+``(c)/(d)``.
 
 >>> _ratio(10.0, 4.0), _ratio(1.0, 0.0)
 (2.5, None)
@@ -16,8 +16,7 @@ from typing import Any
 __all__ = ["markdown", "ratios", "targets"]
 
 NAMES = {"bare": "(a) bare aiokafka pipe", "naive": "(b) naive per-event faust agent",
-         "worker": "(c) seqstream worker", "plain": "(d) plain aiokafka loop + Pipeline",
-         "fast": "(c') worker app + stream.fastpath + gc.freeze"}
+         "worker": "(c) seqstream worker", "plain": "(d) plain aiokafka loop + Pipeline"}
 
 
 def _ratio(x: float | None, y: float | None) -> float | None:
@@ -34,52 +33,52 @@ def _best(runs: list[dict], pipeline: str, shape: str, entities: int,
 
 
 def ratios(runs: list[dict], base_entities: int) -> dict[str, dict[str, float | None]]:
-    """(c)/(a), (c)/(b), (c)/(d) per shape, and the same for (c')."""
+    """(c)/(a), (c)/(b), (c)/(d) per shape."""
     out: dict[str, dict[str, float | None]] = {}
     for shape in sorted({r["shape"] for r in runs}):
         rate = {p: (_best(runs, p, shape, base_entities) or {}).get("events_per_s")
                 for p in NAMES}
         row: dict[str, float | None] = {}
-        for c, tag in (("worker", "c"), ("fast", "c'")):
-            for other, o in (("bare", "a"), ("naive", "b"), ("plain", "d")):
-                row[f"({tag})/({o})"] = _ratio(rate[c], rate[other])
+        c, tag = "worker", "c"
+        for other, o in (("bare", "a"), ("naive", "b"), ("plain", "d")):
+            row[f"({tag})/({o})"] = _ratio(rate[c], rate[other])
         out[shape] = row
     return out
 
 
 def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, for (c) and (c'), against the measured figures."""
+    """The issue's targets for (c), against the measured figures."""
     runs, base = doc["catch_up"], doc["base_entities"]
     rows: list[dict[str, Any]] = []
 
     def add(what: str, goal: str, value: float | None, ok: bool | None) -> None:
         rows.append({"target": what, "goal": goal, "measured": value, "met": ok})
 
-    for c, tag in (("worker", "c"), ("fast", "c'")):
-        r = doc["ratios"].get("single", {})
-        for key, goal in ((f"({tag})/(b)", 15.0), (f"({tag})/(d)", 0.6), (f"({tag})/(a)", 0.3)):
-            v = r.get(key)
-            add(f"single-sample {key}", f">= {goal}", v, None if v is None else v >= goal)
-        chunk = _best(runs, c, "chunk", base)
-        v = chunk["samples_per_s"] if chunk else None
-        add(f"({tag}) chunked samples/s per worker process", ">= 250000",
-            round(v) if v else None, None if v is None else v >= 250_000)
-        for shape in ("single", "chunk"):
-            for ref, rtag in (("worker", "c"), ("fast", "c'")):
-                lat = [x for x in doc["latency"] if x["pipeline"] == c and x["shape"] == shape
-                       and x.get("load") == 0.5 and x.get("reference") == ref]
-                if not lat:
-                    continue
-                v = lat[0]["latency_ms"].get("p99") if lat[0]["latency_ms"] else None
-                add(f"({tag}) {shape} p99 at 50 % of ({rtag})'s max, ms", "< 25", v,
-                    None if v is None else v < 25)
-        big = max((x["entities"] for x in runs if x["pipeline"] == c), default=base)
-        for shape in ("single", "chunk"):
-            lo, hi = _best(runs, c, shape, base), _best(runs, c, shape, big)
-            v = _ratio(hi["events_per_s"], lo["events_per_s"]) if lo and hi and big != base \
-                else None
-            add(f"({tag}) {shape} throughput at {big:,} / at {base:,} entities", ">= 0.8", v,
-                None if v is None else v >= 0.8)
+    c, tag = "worker", "c"
+    r = doc["ratios"].get("single", {})
+    for key, goal in ((f"({tag})/(b)", 15.0), (f"({tag})/(d)", 0.6), (f"({tag})/(a)", 0.3)):
+        v = r.get(key)
+        add(f"single-sample {key}", f">= {goal}", v, None if v is None else v >= goal)
+    chunk = _best(runs, c, "chunk", base)
+    v = chunk["samples_per_s"] if chunk else None
+    add(f"({tag}) chunked samples/s per worker process", ">= 250000",
+        round(v) if v else None, None if v is None else v >= 250_000)
+    for shape in ("single", "chunk"):
+        ref, rtag = "worker", "c"
+        lat = [x for x in doc["latency"] if x["pipeline"] == c and x["shape"] == shape
+               and x.get("load") == 0.5 and x.get("reference") == ref]
+        if not lat:
+            continue
+        v = lat[0]["latency_ms"].get("p99") if lat[0]["latency_ms"] else None
+        add(f"({tag}) {shape} p99 at 50 % of ({rtag})'s max, ms", "< 25", v,
+            None if v is None else v < 25)
+    big = max((x["entities"] for x in runs if x["pipeline"] == c), default=base)
+    for shape in ("single", "chunk"):
+        lo, hi = _best(runs, c, shape, base), _best(runs, c, shape, big)
+        v = _ratio(hi["events_per_s"], lo["events_per_s"]) if lo and hi and big != base \
+            else None
+        add(f"({tag}) {shape} throughput at {big:,} / at {base:,} entities", ">= 0.8", v,
+            None if v is None else v >= 0.8)
     for s in doc.get("state", []):
         v = s["ratio_to_raw"]
         add(f"Redis bytes per entity / raw state bytes at {s['entities']:,} entities",
@@ -151,7 +150,7 @@ def markdown(doc: dict[str, Any]) -> str:
         out += _table(["entities", "samples each", "ms", "µs per sample"],
                       [[_fmt(s["batch"]), s["steps"], _fmt(s["seconds"] * 1e3, 2),
                         _fmt(s["per_sample_us"], 2)] for s in doc["step"]])
-    for key, tag in (("profile", "(c)"), ("profile_fast", "(c')")):
+    for key, tag in (("profile", "(c)"),):
         prof = doc.get(key)
         if not prof:
             continue

@@ -18,7 +18,7 @@ import bench.profile
 import bench.report
 from tests.conftest import REPO
 
-PIPELINES = {"bare", "naive", "worker", "plain", "fast"}
+PIPELINES = {"bare", "naive", "worker", "plain"}
 
 
 @pytest.mark.integration
