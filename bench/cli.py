@@ -84,22 +84,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, ["kafka_bootstrap", "redis_url", "partitions", "batch_max"])
 
 
-def _ints(text: str | None, default: list[int]) -> list[int]:
+def _numbers(text: str | None, default: list, cast: type, kind: str) -> list:
     if text is None:
         return default
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [cast(x) for x in text.split(",") if x.strip()]
     except ValueError as ex:
-        raise ConfigError(f"expected comma-separated integers, got {text!r}") from ex
+        raise ConfigError(f"expected comma-separated {kind}, got {text!r}") from ex
+
+
+def _ints(text: str | None, default: list[int]) -> list[int]:
+    return _numbers(text, default, int, "integers")
 
 
 def _floats(text: str | None, default: list[float]) -> list[float]:
-    if text is None:
-        return default
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as ex:
-        raise ConfigError(f"expected comma-separated numbers, got {text!r}") from ex
+    return _numbers(text, default, float, "numbers")
 
 
 def _pipelines(text: str) -> list[str]:

@@ -228,9 +228,7 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
         after = t
         if stable_at and workers > 1 and stable_at[0] < t[-1] - 0.5:
             after = t[t >= stable_at[0]]  # count from the moment every member was in
-        run.outputs = len(back.values)
-        run.distinct = _distinct(back.values) if pipeline != "bare" else len(set(
-            zip(back.keys, back.values, strict=True)))
+        run.outputs, run.distinct = _output_counts(pipeline, back)
         run.seconds = float(after[-1] - after[0]) if len(after) > 1 else 0.0
         run.events_per_s = (len(after) - 1) / run.seconds if run.seconds > 0 else 0.0
         run.samples_per_s = run.events_per_s * run.samples_per_event
@@ -238,9 +236,21 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
         return run
     finally:
         _stop(procs)
-        await kafka.delete_topics(settings, list(names.values())[1:])
-        await _forget_states(settings, names["group"])
-        shutil.rmtree(settings.home / "faust" / names["group"], ignore_errors=True)
+        await _clean_up(settings, names)
+
+
+async def _clean_up(settings: Settings, names: dict[str, str]) -> None:
+    """Remove a run's topics (all but the input's first name), entity states and faust data."""
+    await kafka.delete_topics(settings, list(names.values())[1:])
+    await _forget_states(settings, names["group"])
+    shutil.rmtree(settings.home / "faust" / names["group"], ignore_errors=True)
+
+
+def _output_counts(pipeline: str, back: kafka.Readback) -> tuple[int, int]:
+    """(outputs, distinct outputs): the bare pipe echoes records, so its identity is key+value."""
+    distinct = (_distinct(back.values) if pipeline != "bare"
+                else len(set(zip(back.keys, back.values, strict=True))))
+    return len(back.values), distinct
 
 
 def _percentiles(ms: np.ndarray) -> dict[str, float]:
@@ -268,17 +278,14 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
             await _drain_check(probe, cfg, run)
         sent = await kafka.read_topic(settings, names["in"])
         back = await kafka.read_topic(settings, names["out"])
-        run.outputs, run.distinct = len(back.values), _distinct(back.values) if (
-            pipeline != "bare") else len(set(zip(back.keys, back.values, strict=True)))
+        run.outputs, run.distinct = _output_counts(pipeline, back)
         run.latency_ms = _latencies(sent, back, warmup_s)
         run.events_per_s = run.offered_per_s
         run.samples_per_s = run.events_per_s * run.samples_per_event
         return run
     finally:
         _stop(procs)
-        await kafka.delete_topics(settings, list(names.values())[1:])
-        await _forget_states(settings, names["group"])
-        shutil.rmtree(settings.home / "faust" / names["group"], ignore_errors=True)
+        await _clean_up(settings, names)
 
 
 def _latencies(sent: kafka.Readback, back: kafka.Readback, warmup_s: float) -> dict[str, float]:

@@ -93,12 +93,10 @@ def _rate(raw: str) -> float | str:
     if raw in ("max", "realtime"):
         return raw
     try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected events/s > 0, max or realtime, got {raw!r}")
-    return value
+        return _positive_float(raw)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected events/s > 0, max or realtime, got {raw!r}") from None
 
 
 def _positive_int(raw: str) -> int:
