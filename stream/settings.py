@@ -145,6 +145,8 @@ class Settings:
                                       "topic of one prediction per event", "kafka")
     topic_anomalies: str = _setting("seqstream.anomalies", _text,
                                     "topic of flagged predictions only", "kafka")
+    topic_beats: str = _setting("seqstream.beats", _text,
+                                "topic of one record per detected heartbeat (ECG models)", "kafka")
     topic_deadletter: str = _setting("seqstream.deadletter", _text,
                                      "topic of rejected events with their reason", "kafka")
     partitions: int = _setting(4, _int(1, 10_000), "partitions of topics created if missing",
