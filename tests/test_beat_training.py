@@ -14,8 +14,6 @@ from seqstream.cli import main
 from stream.artifact import CARD, load_artifact
 from training.beats import DS1, DS2
 
-pytest.importorskip("stream.qrs")  # until branch qrs is merged: stream/qrs.py lives there
-
 TINY = ["--data-entities", "106", "--model-hidden-size", "8", "--data-max-windows", "96",
         "--train-max-epochs", "1", "--train-limit-train-batches", "3",
         "--train-limit-val-batches", "2", "--train-progress-bar", "false",
