@@ -124,7 +124,12 @@ class QRSDetector:
         return st
 
     def process(self, states: np.ndarray, chunks: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Advance ``states[i]`` by ``chunks[i]``; return each entity's newly confirmed R peaks."""
+        """Advance ``states[i]`` in place by ``chunks[i]`` (consecutive samples, mV).
+
+        Returns per entity an int64 array of the R peaks confirmed in this call: absolute sample
+        indexes counted from the entity's initial state, ascending, each reported once, the
+        same for any split of the stream into chunks. Empty chunks are allowed.
+        """
         if states.dtype != self.state_dtype or states.ndim != 1:
             raise ValueError(f"expected a 1-D state array of QRSDetector.state_dtype, "
                              f"got {states.dtype} with shape {states.shape}")
@@ -138,9 +143,15 @@ class QRSDetector:
                 raise ValueError(f"expected 1-D chunks, got shape {np.shape(c)} for entity {i}")
             if len(c):
                 by_len.setdefault(len(c), []).append(i)
-        for idx in by_len.values():
+        groups = [(idx, np.stack([np.asarray(chunks[i], dtype=np.float64) for i in idx]))
+                  for idx in by_len.values()]
+        for idx, x in groups:
+            if not np.isfinite(x).all():
+                bad = idx[int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])]
+                raise ValueError(f"expected finite samples (mV), got NaN or inf in the chunk of "
+                                 f"entity {bad}; no state was changed")
+        for idx, x in groups:
             rows = np.asarray(idx)
-            x = np.stack([np.asarray(chunks[i], dtype=np.float64) for i in idx])
             st = states[rows]
             found = self._advance(st, x)
             states[rows] = st
