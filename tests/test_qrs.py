@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.signal
 import wfdb
 
 from evaluation import qrs as qrs_cli
@@ -107,6 +108,17 @@ def test_finds_the_beats_of_bundled_record_100():
     ref = ann.sample[[s in BEAT_SYMBOLS for s in ann.symbol]]
     s = score(ref, detect(x, fs), fs)
     assert s.se >= 0.99 and s.ppv >= 0.99, s
+
+
+@pytest.mark.parametrize("fs_new", [250, 128])
+def test_other_sampling_rates_find_the_beats(fs_new):
+    """Record 106 (frequent V beats) resampled: every window and delay scales with fs."""
+    x, fs = _lead("106", 600.0)
+    y = scipy.signal.resample_poly(x, fs_new, round(fs))
+    ann = wfdb.rdann(str(BUNDLED / "106"), "atr", sampto=len(x))
+    ref = np.round(ann.sample[[s in BEAT_SYMBOLS for s in ann.symbol]] * fs_new / fs)
+    s = score(ref, detect(y, fs_new), fs_new)
+    assert s.tp > 600 and s.se >= 0.99 and s.ppv >= 0.99, s
 
 
 def test_state_is_a_fixed_size_plain_row():
