@@ -102,6 +102,22 @@ def test_entities_with_different_chunk_lengths_in_one_call_equal_each_alone():
         assert len(expect[e]) > 100
 
 
+def test_state_embedded_as_a_field_of_a_larger_row_advances_in_place(rec106):
+    """How a stage that owns more state (beats, features) keeps the detector's row."""
+    x, fs = rec106
+    det = QRSDetector(fs)
+    outer = np.zeros(2, np.dtype([("tag", "<i4"), ("qrs", det.state_dtype), ("z", "<f4")]))
+    outer["qrs"] = det.initial(2)
+    found: list[list[np.ndarray]] = [[], []]
+    for i in range(0, len(x), 500):
+        for e, new in enumerate(det.process(outer["qrs"], [x[i: i + 500], x[i: i + 250]])):
+            found[e].append(new)
+    assert int(outer["qrs"]["n"][0]) == len(x)
+    np.testing.assert_array_equal(np.concatenate(found[0]), detect(x, fs))
+    np.testing.assert_array_equal(np.concatenate(found[1]), detect(
+        np.concatenate([x[i: i + 250] for i in range(0, len(x), 500)]), fs))
+
+
 def test_finds_the_beats_of_bundled_record_100():
     x, fs = _lead("100")
     ann = wfdb.rdann(str(BUNDLED / "100"), "atr")
