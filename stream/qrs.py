@@ -33,9 +33,10 @@ so that a value is the same whether it comes from this call or from the state), 
 decisions depend only on the ordered events (candidate known, peak final, search-back due), so
 any split of the stream into chunks, and a state saved to bytes and back between chunks, gives
 bit-for-bit the same beats. An R peak is reported at most :attr:`QRSDetector.delay_s` after it
-(``W + 2 + group delay + R + 1`` samples: 0.4 s at 360 Hz). Filters run on all the
-entities of a batch whose chunks have the same length at once (2-D arrays); Python loops only
-over candidate peaks (a few per beat).
+(``W + 2 + group delay + R + 1`` samples: 0.4 s at 360 Hz), and never before the samples up to
+:attr:`QRSDetector.after_s` after it (``R + 3 + group delay``: 0.25 s) have been passed in.
+Filters run on all the entities of a batch whose chunks have the same length at once (2-D
+arrays); Python loops only over candidate peaks (a few per beat).
 
 >>> import wfdb
 >>> from pathlib import Path
@@ -110,6 +111,9 @@ class QRSDetector:
         # no older than that
         self._delay = self._w + 2 + self._group + self._refr + 1
         self.delay_s = self._delay / self.fs
+        # and never earlier than when its peak is final: R + 1 samples after the integration
+        # peak, itself at least 2 + group delay samples after the R peak
+        self.after_s = (self._refr + 1 + 2 + self._group) / self.fs
 
     def initial(self, n: int) -> np.ndarray:
         """``n`` fresh state rows: nothing seen yet."""
