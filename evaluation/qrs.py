@@ -24,7 +24,7 @@ import numpy as np
 import wfdb
 import wfdb.processing
 
-from evaluation.ec57 import BEAT_SYMBOLS, Score, exclude, score, total
+from evaluation.ec57 import BEAT_SYMBOLS, Score, exclude, match, score, total
 from stream.qrs import QRSDetector, detect
 
 __all__ = ["PACED", "evaluate_record", "flutter_spans", "main", "read_record"]
@@ -57,8 +57,9 @@ def flutter_spans(ann: wfdb.Annotation, n: int) -> list[tuple[int, int]]:
 
 
 def evaluate_record(path: Path, start_s: float = 0.0, chunk: int = 0,
-                    detector: str = "ours") -> tuple[Score, int]:
-    """EC57 score of one record, and the number of samples processed."""
+                    detector: str = "ours") -> tuple[Score, int, np.ndarray]:
+    """EC57 score of one record, the number of samples processed, and the offsets (seconds)
+    of matched detections from their reference beats."""
     x, fs, ann = read_record(path)
     if detector == "xqrs":
         peaks = np.asarray(wfdb.processing.xqrs_detect(x, fs, verbose=False), dtype=np.int64)
@@ -72,7 +73,9 @@ def evaluate_record(path: Path, start_s: float = 0.0, chunk: int = 0,
     is_beat = np.array([s in BEAT_SYMBOLS for s in ann.symbol], bool)
     ref = ann.sample[is_beat].astype(np.int64)
     spans = [*flutter_spans(ann, len(x)), (0, round(start_s * fs) - 1)]
-    return score(exclude(ref, spans), exclude(peaks, spans), fs), len(x)
+    ref, peaks = exclude(ref, spans), exclude(peaks, spans)
+    pairs = match(ref, peaks, fs)
+    return score(ref, peaks, fs), len(x), (peaks[pairs[:, 1]] - ref[pairs[:, 0]]) / fs
 
 
 def records(folder: Path) -> list[Path]:
@@ -97,16 +100,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not paths:
         ap.error(f"expected MIT-BIH records (.hea + .atr) in {args.data}, found none")
     print(f"{'record':>6} {'beats':>6} {'TP':>6} {'FN':>5} {'FP':>5} {'Se %':>7} {'+P %':>7}")
-    scores, samples, t0 = [], 0, time.perf_counter()
+    scores, offsets, samples, t0 = [], [], 0, time.perf_counter()
     for p in paths:
-        s, n = evaluate_record(p, args.start, args.chunk, args.detector)
+        s, n, off = evaluate_record(p, args.start, args.chunk, args.detector)
         scores.append(s)
+        offsets.append(off)
         samples += n
         print(f"{p.name:>6} {s.tp + s.fn:>6} {s.tp:>6} {s.fn:>5} {s.fp:>5} "
               f"{100 * s.se:>7.2f} {100 * s.ppv:>7.2f}")
     g = total(scores)
     print(f"{'gross':>6} {g.tp + g.fn:>6} {g.tp:>6} {g.fn:>5} {g.fp:>5} "
           f"{100 * g.se:>7.2f} {100 * g.ppv:>7.2f}")
+    off_ms = np.concatenate(offsets) * 1000.0
+    lo, med, hi = np.percentile(off_ms, [5, 50, 95])
+    print(f"R peak detected - reference: median {med:+.1f} ms, 90 % within [{lo:+.1f}, "
+          f"{hi:+.1f}] ms")
     worst = sorted(scores, key=lambda s: min(s.se, s.ppv))[:1]
     print(f"{len(paths)} records, {samples:,} samples in {time.perf_counter() - t0:.1f} s "
           f"(reading included); worst min(Se, +P) {100 * min(worst[0].se, worst[0].ppv):.2f} %")
