@@ -180,7 +180,8 @@ class QRSDetector:
         m = np.sqrt(m).astype(np.float32).astype(np.float64)
         st["bp"] = eb[:, -r:]
         st["sq"] = es[:, -(self._w - 1):]
-        self._learn_levels(st, m, n0)
+        if (n0 < self._learn).any():
+            self._learn_levels(st, m, n0)
         em = np.concatenate([st["m"], m], axis=1)  # em column of global g: g - n0 + 2
         st["m"] = em[:, -2:]
         # candidates p in [n0 - 1, n0 + t - 2]: m[p - 1] < m[p] >= m[p + 1]
