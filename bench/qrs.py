@@ -23,8 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluation.qrs import BUNDLED, read_record
+from evaluation.qrs import read_record
 from stream.qrs import QRSDetector
+from training.sources import BUNDLED_MITDB
 
 __all__ = ["main"]
 
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=36)
     ap.add_argument("--seconds", type=float, default=60.0)
     args = ap.parse_args(argv)
-    leads = [read_record(BUNDLED / r)[:2] for r in RECORDS]
+    leads = [read_record(BUNDLED_MITDB / r)[:2] for r in RECORDS]
     fs = leads[0][1]
     det = QRSDetector(fs)
     n = round(args.seconds * fs)

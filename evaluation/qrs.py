@@ -24,13 +24,13 @@ import numpy as np
 import wfdb
 import wfdb.processing
 
-from evaluation.ec57 import BEAT_SYMBOLS, Score, exclude, match, score, total
+from evaluation.ec57 import Score, exclude, match, score, total
+from evaluation.labels import BEAT_SYMBOLS, ecg_records
+from stream.errors import ConfigError
 from stream.qrs import QRSDetector, detect
+from training.sources import BUNDLED_MITDB
 
-__all__ = ["PACED", "evaluate_record", "flutter_spans", "main", "read_record"]
-
-PACED = frozenset({"102", "104", "107", "217"})
-BUNDLED = Path(__file__).resolve().parents[1] / "training" / "bundled" / "mitdb"
+__all__ = ["evaluate_record", "flutter_spans", "main", "read_record"]
 
 
 def read_record(path: Path) -> tuple[np.ndarray, float, wfdb.Annotation]:
@@ -78,16 +78,10 @@ def evaluate_record(path: Path, start_s: float = 0.0, chunk: int = 0,
     return score(ref, peaks, fs), len(x), (peaks[pairs[:, 1]] - ref[pairs[:, 0]]) / fs
 
 
-def records(folder: Path) -> list[Path]:
-    """The non-paced records of a folder (``*.hea`` beside an ``.atr``), by name."""
-    names = sorted(p.stem for p in folder.glob("*.hea") if (folder / f"{p.stem}.atr").exists())
-    return [folder / n for n in names if n not in PACED]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m evaluation.qrs", description=__doc__.split(
         "\n\n")[0])
-    ap.add_argument("--data", type=Path, default=BUNDLED,
+    ap.add_argument("--data", type=Path, default=BUNDLED_MITDB,
                     help="folder of MIT-BIH records (default: the bundled ones)")
     ap.add_argument("--start", type=float, default=0.0,
                     help="seconds at the start of each record left out of the scoring")
@@ -96,9 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--detector", choices=("ours", "xqrs"), default="ours",
                     help="stream.qrs (ours) or WFDB's offline xqrs_detect as a baseline")
     args = ap.parse_args(argv)
-    paths = records(args.data)
-    if not paths:
-        ap.error(f"expected MIT-BIH records (.hea + .atr) in {args.data}, found none")
+    try:
+        paths = [args.data / name for name in ecg_records(args.data)]
+    except ConfigError as ex:
+        ap.error(str(ex))
     print(f"{'record':>6} {'beats':>6} {'TP':>6} {'FN':>5} {'FP':>5} {'Se %':>7} {'+P %':>7}")
     scores, offsets, samples, t0 = [], [], 0, time.perf_counter()
     for p in paths:

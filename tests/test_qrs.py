@@ -10,13 +10,14 @@ import scipy.signal
 import wfdb
 
 from evaluation import qrs as qrs_cli
-from evaluation.ec57 import BEAT_SYMBOLS, exclude, match, score, total
-from evaluation.qrs import BUNDLED
+from evaluation.ec57 import exclude, match, score, total
+from evaluation.labels import BEAT_SYMBOLS
 from stream.qrs import QRSDetector, detect
+from training.sources import BUNDLED_MITDB
 
 
 def _lead(record: str, seconds: float | None = None) -> tuple[np.ndarray, float]:
-    path = str(BUNDLED / record)
+    path = str(BUNDLED_MITDB / record)
     fs = wfdb.rdheader(path).fs
     sampto = None if seconds is None else round(seconds * fs)
     rec = wfdb.rdrecord(path, sampto=sampto, channel_names=["MLII"])
@@ -122,7 +123,7 @@ def test_state_embedded_as_a_field_of_a_larger_row_advances_in_place(rec106):
 
 def test_finds_the_beats_of_bundled_record_100():
     x, fs = _lead("100")
-    ann = wfdb.rdann(str(BUNDLED / "100"), "atr")
+    ann = wfdb.rdann(str(BUNDLED_MITDB / "100"), "atr")
     ref = ann.sample[[s in BEAT_SYMBOLS for s in ann.symbol]]
     s = score(ref, detect(x, fs), fs)
     assert s.se >= 0.99 and s.ppv >= 0.99, s
@@ -133,7 +134,7 @@ def test_other_sampling_rates_find_the_beats(fs_new):
     """Record 106 (frequent V beats) resampled: every window and delay scales with fs."""
     x, fs = _lead("106", 600.0)
     y = scipy.signal.resample_poly(x, fs_new, round(fs))
-    ann = wfdb.rdann(str(BUNDLED / "106"), "atr", sampto=len(x))
+    ann = wfdb.rdann(str(BUNDLED_MITDB / "106"), "atr", sampto=len(x))
     ref = np.round(ann.sample[[s in BEAT_SYMBOLS for s in ann.symbol]] * fs_new / fs)
     s = score(ref, detect(y, fs_new), fs_new)
     assert s.tp > 600 and s.se >= 0.99 and s.ppv >= 0.99, s
