@@ -170,16 +170,20 @@ class QRSDetector:
         st["bp_zi"] = np.moveaxis(zi, 0, 1)
         # the kept histories are float32: round every new value to float32 too, so a value
         # computed in this call and the same value read back from the state are identical
-        eb = np.concatenate([st["bp"], b.astype(np.float32)], axis=1).astype(np.float64)
-        r = self._ring  # eb column of global index g: g - n0 + r
+        r, w1 = self._ring, self._w - 1
+        eb = np.empty((k, r + t))  # eb column of global index g: g - n0 + r
+        eb[:, :r] = st["bp"]
+        eb[:, r:] = b.astype(np.float32)
         d = (2.0 * eb[:, r:] + eb[:, r - 1:-1] - eb[:, r - 3:-3] - 2.0 * eb[:, r - 4:-4])
         d *= self.fs / 8.0
-        es = np.concatenate([st["sq"], (d * d).astype(np.float32)], axis=1).astype(np.float64)
+        es = np.empty((k, w1 + t))
+        es[:, :w1] = st["sq"]
+        es[:, w1:] = (d * d).astype(np.float32)
         m = _window_sums(es, self._w)
         m *= 1.0 / self._w
         m = np.sqrt(m).astype(np.float32).astype(np.float64)
         st["bp"] = eb[:, -r:]
-        st["sq"] = es[:, -(self._w - 1):]
+        st["sq"] = es[:, -w1:]
         if (n0 < self._learn).any():
             self._learn_levels(st, m, n0)
         em = np.concatenate([st["m"], m], axis=1)  # em column of global g: g - n0 + 2
