@@ -14,8 +14,11 @@ The detector is :class:`stream.sensor_score.SensorScore` (each entity's own leve
 threshold, from its warm-up only; nothing is fitted to any label). It writes, next to the
 report, one CSV per series under ``series/`` named after the series' path with ``/`` replaced
 by ``__`` (``series/valve1__3.csv``), columns ``row,score,anomaly``: one line per input row,
-``row`` 0-based, ``score`` empty while the entity warms up, ``anomaly`` the 0/1 flag, so that
-another harness can score the same flags.
+``row`` 0-based, ``score`` empty while the entity warms up, ``anomaly`` 0/1 what the detector
+flagged, in each benchmark's unit: SKAB labels every row of a fault, so every flagged row;
+NAB scores alerts (each flagged row outside a window is one more false positive), so the rows
+where an alarm starts (:class:`stream.sensor_score.SensorScore`, item 5). Another harness can
+score the same flags.
 
 >>> series_file_name("valve1/3.csv")
 'valve1__3.csv'
@@ -275,7 +278,8 @@ def run_benchmark(root: str | Path, out: str | Path, entities: list[str] | None 
     scores, flags = [], []
     for r, k in zip(runs, skip, strict=True):
         scores.append(np.r_[np.full(k, np.nan), r.scores])
-        flags.append(np.r_[np.zeros(k, dtype=bool), r.flags])
+        flags.append(np.r_[np.zeros(k, dtype=bool), r.flags if bench.kind == "skab"
+                           else r.onsets])
     out = Path(out)
     (out / "series").mkdir(parents=True, exist_ok=True)
     for s, sc, fl in zip(bench.series, scores, flags, strict=True):

@@ -30,13 +30,22 @@ All of it is a fixed-size float64 vector per entity (:data:`layout`), stepped fo
 entities at once; streaming an entity event by event and replaying it offline run the same
 :func:`step`, so they agree to float rounding.
 
-A level shift of 3 scales after 20 quiet samples is flagged until it ends:
+5. **Alarms**: the flags of one fault are one alarm: an alarm starts with a flag after at
+   least ``hold`` samples without one (the *onset*; ``hold`` = the longest half-life, in which
+   the long average still remembers the last flag) and ends ``hold`` samples after its last
+   flag. NAB scores alerts, so its detections are the onsets; SKAB labels every anomalous row,
+   so its are the flags.
 
->>> cfg = SensorScore(warmup=20, half_lives=(2.0, 8.0), adapt_half_life=1e9)
->>> x = np.r_[np.tile([0.0, 1.0], 15), np.full(6, 4.0), np.tile([0.0, 1.0], 5)][:, None]
->>> out = cfg.run(x)
->>> out.flags.astype(int)[28:].tolist()
-[0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+A shift of 3 scales on both features for 40 samples (rows 200-239) of white noise: every row of
+it is flagged, 8 of the 100 normal rows before it; three alarms start:
+
+>>> rng = np.random.default_rng(0)
+>>> x = rng.normal(size=(300, 2)); x[200:240] += 3.0
+>>> out = SensorScore(warmup=100, half_lives=(2.0, 8.0)).run(x)
+>>> int(out.flags[200:240].sum()), int(out.flags[100:200].sum())
+(40, 8)
+>>> np.flatnonzero(out.onsets).tolist()
+[119, 151, 200]
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ class Run:
 
     scores: np.ndarray  # [T] float64
     flags: np.ndarray  # [T] bool
+    onsets: np.ndarray  # [T] bool: the flags that start an alarm
     state: np.ndarray  # the entity's state after its last sample
 
 
@@ -78,21 +88,27 @@ class SensorScore:
                              f"{self.adapt_half_life}")
 
     def layout(self, n_features: int) -> int:
-        """Length of one entity's state vector: n, then per horizon its reference maximum and
-        its average, then per feature the level and the variance (Welford's M2 while
-        learning)."""
-        return 1 + 2 * len(self.half_lives) + 2 * n_features
+        """Length of one entity's state vector: n, the sample number of the last flag (0:
+        none yet), then per horizon its reference maximum and its average, then per feature
+        the level and the variance (Welford's M2 while learning)."""
+        return 2 + 2 * len(self.half_lives) + 2 * n_features
 
     def empty(self, entities: int, n_features: int) -> np.ndarray:
         """Fresh states (a new entity, or one reset)."""
         return np.zeros((entities, self.layout(n_features)), dtype=np.float64)
 
+    @property
+    def hold(self) -> float:
+        """Samples without a flag that end an alarm: the longest horizon's half-life."""
+        return max(self.half_lives)
+
     def step(self, state: np.ndarray, x: np.ndarray, active: np.ndarray | None = None,
-             warmup: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             warmup: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Advance ``state`` ``[E, S]`` (in place) by one sample ``x`` ``[E, F]`` per entity;
         rows where ``active`` is False are left alone; ``warmup`` ``[E]`` overrides the
-        setting per entity. Returns (scores, flags) ``[E]``: the score is NaN until the
-        warm-up ends, the flag False."""
+        setting per entity. Returns (scores, flags, onsets) ``[E]``: the score is NaN until
+        the warm-up ends; an onset is a flag that starts an alarm (no flag in the
+        :attr:`hold` samples before it)."""
         e, f = x.shape
         h = len(self.half_lives)
         if state.shape != (e, self.layout(f)):
@@ -102,12 +118,13 @@ class SensorScore:
         learn = wu // 2
         n = state[:, 0] + act
         state[:, 0] = n
-        ref = state[:, 1:1 + h]
-        acc = state[:, 1 + h:1 + 2 * h]
-        level = state[:, 1 + 2 * h:1 + 2 * h + f]
-        var = state[:, 1 + 2 * h + f:]
+        ref = state[:, 2:2 + h]
+        acc = state[:, 2 + h:2 + 2 * h]
+        level = state[:, 2 + 2 * h:2 + 2 * h + f]
+        var = state[:, 2 + 2 * h + f:]
         scores = np.full(e, np.nan)
         flags = np.zeros(e, dtype=bool)
+        onsets = np.zeros(e, dtype=bool)
 
         learning = act & (n <= learn)
         if learning.any():  # Welford: var holds M2 until the learning ends
@@ -119,7 +136,7 @@ class SensorScore:
 
         on = act & (n > learn)
         if not on.any():
-            return scores, flags
+            return scores, flags, onsets
         floor = np.asarray(self.floor, dtype=np.float64) if self.floor else 0.0
         scale = np.maximum(np.sqrt(var[on]), np.maximum(floor, 1e-12))
         z = (x[on] - level[on]) / scale
@@ -134,13 +151,16 @@ class SensorScore:
         # the shortest horizon back inside its normal range ends an alarm at once, instead of
         # when the longest average has decayed
         flags[live] = (scores[live] > self.margin) & (u[:, 0] > 1.0)
+        last = state[:, 1]
+        onsets[:] = flags & ((last == 0) | (n - last > self.hold))
+        last[flags] = n[flags]
 
         b = 1.0 - 2.0 ** (-1.0 / self.adapt_half_life)
         adapt = on & ~flags
         delta = x[adapt] - level[adapt]
         level[adapt] += b * delta
         var[adapt] += b * (delta * delta - var[adapt])
-        return scores, flags
+        return scores, flags, onsets
 
     def run_many(self, series: Sequence[np.ndarray],
                  warmups: Sequence[int] | None = None) -> list[Run]:
@@ -157,15 +177,17 @@ class SensorScore:
         state = self.empty(len(arrays), f)
         scores = np.full((len(arrays), longest), np.nan)
         flags = np.zeros((len(arrays), longest), dtype=bool)
+        onsets = np.zeros((len(arrays), longest), dtype=bool)
         lengths = np.array([len(a) for a in arrays])
         padded = np.zeros((len(arrays), longest, f))
         for i, a in enumerate(arrays):
             padded[i, :len(a)] = a
         wu = None if warmups is None else np.asarray(warmups, dtype=np.int64)
         for t in range(longest):
-            scores[:, t], flags[:, t] = self.step(state, padded[:, t], t < lengths, wu)
-        return [Run(scores[i, :len(a)].copy(), flags[i, :len(a)].copy(), state[i].copy())
-                for i, a in enumerate(arrays)]
+            scores[:, t], flags[:, t], onsets[:, t] = self.step(state, padded[:, t],
+                                                                 t < lengths, wu)
+        return [Run(scores[i, :len(a)].copy(), flags[i, :len(a)].copy(),
+                    onsets[i, :len(a)].copy(), state[i].copy()) for i, a in enumerate(arrays)]
 
     def run(self, values: np.ndarray) -> Run:
         """:meth:`run_many` for one series."""
