@@ -183,6 +183,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="start at the topics' earliest retained records, not the end")
     parser.add_argument("--no-values", action="store_true",
                         help="do not read the events topic to show observed values")
+    parser.add_argument("--alarm-gap", type=float, default=10.0, metavar="SECONDS",
+                        help="table: flags closer than this are one alarm, shown with its start "
+                             "and end (seqstream.alarms); default 10")
     parser.add_argument("--count", type=int, help="stop after this many rows (or JSON lines)")
     parser.add_argument("--timeout", type=float,
                         help="stop after this many seconds (default: until Ctrl-C)")
@@ -251,13 +254,20 @@ def run(args: argparse.Namespace) -> int:
                 out.write(to_json(s).decode() + "\n")
             out.flush()
     else:
+        from seqstream.alarms import AlarmTracker
+
         printed = 0
+        alarms = AlarmTracker(args.alarm_gap, _clock)
 
         def emit(group: list[Sample]) -> None:
             nonlocal printed
             if printed % 40 == 0:
-                out.write(HEADER + "\n")
-            out.write(format_row(group) + "\n")
+                out.write(HEADER + "  alarm\n")
+            seen = [alarms.update(s.entity_id, s.ts, s.anomaly) for s in group]
+            # an alarm that ended inside the chunk is shown, and then the chunk's last status
+            shown = [st for st in seen[:-1] if st.endswith("ended")] + [seen[-1]]
+            status = "; ".join(st for st in shown if st)
+            out.write(format_row(group) + (f"  {status}" if status else "") + "\n")
             out.flush()
             printed += 1
 
