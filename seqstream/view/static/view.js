@@ -206,8 +206,11 @@ function axes(ctx, w, h, pad, t0, t1, y0, y1, unit) {
   for (let back = 0; back <= span; back += step) {
     const x = pad.l + ((t1 - back - t0) / span) * (w - pad.l - pad.r);
     ctx.beginPath(); ctx.moveTo(x, pad.t); ctx.lineTo(x, h - pad.b); ctx.stroke();
-    ctx.fillText(back === 0 ? clock(t1) : `−${+back.toFixed(1)} s`, x - 20, h - 4);
+    ctx.textAlign = back === 0 ? "right" : "center";
+    ctx.fillText(back === 0 ? clock(t1) : `−${+back.toFixed(1)} s`, back === 0 ? x - 2 : x,
+                 h - 4);
   }
+  ctx.textAlign = "left";
   for (let k = 0; k <= 4; k++) {
     const v = y0 + (k / 4) * (y1 - y0);
     const y = h - pad.b - (k / 4) * (h - pad.t - pad.b);
