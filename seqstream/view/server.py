@@ -40,6 +40,7 @@ FLEET_QUERIES = {
     "anomalies_per_min": f"60 * sum(rate(seqstream_anomalies_total[{FLEET_WINDOW}]))",
 }
 FLEET_CACHE_S = 2.0  # pages poll more often than Prometheus scrapes (5 s): share one answer
+SESSION = web.AppKey("session", aiohttp.ClientSession)  # for the Prometheus queries
 STATIC = resources.files("seqstream.view").joinpath("static")
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
@@ -101,7 +102,7 @@ def make_app(settings: Settings, buffers: Buffers | None = None) -> web.Applicat
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         task = asyncio.create_task(follower.run())
-        session = app["session"] = aiohttp.ClientSession()
+        session = app[SESSION] = aiohttp.ClientSession()
         yield
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -132,7 +133,7 @@ def make_app(settings: Settings, buffers: Buffers | None = None) -> web.Applicat
         return _json(rows)
 
     async def fleet_figures(request: web.Request) -> web.Response:
-        return _json(await fleet.get(request.app["session"]))
+        return _json(await fleet.get(request.app[SESSION]))
 
     app.cleanup_ctx.append(lifecycle)
     app.add_routes([web.get("/", page), web.get("/static/{name}", static),
