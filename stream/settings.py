@@ -196,7 +196,7 @@ class Settings:
     view_samples: int = _setting(3600, _int(10, 1_000_000), "samples (and beats) `seqstream view` "
                                  "keeps per entity and each page holds: the scrolling window",
                                  "view")
-    view_entities: int = _setting(1000, _int(1, 1_000_000), "entities `seqstream view` keeps "
+    view_entities: int = _setting(500, _int(1, 1_000_000), "entities `seqstream view` keeps "
                                   "(the least recently heard is dropped beyond)", "view")
     # Security (see stream.security: each *_password may instead come from the file that
     # *_password_file names, e.g. a Docker/Kubernetes secret; secrets have no command-line flag)

@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from streamkit import ecg, free_port
 
-from seqstream.view.buffers import Buffers
+from seqstream.view.buffers import Buffers, Ring
 from seqstream.view.server import make_app
 from stream.settings import Settings
 
@@ -128,3 +128,12 @@ def test_server_answers_rows_files_and_errors(values):
             assert fleet["error"].startswith(f"Prometheus at {settings.prometheus_url}")
 
     asyncio.run(go())
+
+
+def test_a_ring_restarts_when_the_row_width_changes(values):
+    ring = Ring(capacity=50)
+    ring.extend(ts=np.arange(40.0), values=values[:40])
+    ring.extend(ts=np.arange(40.0, 45.0), values=values[40:45, :1])  # one feature now
+    held = ring.since(0)
+    assert ring.total == 45 and ring.first == 40
+    assert held["values"].tolist() == values[40:45, :1].tolist()

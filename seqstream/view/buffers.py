@@ -11,11 +11,14 @@ Three topics feed an entity (see ``stream/schemas`` and ``stream/records.py``):
 * beats: ``{"kind": "beat", "entity_id", "ts", "sample", "rr", "class", "p_abnormal", "anomaly",
   "threshold", "model_id", "decided_ts"}``, one per detected heartbeat.
 
-Memory is bounded: each ring holds at most ``samples`` rows (a row is one sample's F values, or
-its F-value forecast with score and flag, or one beat), and at most ``entities`` entities are
-kept, the least recently heard dropped first. So the view holds at most
-``entities * samples * (2 F + 3)`` numbers plus ``entities * samples`` beats, whatever the input
-rate. A page asks with the cursors it holds and gets only newer rows, at most ``samples`` each.
+Memory is bounded whatever the input rate: an entity's signal and prediction rings are numpy
+columns of ``samples`` rows, allocated at its first record (a signal row is its time and F
+float64 values, a prediction row the time, the time its forecast is for, the F-value 1-step
+forecast, the score and the flag: ``samples * (16 F + 33)`` bytes in all, 0.23 MB for two-lead
+ECG at the default 3600), beats are kept while they fall within the signal's window (at most
+``samples`` of them), and at most ``entities`` entities are kept, the least recently heard
+dropped first. A page asks with the cursors it holds and gets only newer rows, at most
+``samples`` of each.
 
 Records that do not parse are counted in ``ignored`` and dropped: the worker dead-letters bad
 events, and the view shows what is well formed.
@@ -38,11 +41,13 @@ events, and the view shows what is well formed.
 
 from __future__ import annotations
 
-import itertools
+import math
 import time
 from collections import OrderedDict, deque
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 __all__ = ["Buffers", "Ring"]
 
@@ -50,27 +55,48 @@ _BEAT_FIELDS = ("ts", "sample", "rr", "class", "p_abnormal", "anomaly")
 
 
 class Ring:
-    """At most ``capacity`` rows, each numbered: row ``k`` is the k-th ever appended."""
+    """The last ``capacity`` rows of named numpy columns; row ``k`` is the k-th ever appended.
+
+    The columns are allocated at the first ``extend`` with the shapes it brings; rows of another
+    width (an entity whose model changed its feature count) start the ring afresh.
+    """
 
     def __init__(self, capacity: int) -> None:
-        self.rows: deque[Any] = deque(maxlen=capacity)
+        self.capacity = capacity
+        self.columns: dict[str, np.ndarray] = {}
         self.total = 0
+        self.floor = 0  # rows before this were dropped by a change of width
 
-    def append(self, row: Any) -> None:
-        self.rows.append(row)
-        self.total += 1
+    def extend(self, **columns: np.ndarray) -> None:
+        n = len(next(iter(columns.values())))
+        shapes = {k: v.shape[1:] for k, v in columns.items()}
+        if {k: v.shape[1:] for k, v in self.columns.items()} != shapes:
+            self.columns = {k: np.empty((self.capacity, *v.shape[1:]), dtype=v.dtype)
+                            for k, v in columns.items()}
+            self.floor = self.total
+        keep = min(n, self.capacity)
+        where = (self.total + n - keep + np.arange(keep)) % self.capacity
+        for name, values in columns.items():
+            self.columns[name][where] = values[n - keep:]
+        self.total += n
 
-    def since(self, cursor: int) -> list[Any]:
-        """Rows numbered ``cursor`` and later that are still held."""
-        first = self.total - len(self.rows)
-        return list(itertools.islice(self.rows, max(0, cursor - first), None))
+    @property
+    def first(self) -> int:
+        """The number of the oldest row held."""
+        return max(self.total - self.capacity, self.floor)
+
+    def since(self, cursor: int) -> dict[str, np.ndarray]:
+        """The held rows numbered ``cursor`` and later, column by column."""
+        where = np.arange(max(cursor, self.first), self.total) % self.capacity
+        return {name: column[where] for name, column in self.columns.items()}
 
 
 class _Entity:
     def __init__(self, samples: int) -> None:
-        self.signal = Ring(samples)  # (ts, values)
-        self.predictions = Ring(samples)  # (ts, forecast_ts | None, forecast row, score, flag)
-        self.beats = Ring(samples)  # dict of _BEAT_FIELDS
+        self.signal = Ring(samples)  # ts, values [F]
+        self.predictions = Ring(samples)  # ts, forecast_ts, forecast [F], score, anomaly
+        self.beats: deque[dict[str, Any]] = deque(maxlen=samples)
+        self.beats_total = 0
         self.period: float | None = None  # seconds between samples, once seen
         self.last_prediction_ts: float | None = None
         self.threshold: float | None = None
@@ -89,10 +115,24 @@ def _ts(raw: Any) -> float:
     raise ValueError(f"expected seconds or an ISO-8601 time with offset, got {raw!r}")
 
 
-def _rows(values: Any) -> list[list[float]]:
-    if not isinstance(values, list) or not values:
+def _matrix(rows: Any) -> np.ndarray:
+    """Rows of numbers as a float64 ``[n, F]`` array (one sample's values become one row)."""
+    if not isinstance(rows, list) or not rows:
         raise ValueError("expected a non-empty array of values")
-    return values if isinstance(values[0], list) else [values]
+    out = np.asarray(rows if isinstance(rows[0], list) else [rows], dtype=np.float64)
+    if out.ndim != 2:
+        raise ValueError(f"expected [samples][features] numbers, got shape {out.shape}")
+    return out
+
+
+def _column(rows: dict[str, np.ndarray], name: str) -> list[Any]:
+    """A column as JSON-ready lists; NaN (no score, no forecast time yet) becomes None."""
+    if name not in rows:  # the ring has had no row yet
+        return []
+    values = rows[name].tolist()
+    if rows[name].dtype.kind == "f" and rows[name].ndim == 1:
+        return [None if math.isnan(v) else v for v in values]
+    return values
 
 
 class Buffers:
@@ -110,9 +150,9 @@ class Buffers:
             entity_id = body["entity_id"]
             if not isinstance(entity_id, str):
                 raise TypeError("entity_id: expected a string")
-            entity = self._entity(entity_id)
-            {"events": self._event, "predictions": self._prediction,
-             "beats": self._beat}[kind](entity, body)
+            parse = {"events": self._event, "predictions": self._prediction,
+                     "beats": self._beat}[kind]
+            parse(self._entity(entity_id), body)
         except (KeyError, TypeError, ValueError, IndexError):
             self.ignored += 1
             return
@@ -130,30 +170,40 @@ class Buffers:
         return entity
 
     def _event(self, entity: _Entity, body: dict[str, Any]) -> None:
-        ts, rows = _ts(body["ts"]), _rows(body["values"])
-        period = body.get("period")
-        if period is not None:
-            entity.period = float(period)
-        for i, row in enumerate(rows):
-            entity.signal.append((ts + i * (period or 0.0), row))
-        entity.last_ts = max(entity.last_ts or ts, ts + (len(rows) - 1) * (period or 0.0))
+        ts, values = _ts(body["ts"]), _matrix(body["values"])
+        period = float(body["period"]) if "period" in body else 0.0
+        if period > 0:
+            entity.period = period
+        times = ts + period * np.arange(len(values))
+        entity.signal.extend(ts=times, values=values)
+        entity.last_ts = max(entity.last_ts or -math.inf, float(times[-1]))
+        while entity.beats and entity.beats[0]["ts"] < times[-1] - self._span(entity):
+            entity.beats.popleft()  # beats older than the signal's window go with it
+
+    def _span(self, entity: _Entity) -> float:
+        first = entity.signal.since(entity.signal.first)["ts"]
+        return float(first[-1] - first[0]) if len(first) else math.inf
 
     def _prediction(self, entity: _Entity, body: dict[str, Any]) -> None:
         ts = float(body["ts"])
         if "period" in body:
             period = entity.period = float(body["period"])
-            rows = zip(body["forecast"], body["score"], body["anomaly"], strict=True)
+            horizons, scores, flags = body["forecast"], body["score"], body["anomaly"]
+            if not len(horizons) == len(scores) == len(flags):
+                raise ValueError("expected forecast, score and anomaly of one length")
         else:
             if entity.last_prediction_ts is not None and ts > entity.last_prediction_ts:
                 entity.period = ts - entity.last_prediction_ts
             period = 0.0
-            rows = iter([(body["forecast"], body["score"], body["anomaly"])])
+            horizons, scores, flags = [body["forecast"]], [body["score"]], [body["anomaly"]]
+        forecast = _matrix([horizon[0] for horizon in horizons])
+        times = ts + period * np.arange(len(forecast))
+        ahead = times + (math.nan if entity.period is None else entity.period)
+        score = np.array([math.nan if s is None else s for s in scores], dtype=np.float64)
         entity.threshold, entity.model_id = float(body["threshold"]), str(body["model_id"])
-        for i, (horizon, score, flag) in enumerate(rows):
-            t = ts + i * period
-            ahead = None if entity.period is None else t + entity.period
-            entity.predictions.append((t, ahead, horizon[0], score, bool(flag)))
-            entity.last_prediction_ts = t
+        entity.predictions.extend(ts=times, forecast_ts=ahead, forecast=forecast, score=score,
+                                  anomaly=np.asarray(flags, dtype=bool))
+        entity.last_prediction_ts = float(times[-1])
 
     def _beat(self, entity: _Entity, body: dict[str, Any]) -> None:
         if body.get("kind", "beat") != "beat":
@@ -161,15 +211,19 @@ class Buffers:
         beat = {k: body.get(k) for k in _BEAT_FIELDS}
         beat["ts"] = _ts(body["ts"])
         entity.beats.append(beat)
+        entity.beats_total += 1
 
     def listing(self) -> list[dict[str, Any]]:
         """Each entity kept: id, latest data time, seconds since heard, flags in its window."""
         now = time.time()
-        return [{"entity_id": name, "last_ts": e.last_ts or e.last_prediction_ts,
-                 "heard_s_ago": round(now - e.heard, 1),
-                 "flags": sum(row[4] for row in e.predictions.rows),
-                 "abnormal_beats": sum(bool(b["anomaly"]) for b in e.beats.rows)}
-                for name, e in sorted(self._by_id.items())]
+        out = []
+        for name, e in sorted(self._by_id.items()):
+            flags = e.predictions.since(e.predictions.first).get("anomaly")
+            out.append({"entity_id": name, "last_ts": e.last_ts or e.last_prediction_ts,
+                        "heard_s_ago": round(now - e.heard, 1),
+                        "flags": 0 if flags is None else int(flags.sum()),
+                        "abnormal_beats": sum(bool(b["anomaly"]) for b in e.beats)})
+        return out
 
     def view(self, entity_id: str, *, signal: int, predictions: int, beats: int,
              ) -> dict[str, Any] | None:
@@ -179,14 +233,16 @@ class Buffers:
             return None
         sig = e.signal.since(signal)
         pred = e.predictions.since(predictions)
+        first_beat = e.beats_total - len(e.beats)
         return {
             "entity_id": entity_id, "threshold": e.threshold, "model_id": e.model_id,
             "period": e.period, "window": self.samples,
-            "signal": {"next": e.signal.total, "ts": [r[0] for r in sig],
-                       "values": [r[1] for r in sig]},
-            "predictions": {"next": e.predictions.total, "ts": [r[0] for r in pred],
-                            "forecast_ts": [r[1] for r in pred],
-                            "forecast": [r[2] for r in pred], "score": [r[3] for r in pred],
-                            "anomaly": [r[4] for r in pred]},
-            "beats": {"next": e.beats.total, "rows": e.beats.since(beats)},
+            "signal": {"next": e.signal.total, "ts": _column(sig, "ts"),
+                       "values": _column(sig, "values")},
+            "predictions": {"next": e.predictions.total, "ts": _column(pred, "ts"),
+                            "forecast_ts": _column(pred, "forecast_ts"),
+                            "forecast": _column(pred, "forecast"),
+                            "score": _column(pred, "score"), "anomaly": _column(pred, "anomaly")},
+            "beats": {"next": e.beats_total,
+                      "rows": list(e.beats)[max(0, beats - first_beat):]},
         }
