@@ -206,6 +206,7 @@ function axes(ctx, w, h, pad, t0, t1, y0, y1, unit) {
   for (let back = 0; back <= span; back += step) {
     const x = pad.l + ((t1 - back - t0) / span) * (w - pad.l - pad.r);
     ctx.beginPath(); ctx.moveTo(x, pad.t); ctx.lineTo(x, h - pad.b); ctx.stroke();
+    if (back > 0 && x > w - pad.r - 110) continue;  // leave room for the clock at the right
     ctx.textAlign = back === 0 ? "right" : "center";
     ctx.fillText(back === 0 ? clock(t1) : `−${+back.toFixed(1)} s`, back === 0 ? x - 2 : x,
                  h - 4);
@@ -246,7 +247,7 @@ function draw() {
   $("meta").textContent = data.model_id === null && !sig.ts.length ? "waiting for records…"
     : `model ${(data.model_id || "?").slice(0, 12)} · threshold ${fmt(data.threshold)} · ` +
       `period ${data.period ? `${fmt(data.period * 1000, 4)} ms` : "n/a"} · ` +
-      `window: the last ${windowRows} samples`;
+      `window: the last ${windowRows} samples` + lag(sig, pred);
   const nFeatures = sig.values.length ? sig.values[sig.values.length - 1].length : 0;
   const select = $("feature");
   if (nFeatures > 1 && select.options.length !== nFeatures) {
@@ -257,6 +258,12 @@ function draw() {
   drawSignal(sig, pred, scol, fcol);
   drawScore(pred);
   drawBeatTable();
+}
+
+function lag(sig, pred) {  // how far the predictions trail the signal (a busy worker)
+  if (!sig.ts.length || !pred.ts.length) return "";
+  return ` · predictions trail the signal by ${fmt(Math.max(0, sig.ts[sig.ts.length - 1] -
+                                                  pred.ts[pred.ts.length - 1]), 2)} s`;
 }
 
 function timeRange(sig, pred) {
