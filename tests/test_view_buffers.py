@@ -1,12 +1,16 @@
 """``seqstream view``'s memory and endpoints: per-entity rings stay within their bounds, the least
 recently heard entity goes first, a page's cursors get exactly the newer rows, malformed records
 are counted and dropped, and the server answers with those rows, its static files, and errors that
-say what was expected. Real MIT-BIH samples feed the rings; the server runs with a Kafka and a
-Prometheus that do not answer, so these need no stack."""
+say what was expected; a taken port is one line naming its setting. Real MIT-BIH samples feed the
+rings; the server runs with a Kafka and a Prometheus that do not answer, so these need no stack."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +141,20 @@ def test_a_ring_restarts_when_the_row_width_changes(values):
     held = ring.since(0)
     assert ring.total == 45 and ring.first == 40
     assert held["values"].tolist() == values[40:45, :1].tolist()
+
+
+def test_a_taken_port_is_one_line_naming_the_setting():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSTREAM_")}
+        env.update(SEQSTREAM_VIEW_PORT=str(port),
+                   SEQSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+        done = subprocess.run([sys.executable, "-m", "seqstream", "view"], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"seqstream view: expected to serve on 127.0.0.1:{port} "
+                           "(SEQSTREAM_VIEW_HOST, SEQSTREAM_VIEW_PORT), got"), done.stderr
+    assert "Traceback" not in done.stderr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from stream.errors import StackError
 from stream.settings import Settings, add_flags
 
 __all__ = ["configure", "run"]
@@ -35,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"seqstream view: open http://{settings.view_host}:{settings.view_port}/ "
           f"(following {settings.topic_predictions} on {settings.kafka_bootstrap}; Ctrl-C to "
           "stop)", flush=True)
-    web.run_app(make_app(settings), host=settings.view_host, port=settings.view_port,
-                print=None, handle_signals=True)
+    try:
+        web.run_app(make_app(settings), host=settings.view_host, port=settings.view_port,
+                    print=None, handle_signals=True)
+    except OSError as ex:  # the port is taken, or the address is not this machine's
+        raise StackError(f"expected to serve on {settings.view_host}:{settings.view_port} "
+                         f"(SEQSTREAM_VIEW_HOST, SEQSTREAM_VIEW_PORT), got {ex}") from ex
     return 0
