@@ -31,11 +31,12 @@ def values(shared_data: Path) -> np.ndarray:
     return ecg(shared_data, "100", 0, 3 * 360)
 
 
-def _feed(buffers: Buffers, entity: str, values: np.ndarray, chunk: int = 36) -> None:
+def _feed(buffers: Buffers, entity: str, values: np.ndarray, chunk: int = 36,
+          t0: float = 1_700_000_000.0) -> None:
     """Events in chunks, and a prediction record per chunk (persistence forecast)."""
     for lo in range(0, len(values), chunk):
         rows = values[lo:lo + chunk].tolist()
-        ts = 1_700_000_000.0 + lo * PERIOD
+        ts = t0 + lo * PERIOD
         buffers.add("events", {"entity_id": entity, "ts": ts, "period": PERIOD, "values": rows})
         buffers.add("predictions", {
             "entity_id": entity, "ts": ts, "period": PERIOD, "forecast": [[r] for r in rows],
@@ -158,3 +159,14 @@ def test_a_taken_port_is_one_line_naming_the_setting():
     assert last.startswith(f"seqstream view: expected to serve on 127.0.0.1:{port} "
                            "(SEQSTREAM_VIEW_HOST, SEQSTREAM_VIEW_PORT), got"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_beats_older_than_the_signal_window_are_dropped(values):
+    buffers = Buffers(samples=360, entities=1)
+    for k in range(3):  # beats at 0.5, 1.5 and 2.5 s
+        buffers.add("beats", {"kind": "beat", "entity_id": "e", "ts": 0.5 + k, "class": "N",
+                              "anomaly": False})
+    _feed(buffers, "e", values[:720], t0=0.0)  # 2 s of signal: the ring holds 1 to 2 s
+    beats = buffers.view("e", signal=0, predictions=0, beats=0)["beats"]
+    assert [b["ts"] for b in beats["rows"]] == [1.5, 2.5] and beats["next"] == 3
+

@@ -177,12 +177,9 @@ class Buffers:
         times = ts + period * np.arange(len(values))
         entity.signal.extend(ts=times, values=values)
         entity.last_ts = max(entity.last_ts or -math.inf, float(times[-1]))
-        while entity.beats and entity.beats[0]["ts"] < times[-1] - self._span(entity):
+        oldest = entity.signal.columns["ts"][entity.signal.first % entity.signal.capacity]
+        while entity.beats and entity.beats[0]["ts"] < oldest:
             entity.beats.popleft()  # beats older than the signal's window go with it
-
-    def _span(self, entity: _Entity) -> float:
-        first = entity.signal.since(entity.signal.first)["ts"]
-        return float(first[-1] - first[0]) if len(first) else math.inf
 
     def _prediction(self, entity: _Entity, body: dict[str, Any]) -> None:
         ts = float(body["ts"])
