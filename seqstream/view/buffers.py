@@ -75,9 +75,13 @@ class Ring:
                             for k, v in columns.items()}
             self.floor = self.total
         keep = min(n, self.capacity)
-        where = (self.total + n - keep + np.arange(keep)) % self.capacity
+        start = (self.total + n - keep) % self.capacity
+        end = start + keep  # two slices when the rows wrap past the end
         for name, values in columns.items():
-            self.columns[name][where] = values[n - keep:]
+            column, rows = self.columns[name], values[n - keep:]
+            split = min(end, self.capacity) - start
+            column[start:start + split] = rows[:split]
+            column[:keep - split] = rows[split:]
         self.total += n
 
     @property
