@@ -162,19 +162,19 @@ class SensorScore:
         var[adapt] += b * (delta * delta - var[adapt])
         return scores, flags, onsets
 
-    def run_many(self, series: Sequence[np.ndarray],
+    def run_rows(self, state: np.ndarray, rows: Sequence[np.ndarray],
                  warmups: Sequence[int] | None = None) -> list[Run]:
-        """Every series as a fresh entity, all stepped together (the offline replay);
-        ``warmups`` overrides the warm-up per series."""
-        arrays = [np.asarray(v, dtype=np.float64) for v in series]
+        """Advance each entity's ``state[i]`` ``[E, S]`` (in place) by its row of consecutive
+        samples ``rows[i]`` ``[L_i, F]``, all entities stepped together; the engine's call for
+        one batch, and :meth:`run_many`'s from fresh states."""
+        arrays = [np.asarray(v, dtype=np.float64) for v in rows]
         if not arrays:
             return []
         f = arrays[0].shape[1]
         if any(a.ndim != 2 or a.shape[1] != f or not np.all(np.isfinite(a)) for a in arrays):
-            raise ValueError(f"series: expected finite values [time, {f}] each, got shapes "
+            raise ValueError(f"rows: expected finite values [time, {f}] each, got shapes "
                              f"{[list(a.shape) for a in arrays]}")
         longest = max(len(a) for a in arrays)
-        state = self.empty(len(arrays), f)
         scores = np.full((len(arrays), longest), np.nan)
         flags = np.zeros((len(arrays), longest), dtype=bool)
         onsets = np.zeros((len(arrays), longest), dtype=bool)
@@ -188,6 +188,14 @@ class SensorScore:
                                                                  t < lengths, wu)
         return [Run(scores[i, :len(a)].copy(), flags[i, :len(a)].copy(),
                     onsets[i, :len(a)].copy(), state[i].copy()) for i, a in enumerate(arrays)]
+
+    def run_many(self, series: Sequence[np.ndarray],
+                 warmups: Sequence[int] | None = None) -> list[Run]:
+        """Every series as a fresh entity, all stepped together (the offline replay);
+        ``warmups`` overrides the warm-up per series."""
+        if not series:
+            return []
+        return self.run_rows(self.empty(len(series), np.shape(series[0])[1]), series, warmups)
 
     def run(self, values: np.ndarray) -> Run:
         """:meth:`run_many` for one series."""

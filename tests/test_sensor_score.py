@@ -96,3 +96,25 @@ def test_bad_settings_and_state_shapes_are_refused() -> None:
     cfg = SensorScore(warmup=10)
     with pytest.raises(ValueError, match="state: expected shape"):
         cfg.step(cfg.empty(1, 3), np.zeros((1, 2)))
+
+
+def test_batched_rows_of_any_size_equal_the_whole_series(shared_data) -> None:
+    # the engine's call: each batch gives every entity a row of its next samples (any length,
+    # some entities none), states carried between batches
+    series = list(real_series(shared_data).values())
+    cfg = SensorScore(warmup=400, adapt_half_life=120.0)
+    whole = cfg.run_many(series)
+    state = cfg.empty(len(series), series[0].shape[1])
+    rng = np.random.default_rng(4)
+    pos = [0] * len(series)
+    got: list[list[np.ndarray]] = [[] for _ in series]
+    while any(p < len(v) for p, v in zip(pos, series, strict=True)):
+        take = [int(rng.integers(0, 90)) for _ in series]
+        rows = [v[p:p + k] for v, p, k in zip(series, pos, take, strict=True)]
+        for i, run in enumerate(cfg.run_rows(state, rows)):
+            got[i].append(run.scores)
+            pos[i] += len(rows[i])
+    for i, run in enumerate(whole):
+        np.testing.assert_allclose(np.concatenate(got[i]), run.scores, rtol=0, atol=1e-12,
+                                   equal_nan=True)
+        np.testing.assert_array_equal(state[i], run.state)
