@@ -120,8 +120,9 @@ def free_port() -> int:
 
 
 def topic_names(unique: str) -> dict[str, str]:
-    """The worker's four topic settings, named after the test."""
-    return {k: f"{unique}.{k}" for k in ("events", "predictions", "anomalies", "deadletter")}
+    """The worker's five topic settings, named after the test."""
+    return {k: f"{unique}.{k}" for k in ("events", "predictions", "anomalies", "deadletter",
+                                          "beats")}
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
@@ -190,6 +191,7 @@ class WorkerProcess:
             "SEQSTREAM_TOPIC_PREDICTIONS": names["predictions"],
             "SEQSTREAM_TOPIC_ANOMALIES": names["anomalies"],
             "SEQSTREAM_TOPIC_DEADLETTER": names["deadletter"],
+            "SEQSTREAM_TOPIC_BEATS": names["beats"],
             "SEQSTREAM_PARTITIONS": str(partitions), "SEQSTREAM_APP_ID": app_id or unique,
             "SEQSTREAM_BATCH_MAX": str(batch_max),
             "SEQSTREAM_WARMUP_STEPS": str(warmup_steps), "SEQSTREAM_MAX_GAP_S": str(max_gap_s),
