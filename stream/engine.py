@@ -165,10 +165,9 @@ class Engine:
         self.residual_scale = scale
         self.entity_scale = EntityScale.from_card(artifact.card)
         self.period_s = float(artifact.card.get("period_s") or 0.0)
-        stage = getattr(artifact, "beats", None)
-        self.beats = None if stage is None else BeatStep(
-            stage, n_features=self.n_features, period_s=self.period_s,
-            threshold=float(stage.threshold), model_id=self.model_id)
+        self.beats = None if artifact.beats is None else BeatStep(
+            artifact.beats, n_features=self.n_features, period_s=self.period_s,
+            threshold=artifact.beats.threshold, model_id=self.model_id)
         self.codec = StateCodec(self.model.state_size, self.n_features,
                                 None if self.beats is None else self.beats.dtype)
         if self.entity_scale is not None and not self.period_s > 0:

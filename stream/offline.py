@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from stream.beats import offline_beats
 from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError
 from stream.records import beat_record
@@ -137,7 +138,7 @@ def replay_beats(artifact: Artifact, entity_id: str, values: np.ndarray,
     """The beat records (``stream/schemas/beat.json``) of one series ``values`` ``[T, F]`` (user
     units) whose sample ``t`` is at ``ts[t]``, as the worker writes them when no reset
     intervenes; ``[]`` for an artifact without a beat model."""
-    stage = getattr(artifact, "beats", None)
+    stage = artifact.beats
     if stage is None:
         return []
     values = np.asarray(values, dtype=np.float64)
@@ -146,8 +147,7 @@ def replay_beats(artifact: Artifact, entity_id: str, values: np.ndarray,
         raise ValueError(f"ts: expected one time per sample ({len(values)}), got shape "
                          f"{list(ts.shape)}")
     scores = replay(artifact, values).scores
-    beats = stage.process(stage.initial(1), [values[:, int(stage.lead)].copy()], [scores])[0]
+    beats = offline_beats(stage, values[:, stage.lead], scores)
     period = float(artifact.card["period_s"])
-    threshold = float(stage.threshold)
-    return [beat_record(entity_id, b, float(ts[b.decided]), period, threshold,
+    return [beat_record(entity_id, b, float(ts[b.decided]), period, stage.threshold,
                         artifact.model_id) for b in beats]

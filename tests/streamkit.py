@@ -26,6 +26,8 @@ import orjson
 import torch
 
 from stream.artifact import load_artifact, save_artifact
+from stream.beatnet import BeatNet
+from stream.beats import FEATURES, BeatFeatures, BeatStage, offline_beats
 from stream.model import Forecaster
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "WorkerProcess",
     "assert_predictions_match",
     "assert_states_equal",
+    "beat_stage",
     "consume",
     "create_topics",
     "ecg",
@@ -65,9 +68,10 @@ def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layer
                   horizon: int = 3, seed: int = 0, threshold: float = 4.0,
                   sample: np.ndarray | None = None, n_features: int = 2,
                   residual_scale: Sequence[float] | None = None,
-                  entity_scale: dict | None = None) -> Path:
+                  entity_scale: dict | None = None, beats: BeatStage | None = None) -> Path:
     """A randomly initialised Forecaster saved as an artifact; scaler from ``sample`` if given;
-    ``entity_scale`` becomes the card's ``score.entity_scale`` section."""
+    ``entity_scale`` becomes the card's ``score.entity_scale`` section; ``beats`` a beat stage
+    on feature 0 (MLII in most MIT-BIH records)."""
     torch.manual_seed(seed)
     model = Forecaster(cell, n_features=n_features, hidden_size=hidden, num_layers=layers,
                        horizon=horizon).eval()
@@ -87,8 +91,25 @@ def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layer
         "metrics": {},
         "version": "test",
     }
-    save_artifact(model, card, directory)
+    if beats is not None:
+        card["beats"] = {"lead": "lead0"}
+    save_artifact(model, card, directory, beats=beats)
     return directory
+
+
+def beat_stage(leads: Sequence[np.ndarray], seed: int = 7) -> BeatStage:
+    """A seeded, untrained beat stage (the real features and network) normalised on ``leads``
+    (MLII, mV), its threshold at their median ``p_abnormal`` so that both flags and non-flags
+    occur (training is separate)."""
+    torch.manual_seed(seed)
+    feats = BeatFeatures(360.0)
+    rows = np.concatenate([np.stack([b.features for b in feats.extract(feats.initial(1), [x])[0]])
+                           for x in leads])
+    net = BeatNet(len(FEATURES), hidden_size=8, embed_size=8)
+    stage = BeatStage(feats, net, rows.mean(0), np.maximum(rows.std(0), 1e-6), 0.5)
+    stage.threshold = float(np.median([b.p_abnormal for x in leads
+                                       for b in offline_beats(stage, x)]))
+    return stage
 
 
 def offline_forecasts(artifact_dir: Path, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
