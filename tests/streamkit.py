@@ -369,7 +369,8 @@ def redis_states(redis_url: str, app_id: str, model_id: str, names: Sequence[str
 def assert_states_equal(codec: Any, got: dict[str, bytes | None], want: dict[str, bytes],
                         atol: float = 1e-5) -> None:
     """Same steps, watermark and source offset exactly; float parts to ``atol`` (a batch of
-    another composition rounds the last float32 bit differently)."""
+    another composition rounds the last float32 bit differently); a beat stage's part too: its
+    feature state exactly, its network's hidden state to ``atol``."""
     names = sorted(want)
     g, g_found = codec.decode([got[n] for n in names])
     w, w_found = codec.decode([want[n] for n in names])
@@ -379,6 +380,9 @@ def assert_states_equal(codec: Any, got: dict[str, bytes | None], want: dict[str
         np.testing.assert_array_equal(g[field], w[field], err_msg=field)
     np.testing.assert_allclose(g["state"], w["state"], rtol=0, atol=atol)
     np.testing.assert_allclose(g["forecast"], w["forecast"], rtol=0, atol=atol)
+    if "beat" in (g.dtype.names or ()):
+        assert g["beat"]["feat"].tobytes() == w["beat"]["feat"].tobytes()
+        np.testing.assert_allclose(g["beat"]["hidden"], w["beat"]["hidden"], rtol=0, atol=atol)
 
 
 def assert_predictions_match(got: Sequence[dict], want: dict, threshold: float,

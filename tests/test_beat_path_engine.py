@@ -1,11 +1,11 @@
 """The engine's beat path (``stream.beatstep``) for an artifact with a beat stage (seeded,
-untrained: the glue is under test, not the classifier): cut
-into any batches and chunks, the beat records equal the offline replay's (one beat-stage call
-over the whole series): R peak samples, times and decision times exactly, p_abnormal to 1e-5,
-classes and flags equal; flagged beats also go to the anomalies topic; the beat row lives in the
-entity's state and restarts with it after a gap; a state without a beat part is a counted
-``version`` reset. Pure logic: in-memory store, records collected in a list (the real worker on
-the real stack is tested in test_beats_stream_matches_offline)."""
+untrained: the glue is under test, not the classifier): cut into any batches and chunks, the beat
+records equal the offline replay's (one beat-stage call over the whole series): R peak samples,
+times and decision times exactly, p_abnormal to 1e-5, classes and flags equal; flagged beats also
+go to the anomalies topic; the beat row lives in the entity's state and restarts with it after a
+gap; a state without a beat part is a counted ``version`` reset. Pure logic: in-memory store,
+records collected in a list (the real worker on the real stack: test_beats_worker_matches_offline).
+"""
 
 from __future__ import annotations
 
