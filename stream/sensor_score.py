@@ -18,9 +18,12 @@ negative log-likelihood of each sample under them over several horizons:
    ``e_h`` near ``k²``, however long it lasts, which is what a sustained fault looks like.
    ``D_MAX`` bounds what one wild sample can add.
 3. **Reference** (samples ``L+1 .. warmup``): still no flag; each horizon's largest average
-   ``R_h`` here is kept. From then on ``score = max_h e_h / R_h`` and the flag is
-   ``score > margin`` (4/3: SKAB's Conv-AE baseline sets its control limit the same way, a
-   high quantile of normal residuals times 4/3). Each entity so gets its own threshold from
+   ``R_h`` here is kept. From then on, with ``u_h = e_h / R_h``,
+   ``score = min(max_h u_h, margin · u_1)`` and the flag is ``score > margin`` (4/3: SKAB's
+   Conv-AE baseline sets its control limit the same way, a high quantile of normal residuals
+   times 4/3): any horizon beyond its normal range by the margin raises it, and the shortest
+   one back inside its range (``u_1 <= 1``) ends it at once rather than when the longest
+   average has decayed. Each entity so gets its own threshold from
    its own normal start; nothing is tuned on labelled data.
 4. **Adapting**: after each sample not flagged, the level and scale follow it slowly
    (``m += b (x - m)``, ``s² += b ((x - m)² - s²)``, ``b = 1 - 2^(-1/adapt)``); a flagged
@@ -52,8 +55,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from stream.errors import ArtifactError
 
 __all__ = ["D_MAX", "Run", "SensorScore"]
 
@@ -86,6 +92,24 @@ class SensorScore:
         if not self.half_lives or min(self.half_lives) <= 0 or self.adapt_half_life <= 0:
             raise ValueError(f"half-lives: expected positive numbers, got {self.half_lives}, "
                              f"{self.adapt_half_life}")
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any]) -> SensorScore | None:
+        """The card's ``score.sensor`` section, or None when the card has none."""
+        section = card.get("score", {}).get("sensor")
+        if section is None:
+            return None
+        try:
+            return cls(int(section["warmup"]), tuple(float(h) for h in section["half_lives"]),
+                       float(section["adapt_half_life"]), float(section["margin"]))
+        except (KeyError, TypeError, ValueError) as ex:
+            raise ArtifactError(f"card score.sensor: expected warmup, half_lives, "
+                                f"adapt_half_life and margin, got {section!r} ({ex})") from ex
+
+    def card(self) -> dict[str, Any]:
+        """The card's ``score.sensor`` section."""
+        return {"warmup": self.warmup, "half_lives": list(self.half_lives),
+                "adapt_half_life": self.adapt_half_life, "margin": self.margin}
 
     def layout(self, n_features: int) -> int:
         """Length of one entity's state vector: n, the sample number of the last flag (0:
@@ -147,10 +171,11 @@ class SensorScore:
         ref[reference] = np.maximum(ref[reference], acc[reference])
         live = on & (n > wu)
         u = acc[live] / np.maximum(ref[live], 1e-12)
-        scores[live] = u.max(axis=1)
-        # the shortest horizon back inside its normal range ends an alarm at once, instead of
-        # when the longest average has decayed
-        flags[live] = (scores[live] > self.margin) & (u[:, 0] > 1.0)
+        # the shortest horizon back inside its normal range (u_1 <= 1) ends a flag at once,
+        # instead of when the longest average has decayed; folded into the score so that the
+        # flag is exactly ``score > margin``
+        scores[live] = np.minimum(u.max(axis=1), self.margin * u[:, 0])
+        flags[live] = scores[live] > self.margin
         last = state[:, 1]
         onsets[:] = flags & ((last == 0) | (n - last > self.hold))
         last[flags] = n[flags]
