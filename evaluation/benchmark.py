@@ -45,10 +45,6 @@ __all__ = ["BenchSeries", "Benchmark", "layout_of", "load_benchmark", "network_r
            "run_benchmark", "series_file_name"]
 
 SKAB_REFERENCE_ROWS = 400
-# samples: the slowest adaptation of the entity's level whose flag rate on SKAB's anomaly-free
-# file (held-out last 30 %, cut into 1150-row pseudo-experiments) stayed near 1 % (30, 60, 120
-# tried; 3600 flagged 34-85 % of those normal rows: the fluid temperature drifts)
-ADAPT_HALF_LIFE = 120.0
 SKAB_LABELS = ("anomaly", "changepoint")
 # the leaderboards' published figures (SKAB README v0.9; NAB scoreboard, full corpus)
 SKAB_OUTLIER_BOARD = (("Conv-AE", 0.79, 13.69, 17.77), ("MSET", 0.73, 20.82, 20.08),
@@ -259,7 +255,7 @@ def run_benchmark(root: str | Path, out: str | Path, entities: list[str] | None 
 
     started = time.perf_counter()
     bench = load_benchmark(root, entities)
-    detector = SensorScore(warmup=SKAB_REFERENCE_ROWS, adapt_half_life=ADAPT_HALF_LIFE)
+    detector = SensorScore(warmup=SKAB_REFERENCE_ROWS)
     if model is None:
         inputs, skip, what = [s.values for s in bench.series], [0] * len(bench.series), "values"
     else:
