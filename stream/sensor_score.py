@@ -40,13 +40,13 @@ entities at once; streaming an entity event by event and replaying it offline ru
    so its are the flags.
 
 A shift of 3 scales on both features for 40 samples (rows 200-239) of white noise: every row of
-it is flagged, 8 of the 100 normal rows before it; three alarms start:
+it is flagged, 7 of the 100 normal rows before it; three alarms start:
 
 >>> rng = np.random.default_rng(0)
 >>> x = rng.normal(size=(300, 2)); x[200:240] += 3.0
 >>> out = SensorScore(warmup=100, half_lives=(2.0, 8.0)).run(x)
 >>> int(out.flags[200:240].sum()), int(out.flags[100:200].sum())
-(40, 8)
+(40, 7)
 >>> np.flatnonzero(out.onsets).tolist()
 [119, 151, 200]
 """
