@@ -26,6 +26,7 @@ score the same flags.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -248,20 +249,34 @@ def network_residuals(artifact: Artifact, series: list[BenchSeries], scale_input
 
 def run_benchmark(root: str | Path, out: str | Path, entities: list[str] | None = None,
                   model: str | Path | None = None) -> dict[str, Any]:
-    """Stream every series of the benchmark folder ``root`` through the sensor score (over the
-    residuals of the network ``model`` when given, else over the values), write
-    ``series/*.csv``, ``report.json`` and ``report.md`` under ``out``; return the results."""
+    """Stream every series of the benchmark folder ``root`` through the sensor score, write
+    ``series/*.csv``, ``report.json`` and ``report.md`` under ``out``; return the results.
+
+    The score reads the values; with ``model`` whose card has ``score.sensor``, exactly as the
+    worker serving it does; with another ``model``, its 1-step residuals beside the values."""
+    from stream.artifact import load_artifact
     from stream.sensor_score import SensorScore
 
     started = time.perf_counter()
     bench = load_benchmark(root, entities)
     detector = SensorScore(warmup=SKAB_REFERENCE_ROWS)
-    if model is None:
+    artifact = None if model is None else load_artifact(model)
+    served = None if artifact is None else SensorScore.from_card(artifact.card)
+    width = bench.series[0].values.shape[1] if bench.series else 0
+    if artifact is not None and artifact.n_features != width:
+        raise ConfigError(f"--model: expected a network of the benchmark's {width} features, "
+                          f"got one of {artifact.n_features}")
+    if artifact is None:
         inputs, skip, what = [s.values for s in bench.series], [0] * len(bench.series), "values"
+    elif served is not None:
+        # what the worker serving this card flags: its score over the scaled samples, its
+        # warm-up for every entity
+        detector, skip = served, [0] * len(bench.series)
+        inputs = [artifact.scale(s.values) for s in bench.series]
+        what = f"values, as the worker serving {artifact.model_id[:12]} scores them"
+        bench = Benchmark(bench.kind, bench.root, [dataclasses.replace(s, warmup=served.warmup)
+                                                   for s in bench.series])
     else:
-        from stream.artifact import load_artifact
-
-        artifact = load_artifact(model)
         residuals = network_residuals(artifact, bench.series, scale_input=bench.kind == "nab")
         skip = [s.warmup // 2 + 1 for s in bench.series]
         # residuals see what breaks the network's normal dynamics, the values themselves

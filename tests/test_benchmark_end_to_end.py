@@ -1,7 +1,8 @@
 """``seqstream evaluate --test-data DIR`` on folders in SKAB's and NAB's own layouts, at a tiny
-size, end to end: a tiny network trained on SKAB's anomaly-free file only, two real SKAB
-experiments and two real NAB series; the per-series CSVs another harness reads, and the report's
-figures equal to the benchmarks' scorers run again on those CSVs."""
+size, end to end: a tiny network with the sensor score trained on SKAB's anomaly-free file only,
+two real SKAB experiments and two real NAB series; the per-series CSVs another harness reads
+(SKAB's flags those of the card's worker), and the report's figures equal to the benchmarks'
+scorers run again on those CSVs."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from evaluation.nab_score import (
 )
 from evaluation.skab_score import changepoint_score, outlier_counts
 from seqstream.cli import main
+from stream.artifact import load_artifact
+from stream.offline import replay
+from training.sources import SKAB_FEATURES
 
 SKAB_FILES = ("valve1/3.csv", "other/12.csv")
 NAB_FILES = ("realKnownCause/ambient_temperature_system_failure.csv",
@@ -52,7 +56,8 @@ def test_skab_folder_end_to_end(tmp_path, shared_data, capsys) -> None:
     model = tmp_path / "net"
     assert main(["train", "--config", "skab", "--output", str(model), "--data-path", str(data),
                  "--data-entities", "anomaly-free/anomaly-free.csv", "--data-split",
-                 "0.7,0.15,0.15", *TINY]) == 0
+                 "0.7,0.15,0.15", "--calibration-sensor-warmup", "400", *TINY]) == 0
+    art = load_artifact(model)
     out = tmp_path / "out"
     assert main(["evaluate", "--test-data", str(data), "--model", str(model), "--out",
                  str(out)]) == 0
@@ -71,6 +76,11 @@ def test_skab_folder_end_to_end(tmp_path, shared_data, capsys) -> None:
         stamps = pd.to_datetime(src["datetime"])
         times.append((stamps - stamps.iloc[0]).dt.total_seconds().to_numpy())
         flags.append(got["anomaly"].to_numpy())
+        # the flags are the worker's for this card: its offline replay's (tests/
+        # test_sensor_stream_matches_offline: the worker equals it)
+        want = replay(art, src[[f for f, _ in SKAB_FEATURES]].to_numpy()).scores
+        assert np.array_equal(got["anomaly"].to_numpy() == 1, want > art.card["score"]["sensor"][
+            "margin"])
     report = json.loads((out / "report.json").read_text())
     assert report["kind"] == "skab" and report["series"] == 2
     o = report["metrics"]["outlier"]
