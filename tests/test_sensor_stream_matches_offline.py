@@ -58,3 +58,27 @@ def test_streamed_sensor_scores_and_flags_equal_offline_replay(tmp_path, shared_
     runs = cfg.run_many([art.scale(v) for v in series.values()])
     for k, run in enumerate(runs):
         np.testing.assert_allclose(states["sensor"][k], run.state, rtol=1e-9, atol=1e-9)
+
+
+def test_a_gap_restarts_the_sensor_score_with_the_rest_of_the_state(tmp_path, shared_data):
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(6)
+    frames = [pd.read_csv(shared_data / "skab" / "data" / n, sep=";") for n in FILES[:2]]
+    first, second = (f[[c for c, _ in SKAB_FEATURES]].to_numpy()[:700] for f in frames)
+    art_dir = make_artifact(tmp_path / "art", hidden=8, n_features=8, period_s=1.0,
+                            sample=np.concatenate([first, second]), sensor=SENSOR)
+    art = load_artifact(art_dir)
+    engine = Engine(art, warmup_steps=0, max_gap_s=60.0, metrics=Metrics(CollectorRegistry()))
+    t0 = 1_700_000_000.0
+    msgs = (messages_for({"pump": first}, t0, 1.0, rng, chunk_p=0.5)
+            + messages_for({"pump": second}, t0 + 700 + 3600, 1.0, rng, chunk_p=0.5))
+    msgs = [m._replace(offset=i) for i, m in enumerate(msgs)]
+    sink = run_batches(engine, MemoryStateStore(), msgs, cut(len(msgs), rng))
+    got = streamed_scores(sink, ["pump"])["pump"]
+    # after the hour's gap the entity starts afresh: its own warm-up again, then the scores of
+    # the second stretch streamed alone
+    np.testing.assert_allclose(got[:700], replay(art, first).scores, rtol=1e-5, atol=1e-5,
+                               equal_nan=True)
+    np.testing.assert_allclose(got[700:], replay(art, second).scores, rtol=1e-5, atol=1e-5,
+                               equal_nan=True)
+    assert np.isnan(got[700:1100]).all()
