@@ -178,6 +178,9 @@ class Settings:
                                 "seconds (0 = never)", "worker")
     max_payload_bytes: int = _setting(1_048_576, _int(64), "events larger than this are "
                                       "dead-lettered", "worker")
+    max_future_s: float = _setting(300.0, _float(0.0), "events stamped more than this ahead of "
+                                   "the worker's clock are dead-lettered (future_ts), seconds "
+                                   "(0 = never)", "worker")
     # Security (see stream.security: each *_password may instead come from the file that
     # *_password_file names, e.g. a Docker/Kubernetes secret; secrets have no command-line flag)
     kafka_security_protocol: str = _setting(

@@ -170,7 +170,8 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     quiet_loggers()
     metrics = Metrics()
     engine = Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
-                    max_payload_bytes=settings.max_payload_bytes, metrics=metrics)
+                    max_payload_bytes=settings.max_payload_bytes,
+                    max_future_s=settings.max_future_s, metrics=metrics)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     began = time.perf_counter()
