@@ -334,12 +334,12 @@ class Engine:
         wm_part_all, steps_all = st["partition"].tolist(), st["steps"].tolist()
         has_fc_all = (st["flags"] & FLAG_FORECAST).astype(bool).tolist()
         events, sources, spans = batch.events, batch.sources, batch.spans
-        poisoned = np.flatnonzero(st["wm_ts"] > batch.now + self.max_future_s).tolist()
+        poisoned = set(np.flatnonzero(st["wm_ts"] > batch.now + self.max_future_s).tolist())
         if poisoned:
-            self._reset_future(batch, poisoned, wm_ts_all, out)
+            self._reset_future(batch, sorted(poisoned), wm_ts_all, out)
         for ent, indexes in enumerate(batch.groups.values()):
             wm, wm_off, wm_part = wm_ts_all[ent], wm_off_all[ent], wm_part_all[ent]
-            fresh = bool(poisoned) and ent in poisoned
+            fresh = ent in poisoned
             row: _Row | None = None
             for i in indexes:
                 e = events[i]

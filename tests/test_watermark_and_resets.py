@@ -131,3 +131,20 @@ def test_values_that_overflow_after_scaling_and_oversized_chunks_are_dead_letter
     assert len(sink.of("p")) == 1
     assert value(engine.metrics, "seqstream_deadletters_total", reason="non_finite") == 1
     assert value(engine.metrics, "seqstream_deadletters_total", reason="too_large") == 1
+
+
+def test_the_wall_clock_bound_applies_to_a_chunks_last_sample_and_can_be_turned_off(
+        tmp_path, shared_data):
+    values = ecg(shared_data, "100", 0, 8)
+    art = load_artifact(make_artifact(tmp_path / "art", sample=values))
+    now = 1_800_000_000.0
+    batch = [msg("e", now - 1, values[:4].tolist(), 0, period=100.0),  # last sample 299 s ahead
+             msg("e", now + 300, values[4:8].tolist(), 1, period=1.0),  # last sample 303 s ahead
+             msg("f", T0, values[0].tolist(), 2)]  # a replay from 2023: event time, not refused
+    bounded = Engine(art, max_gap_s=0, max_future_s=300.0, clock=lambda: now)
+    prepared = bounded.prepare(batch)
+    assert [(d["reason"], d["offset"]) for d in prepared.deadletter_records] == [("future_ts", 1)]
+    assert "(1800000303.000, 303 s ahead)" in prepared.deadletter_records[0]["detail"]
+    assert [e.ts for e in prepared.events] == [now - 1, T0]
+    unbounded = Engine(art, max_gap_s=0, max_future_s=0, clock=lambda: now)
+    assert unbounded.prepare(batch).deadletter_records == []
