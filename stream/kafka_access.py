@@ -147,12 +147,23 @@ def _password_variable(settings: Settings) -> str:
 
 
 async def connect(settings: Settings, host: str | None = None, port: int | None = None) -> Any:
-    """One authenticated connection to a broker (the first bootstrap server unless given); a
-    failure is one ConfigError naming the setting at fault, or a StackError if unreachable."""
-    if host is None or port is None:
-        first = settings.kafka_bootstrap.split(",")[0].strip()
-        host, _, text = first.rpartition(":")
-        port = int(text)
+    """One authenticated connection to a broker (the first reachable bootstrap server unless
+    given); a refusal is one ConfigError naming the setting at fault, and no reachable broker a
+    StackError."""
+    servers = [(host, port)] if host is not None and port is not None else [
+        (s.strip().rpartition(":")[0], int(s.strip().rpartition(":")[2]))
+        for s in settings.kafka_bootstrap.split(",")]
+    last: Exception | None = None
+    for name, number in servers:
+        try:
+            return await _connect(settings, name, number)
+        except (KafkaError, OSError) as ex:  # unreachable: the next server may answer
+            last = ex
+    raise StackError(f"Kafka at {', '.join(f'{h}:{p}' for h, p in servers)}: expected a "
+                     f"reachable broker, got {type(last).__name__}: {last}")
+
+
+async def _connect(settings: Settings, host: str, port: int) -> Any:
     kwargs = kafka_kwargs(settings)
     kwargs.pop("bootstrap_servers")
     where = f"Kafka at {host}:{port}"
@@ -176,9 +187,6 @@ async def connect(settings: Settings, host: str | None = None, port: int | None 
     except UnsupportedSaslMechanismError as ex:
         raise ConfigError(f"{env_name('kafka_sasl_mechanism')}: {where} does not offer "
                           f"{settings.kafka_sasl_mechanism} ({ex})") from None
-    except (KafkaError, OSError) as ex:
-        raise StackError(f"{where}: expected a reachable broker, got "
-                         f"{type(ex).__name__}: {ex}") from None
 
 
 async def check_access(settings: Settings, wanted: list[Need]) -> None:
