@@ -22,7 +22,7 @@ from stream.records import RAW_LIMIT
 
 T0 = 1_700_000_000.0
 FLOOD = 100_000
-CAP = 2_000
+CAP = 5_000  # large enough that filling it dwarfs unrelated allocations
 BATCH = 1_000
 
 
