@@ -50,7 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--test-data", default="auto",
                       help="labelled data set to test on (auto: ../shared/data/<source> beside "
-                           "the repository when present, else the artifact's training path)")
+                           "the repository when present, else the artifact's training path); a "
+                           "folder in SKAB's or NAB's own layout runs that benchmark under its "
+                           "protocol (evaluation.benchmark; --model then optional)")
     data.add_argument("--entities", type=_names, default=[],
                       help="comma list of test records / series (default: all the network "
                            "never saw; paced ECG records left out)")
