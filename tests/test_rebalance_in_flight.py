@@ -62,8 +62,8 @@ def _wait_for(produced: EndOffsets, goal: float, *workers: WorkerProcess) -> int
 @pytest.mark.integration
 @pytest.mark.slow
 def test_members_joining_and_leaving_with_batches_in_flight_keep_every_event_once(
-        tmp_path, shared_data, settings, unique):
-    events = EventSet(shared_data, ENTITIES, EVENTS_PER_ENTITY, t0=time.time(), chunk_every=10,
+        tmp_path, bundled_data, settings, unique):
+    events = EventSet(bundled_data, ENTITIES, EVENTS_PER_ENTITY, t0=time.time(), chunk_every=10,
                       chunk_len=4)
     art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
                         sample=np.concatenate(list(events.values.values())[:20]))

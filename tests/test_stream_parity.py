@@ -25,8 +25,8 @@ from streamkit import (
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_streamed_forecasts_equal_offline_forward(tmp_path, shared_data, settings, unique):
-    events = EventSet(shared_data, entities=6, per_entity=150, t0=time.time() - 5.0,
+def test_streamed_forecasts_equal_offline_forward(tmp_path, bundled_data, settings, unique):
+    events = EventSet(bundled_data, entities=6, per_entity=150, t0=time.time() - 5.0,
                       chunk_every=3, chunk_len=5)
     sample = np.concatenate(list(events.values.values()))
     probe = make_artifact(tmp_path / "probe", cell="lstm", layers=2, hidden=16, horizon=5,
