@@ -2,7 +2,8 @@
 
 1. brings the local stack up (the parts that were not running);
 2. trains the small ``ecg`` GRU on the bundled MIT-BIH records if no artifact exists yet;
-3. starts a worker (``seqstream worker``) and waits until it serves ``/metrics``;
+3. starts a worker (``seqstream worker``) and waits until it serves ``/metrics``, and
+   ``seqstream view`` (the live page of every patient, URL printed) until the replay ends;
 4. replays the *test part* of each bundled record (the last 15 %, never seen in training) in real
    time, fanned out to several patients, as 100 ms chunks (36 samples at 360 Hz);
 5. prints a live line every few seconds: events/s in and out, p50/p99 end-to-end latency read from
@@ -106,11 +107,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     print("== 2/5 model", flush=True)
     if not (args.model / CARD).is_file():
-        print(f"   no artifact at {args.model}: training the `ecg` config on the bundled "
+        print(f"   no artifact at {args.model}: training the `ecg-bundled` config on the bundled "
               "MIT-BIH records (a few minutes on 2 cores)", flush=True)
         t0 = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "seqstream", "train", "--config", "ecg",
-                               "--output", str(args.model), "--train-progress-bar", "false"],
+        done = subprocess.run([sys.executable, "-m", "seqstream", "train", "--config",
+                               "ecg-bundled", "--output", str(args.model),
+                               "--train-progress-bar", "false"],
                               check=False)
         if done.returncode != 0:
             raise SeqstreamError(f"training failed (exit {done.returncode}); see above")
@@ -131,6 +133,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     with open(log_path, "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "seqstream", "worker"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
+    view = _start_view(settings, args.out / "view.log")
     try:
         _wait_for_metrics(settings, worker, log_path)
         print(f"   serving /metrics on {settings.metrics_host}:{settings.metrics_port}",
@@ -140,6 +143,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
               "`seqstream tail` in another terminal", flush=True)
         collected, report = asyncio.run(_stream(settings, lanes, args.seconds, worker))
     finally:
+        _stop_view(view, args.out / "view.log")
         worker.terminate()
         try:
             worker.wait(timeout=30)
@@ -172,6 +176,32 @@ def _lanes(patients: int, prefix: str):
     where = {lane.entity_id: (parts[i % len(parts)][0], origin[parts[i % len(parts)][0]]
                               + lane.start) for i, lane in enumerate(lanes)}
     return lanes, where
+
+
+def _start_view(settings: Settings, log_path: Path) -> subprocess.Popen:
+    """``seqstream view`` for the replay's duration, on the demo's Kafka, topics and Prometheus."""
+    flags = {"--kafka-bootstrap": settings.kafka_bootstrap,
+             "--topic-events": settings.topic_events,
+             "--topic-predictions": settings.topic_predictions,
+             "--topic-beats": settings.topic_beats, "--prometheus-url": settings.prometheus_url}
+    with open(log_path, "wb") as log:
+        view = subprocess.Popen([sys.executable, "-m", "seqstream", "view",
+                                 *(x for pair in flags.items() for x in pair)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    print(f"   live view of every patient: open http://{settings.view_host}:"
+          f"{settings.view_port}/ in a browser (`seqstream view`, log {log_path})", flush=True)
+    return view
+
+
+def _stop_view(view: subprocess.Popen, log_path: Path) -> None:
+    if view.poll() is not None:  # e.g. its port was taken: the demo goes on without it
+        print(f"   the view had exited ({view.returncode}); see {log_path}", flush=True)
+        return
+    view.terminate()
+    try:
+        view.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        view.kill()
 
 
 def _wait_for_metrics(settings: Settings, worker: subprocess.Popen, log: Path,

@@ -21,6 +21,15 @@ state between batches) and ``s`` the card's per-feature residual scale::
     skip      if ts_t <= watermark ts  (duplicate if its message offset <= the watermark's
                                         offset on the same partition, else late)
     reset     if ts_t - watermark ts > max_gap_s  (state back to zero, no x̂, warm-up again)
+    refuse    if ts_last > now + max_future_s     (dead letter ``future_ts``; now = wall clock)
+    reset     if watermark ts > now + max_future_s (a watermark poisoned before that check)
+
+Every message ends as exactly one of: a prediction record, a dead letter, or a counted replay.
+A message whose samples are all skipped is a replay (``seqstream_replayed_total``, silent) when
+its offset was already applied on the entity's partition, else out of order: a dead letter
+``late`` naming its time and the watermark. A chunk that straddles the watermark is answered for
+its new samples only; its record's ``ts`` is its first new sample and ``skipped`` says how many
+older ones were left out (counted as ``late`` samples).
 
 With a ``score.entity_scale`` section in the card, the published score (and the one flagged) is
 ``score_t / exp(μ)``, the entity's running typical peak (:mod:`stream.entity_scale`), whose two
@@ -28,8 +37,11 @@ numbers ``p``, ``μ`` live in the entity's state and restart at ``0``, ``μ_0`` 
 the section the score is ``score_t`` itself and they stay 0.
 
 A reset inside a batch starts a new row from a zero state, so an entity may own several rows;
-only its last row's final state is saved. A stored value that cannot be decoded is counted as a
-``corrupt`` reset and the entity restarts from zero rather than stopping the worker.
+only its last row's final state is saved. For an artifact with a beat model the rows then go
+through the beat stage (:mod:`stream.beatstep`: beat records on the beats topic, the stage's row
+saved in the entity's state), which restarts with the rest of the state. A stored value that
+cannot be decoded is counted as a ``corrupt`` reset and the entity restarts from zero rather than
+stopping the worker.
 
 >>> import numpy as np, torch
 >>> from stream.artifact import Artifact
@@ -53,28 +65,40 @@ only its last row's final state is saved. A stored value that cannot be decoded 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
 import torch
 
+from stream.beatstep import BeatStep
 from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError, RecordError
-from stream.records import Event, deadletter_record, parse_event
+from stream.records import TS_MAX, Event, deadletter_record, parse_event
 from stream.scoring import score
 from stream.state import FLAG_FORECAST, StateCodec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stream.artifact import Artifact
     from stream.metrics import Metrics
 
-__all__ = ["ACTIVE_WINDOW_S", "MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome", "RawMessage"]
+__all__ = ["ACTIVE_MAX", "ACTIVE_WINDOW_S", "MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome",
+           "RawMessage"]
+
+log = logging.getLogger(__name__)
 
 ACTIVE_WINDOW_S = 300.0
+# The active-entities gauge remembers at most this many entities (least recently applied ones are
+# forgotten first), so a flood of new entity ids cannot grow the worker's memory without bound.
+ACTIVE_MAX = 100_000
 # A chunk's prediction carries samples x H x F forecast values; capping them keeps that record far
 # below Kafka's default 1 MB message limit (a larger one would be refused by the broker forever).
 MAX_FORECAST_VALUES = 32_768
@@ -100,14 +124,24 @@ class Batch:
     sources: list[tuple[int, int]]  # (partition, offset) per event
     spans: list[tuple[int, int]]  # the event's samples in ``scaled``
     scaled: np.ndarray  # [samples, F] float32, every sample of every valid event
+    values: np.ndarray  # [samples, F] float64, the same samples in user units (the beat path's)
     groups: dict[str, list[int]]  # entity → indexes of its events, in arrival order
     deadletter_records: list[dict[str, Any]]
     deadletter_keys: list[bytes | None]
     messages: int
+    raw: list[RawMessage] = field(default_factory=list)  # the batch's input, for late dead letters
+    now: float = math.inf  # the wall clock when the batch was prepared
+    _by_source: dict[tuple[int, int], RawMessage] = field(default_factory=dict)
 
     @property
     def entity_ids(self) -> list[str]:
         return list(self.groups)
+
+    def message(self, partition: int, offset: int) -> RawMessage:
+        """The input message at (partition, offset); the index is built on first use only."""
+        if not self._by_source:
+            self._by_source = {(m.partition, m.offset): m for m in self.raw}
+        return self._by_source[(partition, offset)]
 
 
 @dataclass
@@ -116,14 +150,19 @@ class Outcome:
 
     predictions: list[tuple[bytes, bytes]] = field(default_factory=list)
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
+    beats: list[tuple[bytes, bytes]] = field(default_factory=list)
     deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     states: dict[str, bytes] = field(default_factory=dict)
     last_ts: list[float] = field(default_factory=list)  # per prediction: its last sample's ts
     samples: int = 0
     skipped: dict[str, int] = field(default_factory=lambda: {"duplicate": 0, "late": 0})
+    replayed: int = 0  # messages skipped whole as replays of applied offsets
+    late: int = 0  # messages dead-lettered as late (already in ``deadletters``)
     resets: dict[str, int] = field(default_factory=lambda: {"gap": 0, "corrupt": 0,
-                                                             "version": 0})
+                                                             "version": 0,
+                                                             "future_watermark": 0})
     step_seconds: float = 0.0
+    abnormal_beats: dict[str, int] = field(default_factory=dict)  # flagged beats by class
 
 
 class _Row:
@@ -144,11 +183,12 @@ class Engine:
 
     def __init__(self, artifact: Artifact, *, warmup_steps: int = 360, max_gap_s: float = 60.0,
                  max_payload_bytes: int = 1 << 20, check_key: bool = True,
+                 max_future_s: float = 300.0, active_max: int = ACTIVE_MAX,
+                 clock: Callable[[], float] = time.time,
                  metrics: Metrics | None = None) -> None:
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.n_features = artifact.n_features
-        self.codec = StateCodec(self.model.state_size, self.n_features)
         self.model_id = artifact.model_id
         self.threshold = artifact.threshold
         section = artifact.card.get("score", {})
@@ -159,6 +199,11 @@ class Engine:
         self.residual_scale = scale
         self.entity_scale = EntityScale.from_card(artifact.card)
         self.period_s = float(artifact.card.get("period_s") or 0.0)
+        self.beats = None if artifact.beats is None else BeatStep(
+            artifact.beats, n_features=self.n_features, period_s=self.period_s,
+            threshold=artifact.beats.threshold, model_id=self.model_id)
+        self.codec = StateCodec(self.model.state_size, self.n_features,
+                                None if self.beats is None else self.beats.dtype)
         if self.entity_scale is not None and not self.period_s > 0:
             raise ArtifactError(f"card period_s: expected the sampling period in seconds (the "
                                 f"per-entity scale decays by it), got "
@@ -168,8 +213,10 @@ class Engine:
                                 f"{self.threshold!r}")
         self.warmup_steps, self.max_gap_s = warmup_steps, max_gap_s
         self.max_payload_bytes, self.check_key = max_payload_bytes, check_key
+        self.max_future_s = max_future_s if max_future_s > 0 else math.inf
+        self.clock, self.active_max = clock, active_max
         self.metrics = metrics
-        self._seen: dict[str, float] = {}
+        self._seen: OrderedDict[str, float] = OrderedDict()  # least recently applied first
         self._pruned = time.monotonic()
 
     # -- 1. validate and group ---------------------------------------------------------------
@@ -181,6 +228,8 @@ class Engine:
         dead: list[tuple[RecordError, RawMessage]] = []
         f, limit, check = self.n_features, self.max_payload_bytes, self.check_key
         per_sample = self.model.horizon * f
+        now = self.clock()
+        horizon = now + self.max_future_s
         for m in messages:
             try:
                 e = parse_event(m.value, f, limit, m.key, check)
@@ -189,6 +238,8 @@ class Engine:
                                       f"{MAX_FORECAST_VALUES // per_sample} samples per chunk "
                                       f"(its prediction holds {per_sample} values per sample), "
                                       f"got {len(e.rows)}")
+                if e.ts + e.period * (len(e.rows) - 1) > horizon:
+                    raise self._future(e, now)
             except RecordError as ex:
                 dead.append((ex, m))
                 continue
@@ -206,10 +257,11 @@ class Engine:
                 scaled = self.artifact.scale(values)
             finite = np.isfinite(scaled).all(axis=1)
             if not finite.all():
-                events, sources, spans, scaled = self._drop_overflow(
-                    messages, events, sources, spans, scaled, finite, dead)
+                events, sources, spans, scaled, values = self._drop_overflow(
+                    messages, events, sources, spans, scaled, values, finite, dead)
         else:
             scaled = np.zeros((0, f), dtype=np.float32)
+            values = np.zeros((0, f), dtype=np.float64)
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(events):
             groups.setdefault(e.entity_id, []).append(i)
@@ -217,15 +269,22 @@ class Engine:
             dead.sort(key=lambda d: (d[1].topic, d[1].partition, d[1].offset))
         records = [deadletter_record(ex, m.value, m.topic, m.partition, m.offset)
                    for ex, m in dead]
-        return Batch(events, sources, spans, scaled, groups, records, [m.key for _, m in dead],
-                     len(messages))
+        return Batch(events, sources, spans, scaled, values, groups, records,
+                     [m.key for _, m in dead], len(messages), messages, now)
+
+    def _future(self, e: Event, now: float) -> RecordError:
+        last = e.ts + e.period * (len(e.rows) - 1)
+        what = "its last sample's ts" if e.chunk else "ts"
+        return RecordError("future_ts", f"{what}: expected at most {self.max_future_s:g} s "
+                           f"after the worker's clock {_iso(now)} ({now:.3f}), got {_iso(last)} "
+                           f"({last:.3f}, {last - now:.0f} s ahead)")
 
     def _drop_overflow(self, messages: list[RawMessage], events: list[Event],
                        sources: list[tuple[int, int]], spans: list[tuple[int, int]],
-                       scaled: np.ndarray, finite: np.ndarray,
+                       scaled: np.ndarray, values: np.ndarray, finite: np.ndarray,
                        dead: list[tuple[RecordError, RawMessage]]) -> tuple[Any, ...]:
         by_source = {(m.partition, m.offset): m for m in messages}
-        keep_e, keep_s, keep_sp, parts = [], [], [], []
+        keep_e, keep_s, keep_sp, parts, raw = [], [], [], [], []
         at = 0
         for e, src, (lo, hi) in zip(events, sources, spans, strict=True):
             if finite[lo:hi].all():
@@ -233,14 +292,16 @@ class Engine:
                 keep_s.append(src)
                 keep_sp.append((at, at + hi - lo))
                 parts.append(scaled[lo:hi])
+                raw.append(values[lo:hi])
                 at += hi - lo
             else:
                 dead.append((RecordError("non_finite", "values: expected numbers that stay "
                                          "finite in float32 after the model's scaling, got one "
                                          "that overflows"), by_source[src]))
-        joined = (np.concatenate(parts) if parts
-                  else np.zeros((0, self.n_features), dtype=np.float32))
-        return keep_e, keep_s, keep_sp, joined
+        if not parts:
+            return (keep_e, keep_s, keep_sp, np.zeros((0, self.n_features), dtype=np.float32),
+                    np.zeros((0, self.n_features), dtype=np.float64))
+        return keep_e, keep_s, keep_sp, np.concatenate(parts), np.concatenate(raw)
 
     # -- 2. step, score, emit ------------------------------------------------------------------
 
@@ -264,6 +325,8 @@ class Engine:
             out.resets["corrupt"] += int((undecodable & ~stale).sum())
         if self.entity_scale is not None:
             rows_state["log_mu"][~found] = self.entity_scale.mu0
+        if self.beats is not None:
+            self.beats.prime(rows_state, found)
         seq_rows, emits, final = self._plan(batch, rows_state, out)
         if seq_rows:
             self._run(batch, seq_rows, emits, final, rows_state, out)
@@ -287,8 +350,12 @@ class Engine:
         wm_part_all, steps_all = st["partition"].tolist(), st["steps"].tolist()
         has_fc_all = (st["flags"] & FLAG_FORECAST).astype(bool).tolist()
         events, sources, spans = batch.events, batch.sources, batch.spans
+        poisoned = set(np.flatnonzero(st["wm_ts"] > batch.now + self.max_future_s).tolist())
+        if poisoned:
+            self._reset_future(batch, sorted(poisoned), wm_ts_all, out)
         for ent, indexes in enumerate(batch.groups.values()):
             wm, wm_off, wm_part = wm_ts_all[ent], wm_off_all[ent], wm_part_all[ent]
+            fresh = ent in poisoned
             row: _Row | None = None
             for i in indexes:
                 e = events[i]
@@ -305,6 +372,10 @@ class Engine:
                     reason = "duplicate" if part == wm_part and off <= wm_off else "late"
                     out.skipped[reason] += skip
                     if skip == n:
+                        if reason == "duplicate":
+                            out.replayed += 1
+                        else:
+                            self._late(batch, e, n, wm, wm_off, part, off, out)
                         continue
                 for k in range(skip, n):
                     t = e.ts if times is None else float(times[k])
@@ -313,7 +384,8 @@ class Engine:
                         row = _Row(ent, fresh=True, prev=False, steps=0)
                         rows.append(row)
                     elif row is None:
-                        row = _Row(ent, fresh=False, prev=has_fc_all[ent], steps=steps_all[ent])
+                        row = (_Row(ent, fresh=True, prev=False, steps=0) if fresh else
+                               _Row(ent, fresh=False, prev=has_fc_all[ent], steps=steps_all[ent]))
                         rows.append(row)
                     if k == skip:
                         emits.append((i, k, len(rows) - 1, len(row.samples)))
@@ -323,6 +395,35 @@ class Engine:
             if row is not None:
                 final[ent] = (len(rows) - 1, wm, wm_part, wm_off)
         return rows, emits, final
+
+    def _reset_future(self, batch: Batch, poisoned: list[int], wm_ts: list[float],
+                      out: Outcome) -> None:
+        """Watermarks stored far ahead of the clock (by an event from before the ``future_ts``
+        check) would skip every correct event as late: those entities restart from zero."""
+        ids = batch.entity_ids
+        first = wm_ts[poisoned[0]]
+        log.warning("%d entit%s had a stored watermark more than %g s ahead of the worker's "
+                    "clock %s (e.g. %r at %s); %s from zero (resets_total{reason="
+                    "\"future_watermark\"})", len(poisoned), "y" if len(poisoned) == 1 else "ies",
+                    self.max_future_s, _iso(batch.now), ids[poisoned[0]][:80], _iso(first),
+                    "it restarts" if len(poisoned) == 1 else "they restart")
+        for ent in poisoned:
+            wm_ts[ent] = -math.inf
+        out.resets["future_watermark"] += len(poisoned)
+
+    def _late(self, batch: Batch, e: Event, n: int, wm: float, wm_off: int, part: int, off: int,
+              out: Outcome) -> None:
+        """Dead-letter an event whose samples are all at or before its entity's watermark and
+        that is not a replay: skipping it silently would make it vanish."""
+        m = batch.message(part, off)
+        last = e.ts + e.period * (n - 1)
+        what = "its last sample's ts" if e.chunk else "ts"
+        detail = (f"{what}: expected after the entity's watermark {_iso(wm)} ({wm:.3f}), the "
+                  f"last time applied, got {_iso(last)} ({last:.3f}); offset {off} is not a "
+                  f"replay (partition {part}'s last applied offset for it is {wm_off})")
+        record = deadletter_record(RecordError("late", detail), m.value, m.topic, part, off)
+        out.deadletters.append((m.key, orjson.dumps(record)))
+        out.late += 1
 
     def _run(self, batch: Batch, rows: list[_Row], emits: list[tuple[int, int, int, int]],
              final: dict[int, tuple[int, float, int, int]], st: np.ndarray,
@@ -369,7 +470,11 @@ class Engine:
         user = self.artifact.unscale(forecasts)
         out.samples = int(row_of.size)
         self._emit(batch, rows, emits, lengths, user, scores, flags, out)
-        self._save(batch, rows, final, lengths, packed, y, out, scale_state)
+        beat_rows = None
+        if self.beats is not None:
+            beat_rows = self.beats.step(batch, entity_of_row, fresh, steps0, lengths, sample_of,
+                                        scores, st["beat"], out)
+        self._save(batch, rows, final, lengths, packed, y, out, scale_state, beat_rows)
 
     def _entity_scaled(self, scores: np.ndarray, row_of: np.ndarray, pos_of: np.ndarray,
                        n_rows: int, longest: int, entity_of_row: np.ndarray, fresh: np.ndarray,
@@ -416,6 +521,8 @@ class Engine:
                       "forecast": user[idx], "score": [score_list[j] for j in idx],
                       "anomaly": [flag_list[j] for j in idx], "threshold": thr,
                       "model_id": model_id}
+            if k:
+                record["skipped"] = k  # samples before ts, at or before the watermark
             out.predictions.append((key, dumps(record, option=opt)))
             out.last_ts.append(e.ts + e.period * (hi - lo - 1))
             for n, j in enumerate(idx):
@@ -439,7 +546,8 @@ class Engine:
     def _save(self, batch: Batch, rows: list[_Row],
               final: dict[int, tuple[int, float, int, int]], lengths: np.ndarray,
               packed: np.ndarray, y: np.ndarray, out: Outcome,
-              scale_state: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+              scale_state: tuple[np.ndarray, np.ndarray] | None = None,
+              beat_rows: np.ndarray | None = None) -> None:
         ents = list(final)
         last = np.array(list(final.values()), dtype=np.float64).reshape(len(ents), 4)
         rs = last[:, 0].astype(np.int64)
@@ -449,6 +557,8 @@ class Engine:
         new["forecast"] = y[rs, lengths[rs] - 1, 0]
         if scale_state is not None:
             new["peak"], new["log_mu"] = scale_state[0][rs], scale_state[1][rs]
+        if beat_rows is not None:
+            new["beat"] = beat_rows[rs]
         steps0 = np.fromiter((rows[r].steps for r in rs.tolist()), dtype=np.int64,
                              count=len(ents))
         new["steps"] = np.minimum(steps0 + lengths[rs], _STEPS_MAX)
@@ -458,10 +568,6 @@ class Engine:
         ids = batch.entity_ids
         out.states = {ids[ent]: blob
                       for ent, blob in zip(ents, self.codec.encode(new), strict=True)}
-        now = time.monotonic()
-        seen = self._seen
-        for ent in ents:
-            seen[ids[ent]] = now
 
     def _count(self, batch: Batch, out: Outcome) -> None:
         m = self.metrics
@@ -471,9 +577,17 @@ class Engine:
         m.samples.inc(out.samples)
         m.predictions.inc(len(out.predictions))
         anomalies = out.anomalies
-        m.anomalies.inc(len(anomalies))
+        m.anomalies.inc(len(anomalies) - sum(out.abnormal_beats.values()))
+        if out.beats:
+            m.beats.inc(len(out.beats))
+            for cls, n in out.abnormal_beats.items():
+                m.abnormal_beats.labels(cls).inc(n)
         for record in batch.deadletter_records:
             m.deadletters.labels(reason=record["reason"]).inc()
+        if out.late:
+            m.deadletters.labels(reason="late").inc(out.late)
+        if out.replayed:
+            m.replayed.inc(out.replayed)
         for reason, n in out.skipped.items():
             if n:
                 m.skipped.labels(reason=reason).inc(n)
@@ -482,9 +596,29 @@ class Engine:
                 m.resets.labels(reason=reason).inc(n)
         if out.step_seconds:
             m.model_step.observe(out.step_seconds)
+        self._track(out.states)
+        m.active_entities.set(len(self._seen))
+
+    def _track(self, applied: dict[str, bytes]) -> None:
+        """Remember when each entity was last applied, least recent first; forget those idle
+        over :data:`ACTIVE_WINDOW_S` and, past ``active_max``, the least recent ones."""
         now = time.monotonic()
+        seen = self._seen
+        for entity in applied:
+            seen[entity] = now
+            seen.move_to_end(entity)
+        while len(seen) > self.active_max:
+            seen.popitem(last=False)
         if now - self._pruned > 10.0:
             cutoff = now - ACTIVE_WINDOW_S
-            self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
+            while seen and next(iter(seen.values())) < cutoff:
+                seen.popitem(last=False)
             self._pruned = now
-        m.active_entities.set(len(self._seen))
+
+
+def _iso(ts: float) -> str:
+    """``ts`` (seconds since 1970) as ISO-8601 UTC to the millisecond, for dead-letter details."""
+    if not -62135596800.0 <= ts < TS_MAX:
+        return repr(ts)
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00",
+                                                                                      "Z")

@@ -13,10 +13,12 @@ of the first sample and sample ``i`` is at ``ts + i * period``. Every value must
 (not a boolean, not a string) that fits a float32; the feature count must match the model's.
 
 Anything else raises :class:`~stream.errors.RecordError` whose ``reason`` is one of
-:data:`REASONS`, a small fixed set used as a metric label and in the dead-letter record. The
-JSON is decoded with orjson, which refuses the non-standard ``NaN``/``Infinity`` tokens and
-numbers that overflow a double; only on that error path is the payload re-read by the standard
-library to tell a ``non_finite`` value from plain ``malformed_json``.
+:data:`REASONS`, a small fixed set used as a metric label and in the dead-letter record (its
+last two, ``future_ts`` and ``late``, are decided by :class:`stream.engine.Engine` against the
+worker's clock and the entity's watermark, not here). The JSON is decoded with orjson, which
+refuses the non-standard ``NaN``/``Infinity`` tokens and numbers that overflow a double; only on
+that error path is the payload re-read by the standard library to tell a ``non_finite`` value
+from plain ``malformed_json``.
 
 The dead-letter record keeps the first :data:`RAW_LIMIT` bytes of the payload as *text*, decoded
 as UTF-8 with U+FFFD for undecodable bytes (readable in any consumer; binary garbage is lossy by
@@ -38,11 +40,14 @@ import math
 from datetime import datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from stream.errors import RecordError
+
+if TYPE_CHECKING:
+    from stream.beats import BeatOut
 
 __all__ = [
     "FLOAT32_MAX",
@@ -51,6 +56,7 @@ __all__ = [
     "REASONS",
     "TS_MAX",
     "Event",
+    "beat_record",
     "deadletter_record",
     "parse_event",
     "schema",
@@ -71,6 +77,9 @@ REASONS = (
     "empty_chunk",      # a chunk with no samples
     "feature_count",    # a sample with the wrong number of values
     "non_finite",       # NaN, Infinity, or a value outside float32 (also after scaling)
+    # refused by the engine against a clock, not by parse_event:
+    "future_ts",        # its (last sample's) ts too far ahead of the worker's clock
+    "late",             # older than its entity's watermark, and not a replay of an applied offset
 )
 
 RAW_LIMIT = 1024
@@ -260,8 +269,26 @@ def deadletter_record(error: RecordError, raw: bytes, topic: str, partition: int
     }
 
 
+def beat_record(entity_id: str, beat: BeatOut, decided_ts: float, period_s: float,
+                threshold: float, model_id: str) -> dict[str, Any]:
+    """The record of one decided beat (``stream/schemas/beat.json``).
+
+    ``decided_ts`` is the time of the sample at which the beat was decided; the R peak's time is
+    counted back from it by the card's period, ``decided_ts - (decided - sample) * period_s``,
+    always, even when the R peak's own sample is at hand: its sample may have come in an earlier
+    batch (only the beat stage's state remembers it), and one formula for every beat makes the
+    time independent of how the stream was cut into batches (the offline replay uses it too).
+    """
+    sample, rr = int(beat.sample), beat.rr_s
+    return {"kind": "beat", "entity_id": entity_id,
+            "ts": decided_ts - (int(beat.decided) - sample) * period_s, "sample": sample,
+            "rr": None if rr is None else float(rr), "class": str(beat.cls),
+            "p_abnormal": float(beat.p_abnormal), "anomaly": bool(beat.anomaly),
+            "threshold": threshold, "model_id": model_id, "decided_ts": decided_ts}
+
+
 @cache
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema ``stream/schemas/<name>.json`` (event, prediction or deadletter)."""
+    """The JSON Schema ``stream/schemas/<name>.json`` (event, prediction, beat or deadletter)."""
     text = resources.files("stream").joinpath("schemas", f"{name}.json").read_text("utf-8")
     return json.loads(text)

@@ -24,7 +24,9 @@ GRID_COLUMNS = 24  # Grafana's dashboard grid is 24 columns wide
 # 36: panels and queries name their datasource by reference ({type, uid}), as these do;
 # 39: the newest schema of Grafana 10.3-11.x's dashboard migrator (the Compose file runs 11.2).
 SCHEMA_VERSIONS = range(36, 40)
-PER_SECOND_UNITS = {"ops", "reqps", "rps", "wps", "cps"}
+# Grafana's throughput units (packages/grafana-data/src/valueFormats/categories.ts)
+PER_SECOND_UNITS = {"cps", "ops", "reqps", "rps", "wps", "iops"}
+PER_MINUTE_UNITS = {"cpm", "opm", "rpm", "wpm"}
 
 
 def _panels() -> list[tuple[str, dict[str, Any]]]:
@@ -83,8 +85,12 @@ def test_panel_has_a_title_a_description_and_a_unit(name: str, panel: dict) -> N
         assert unit == "s", f"{name}: plots seconds, shows {unit!r}"
     if all("rate(" in e and "/" not in e for e in exprs) and all(
             m.endswith("_total") for m in metrics):
-        assert unit in PER_SECOND_UNITS and "/s" in panel["title"], (
-            f"{name}: plots counter rates, shows {unit!r}")
+        if all(re.search(r"\*\s*60\s*$", e) for e in exprs):  # per minute
+            assert unit in PER_MINUTE_UNITS and "per minute" in panel["title"], (
+                f"{name}: plots counts per minute, shows {unit!r}")
+        else:
+            assert unit in PER_SECOND_UNITS and "/s" in panel["title"], (
+                f"{name}: plots counter rates, shows {unit!r}")
 
 
 @pytest.mark.parametrize(("name", "panel"), QUERY_PANELS, ids=[n for n, _ in QUERY_PANELS])

@@ -44,12 +44,13 @@ def _loads_real_data(name: str, path: str) -> None:
     assert series and split_points(len(series[0].values), d.split)[0] > d.window
 
 
-def test_the_ecg_config_reads_the_bundled_records() -> None:
-    assert load_config("ecg").data.path == "bundled:mitdb"  # works on a machine without ../shared
-    _loads_real_data("ecg", "bundled:mitdb")
+def test_the_bundled_ecg_config_reads_the_bundled_records() -> None:
+    path = load_config("ecg-bundled").data.path
+    assert path == "bundled:mitdb"  # works on a machine without ../shared
+    _loads_real_data("ecg-bundled", path)
 
 
-@pytest.mark.parametrize("name", ["ecg-large", "nab", "skab"])
+@pytest.mark.parametrize("name", ["ecg", "ecg-large", "nab", "skab"])
 def test_shipped_configs_load_and_point_at_real_data(name: str, shared_data: Path) -> None:
     path = load_config(name).data.path
     assert path.startswith("../shared/data/")
