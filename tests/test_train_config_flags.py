@@ -50,7 +50,7 @@ def test_the_bundled_ecg_config_reads_the_bundled_records() -> None:
     _loads_real_data("ecg-bundled", path)
 
 
-@pytest.mark.parametrize("name", ["ecg", "ecg-large", "nab", "skab"])
+@pytest.mark.parametrize("name", ["ecg", "ecg-large", "nab", "skab", "skab-free"])
 def test_shipped_configs_load_and_point_at_real_data(name: str, shared_data: Path) -> None:
     path = load_config(name).data.path
     assert path.startswith("../shared/data/")
