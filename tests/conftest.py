@@ -3,6 +3,10 @@
 
 Each test names its topics, consumer groups and Redis keys with :func:`unique` so tests never see
 each other's data and need no cleanup order.
+
+Data comes in two tiers (``tests/tiers.py``): ``bundled_data`` is what ships with the repository
+(tier 1, every run); ``shared_data`` is the full data sets in ``../shared/data`` (tier 2: a test
+that asks for it is marked ``shared`` and runs only where they are; CI requires them).
 """
 
 from __future__ import annotations
@@ -11,11 +15,19 @@ import uuid
 from pathlib import Path
 
 import pytest
+from bundled import link_bundled
+from tiers import (  # noqa: F401 (hooks and the tier-2 fixture, registered by being here)
+    pytest_collection_modifyitems,
+    pytest_deselected,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    shared_data,
+)
 
 from stream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +43,7 @@ def unique(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data: the real recorded data sets (MIT-BIH, NAB, SKAB) for tests and CI."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"expected the shared data sets at {SHARED_DATA}")
-    return SHARED_DATA
+def bundled_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tier-1 data in ``../shared/data``'s layout (``mitdb``, ``nab``, ``skab``): the
+    bundled MIT-BIH records, the NAB series in tests/data/nab, generated SKAB-format files."""
+    return link_bundled(tmp_path_factory.mktemp("bundled"))

@@ -54,14 +54,13 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE: list[str] = []  # e.g. ["-m", "cProfile", "-o", "/tmp/worker.prof"] when measuring
-MITDB_RECORDS = ("100", "101", "103", "106", "112", "113", "115", "116", "117", "121")
 
 
-def ecg(shared_data: Path, record: str, start: int, n: int) -> np.ndarray:
-    """``n`` two-lead MIT-BIH samples (mV) of ``record`` from sample ``start``."""
+def ecg(data: Path, record: str, start: int, n: int) -> np.ndarray:
+    """``n`` two-lead MIT-BIH samples (mV) of ``record`` in ``data/mitdb`` from ``start``."""
     import wfdb
 
-    rec = wfdb.rdrecord(str(shared_data / "mitdb" / record), sampfrom=start, sampto=start + n)
+    rec = wfdb.rdrecord(str(data / "mitdb" / record), sampfrom=start, sampto=start + n)
     return np.asarray(rec.p_signal, dtype=np.float64)
 
 
@@ -278,22 +277,24 @@ class WorkerProcess:
 # -- event sets and the uninterrupted reference run ------------------------------------------
 
 class EventSet:
-    """Real ECG events for many entities, each a time-ordered mix of singles and chunks."""
+    """Real ECG events for many entities, each a time-ordered mix of singles and chunks; entity
+    ``k`` reads the records listed in ``data/mitdb/RECORDS`` in turn, each from its own offset."""
 
-    def __init__(self, shared_data: Path, entities: int, per_entity: int, t0: float,
+    def __init__(self, data: Path, entities: int, per_entity: int, t0: float,
                  chunk_every: int = 0, chunk_len: int = 4, period: float = 1 / 360,
                  prefix: str = "ecg") -> None:
         self.period = period
         self.values: dict[str, np.ndarray] = {}
         self.payloads: dict[str, list[bytes]] = {}
         self.samples: dict[str, list[float]] = {}  # ts of every sample, per entity
+        records = (data / "mitdb" / "RECORDS").read_text().split()
         for k in range(entities):
             name = f"{prefix}-{k:04d}"
-            record = MITDB_RECORDS[k % len(MITDB_RECORDS)]
+            record = records[k % len(records)]
             n_events = per_entity
             n_samples = n_events + (n_events // chunk_every) * (chunk_len - 1) if chunk_every \
                 else n_events
-            values = ecg(shared_data, record, 1000 + 997 * k, n_samples)
+            values = ecg(data, record, 1000 + 997 * k, n_samples)
             self.values[name] = values
             out, i, j = [], 0, 0
             while i < n_samples:

@@ -89,12 +89,13 @@ def cut(n: int, rng: np.random.Generator) -> list[int]:
 
 
 @pytest.mark.parametrize(("cell", "layers"), [("gru", 1), ("lstm", 2), ("rnn", 1)])
-def test_streamed_forecasts_equal_one_offline_forward_per_entity(tmp_path, shared_data, cell,
+def test_streamed_forecasts_equal_one_offline_forward_per_entity(tmp_path, bundled_data, cell,
                                                                  layers):
     torch.set_num_threads(1)
     rng = np.random.default_rng(7)
-    series = {f"rec{r}": ecg(shared_data, r, 5000, int(rng.integers(40, 120)))
-              for r in ("100", "103", "113", "117", "106")}
+    series = {f"rec{r}@{start}": ecg(bundled_data, r, start, int(rng.integers(40, 120)))
+              for r, start in (("100", 5000), ("106", 5000), ("215", 5000), ("100", 60000),
+                               ("215", 60000))}
     art_dir = make_artifact(tmp_path / "art", cell=cell, layers=layers, hidden=12, horizon=4,
                             sample=np.concatenate(list(series.values())))
     engine = Engine(load_artifact(art_dir), warmup_steps=0, max_gap_s=0,
@@ -139,11 +140,11 @@ def test_streamed_forecasts_equal_one_offline_forward_per_entity(tmp_path, share
     assert m.registry.get_sample_value("seqstream_predictions_total") == len(msgs)
 
 
-def test_every_record_the_engine_writes_matches_its_json_schema(tmp_path, shared_data):
+def test_every_record_the_engine_writes_matches_its_json_schema(tmp_path, bundled_data):
     import jsonschema
 
     rng = np.random.default_rng(3)
-    series = {"a": ecg(shared_data, "100", 0, 30), "b": ecg(shared_data, "101", 0, 30)}
+    series = {"a": ecg(bundled_data, "100", 0, 30), "b": ecg(bundled_data, "106", 0, 30)}
     art_dir = make_artifact(tmp_path / "art", sample=np.concatenate(list(series.values())),
                             threshold=0.0)  # everything after warm-up is flagged
     engine = Engine(load_artifact(art_dir), warmup_steps=5, max_gap_s=0)

@@ -32,12 +32,12 @@ from stream.state import StateCodec
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_worker_reconnects_after_a_broker_restart_and_loses_nothing(
-        tmp_path, shared_data, settings, unique):
+        tmp_path, bundled_data, settings, unique):
     broker = KafkaServer(tmp_path / "kafka", free_port(), free_port(), "384m",
                          settings.home / KafkaServer.jars_name())
     broker.start(timeout=120)
     bootstrap = broker.address
-    events = EventSet(shared_data, entities=30, per_entity=150, t0=time.time(), chunk_every=6)
+    events = EventSet(bundled_data, entities=30, per_entity=150, t0=time.time(), chunk_every=6)
     art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
                         sample=np.concatenate(list(events.values.values())[:10]))
     names = topic_names(unique)

@@ -69,12 +69,12 @@ def kill_and_restart(worker: WorkerProcess, produced: EndOffsets, total: int,
 @pytest.mark.integration
 @pytest.mark.slow
 def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(
-        tmp_path, shared_data, settings, unique):
+        tmp_path, bundled_data, settings, unique):
     rng = np.random.default_rng()
     seed = int(rng.integers(1 << 30))
     print(f"crash test seed {seed}")
     rng = np.random.default_rng(seed)
-    events = EventSet(shared_data, ENTITIES, EVENTS_PER_ENTITY, t0=time.time(), chunk_every=10,
+    events = EventSet(bundled_data, ENTITIES, EVENTS_PER_ENTITY, t0=time.time(), chunk_every=10,
                       chunk_len=4)
     assert events.n_events == 50_000
     art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,

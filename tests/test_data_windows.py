@@ -18,8 +18,8 @@ NAB_SERIES = ["realAWSCloudwatch/ec2_cpu_utilization_24ae8d.csv",
 
 
 @pytest.fixture(scope="module")
-def nab(shared_data: Path):
-    return load_nab(shared_data / "nab", NAB_SERIES)
+def nab(bundled_data: Path):
+    return load_nab(bundled_data / "nab", NAB_SERIES)
 
 
 def test_windows_stay_inside_their_bounds() -> None:
@@ -85,8 +85,8 @@ def test_train_on_normal_keeps_labelled_windows_out(nab) -> None:
     assert all(nab[e].labels[s:s + 49].any() for e, s in dropped)
 
 
-def test_ecg_normal_windows_hold_only_aami_normal_beats(shared_data: Path) -> None:
-    rec = load_wfdb(shared_data / "mitdb", records=["106"], leads=["MLII"])
+def test_ecg_normal_windows_hold_only_aami_normal_beats(bundled_data: Path) -> None:
+    rec = load_wfdb(bundled_data / "mitdb", records=["106"], leads=["MLII"])
     dm = SeriesDataModule(rec, window=720, stride=360, horizon=1, train_on="normal")
     beats = rec[0].beats
     for _, s in dm.train_starts[::10]:
@@ -101,8 +101,8 @@ def test_max_windows_caps_and_is_seeded(nab) -> None:
     assert len(a.train_starts) == 100 and a.train_starts == b.train_starts != c.train_starts
 
 
-def test_mismatched_entities_and_short_series_are_refused(nab, shared_data: Path) -> None:
-    ecg = load_wfdb(shared_data / "mitdb", records=["100"], leads=["MLII"])
+def test_mismatched_entities_and_short_series_are_refused(nab, bundled_data: Path) -> None:
+    ecg = load_wfdb(bundled_data / "mitdb", records=["100"], leads=["MLII"])
     with pytest.raises(ConfigError, match="same features"):
         SeriesDataModule([nab[0], ecg[0]], window=10, stride=5, horizon=1)
     with pytest.raises(ConfigError, match="no training window"):

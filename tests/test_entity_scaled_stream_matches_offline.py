@@ -34,11 +34,11 @@ def streamed_scores(sink, names) -> dict[str, np.ndarray]:
             for n, v in out.items()}
 
 
-def test_streamed_entity_scaled_scores_equal_offline_replay(tmp_path, shared_data):
+def test_streamed_entity_scaled_scores_equal_offline_replay(tmp_path, bundled_data):
     torch.set_num_threads(1)
     rng = np.random.default_rng(11)
-    series = {f"rec{r}": ecg(shared_data, r, 3000, int(rng.integers(300, 700)))
-              for r in ("100", "106", "200", "232")}
+    series = {f"rec{r}@{start}": ecg(bundled_data, r, start, int(rng.integers(300, 700)))
+              for r, start in (("100", 3000), ("106", 3000), ("215", 3000), ("106", 60000))}
     section = {"peak_hold_s": 0.3, "average_s": 0.5, "mu0": 0.3}  # μ moves within the test
     art_dir = make_artifact(tmp_path / "art", hidden=12, sample=np.concatenate(
         list(series.values())), residual_scale=[RESIDUAL_SCALE] * 2, entity_scale=section,
@@ -75,8 +75,8 @@ def test_streamed_entity_scaled_scores_equal_offline_replay(tmp_path, shared_dat
         np.testing.assert_allclose(states["peak"][k], done.peak[0], rtol=1e-4, atol=1e-4)
 
 
-def test_a_previous_version_state_is_a_counted_reset_and_never_read(tmp_path, shared_data):
-    values = ecg(shared_data, "100", 0, 20)
+def test_a_previous_version_state_is_a_counted_reset_and_never_read(tmp_path, bundled_data):
+    values = ecg(bundled_data, "100", 0, 20)
     art_dir = make_artifact(tmp_path / "art", sample=values,
                             entity_scale={"mu0": 0.2, "peak_hold_s": 0.3, "average_s": 10.0})
     art = load_artifact(art_dir)
@@ -104,8 +104,8 @@ def test_a_previous_version_state_is_a_counted_reset_and_never_read(tmp_path, sh
     assert found.all() and int(states["steps"][0]) == 20
 
 
-def test_a_card_without_the_section_publishes_unscaled_scores(tmp_path, shared_data):
-    values = ecg(shared_data, "101", 0, 80)
+def test_a_card_without_the_section_publishes_unscaled_scores(tmp_path, bundled_data):
+    values = ecg(bundled_data, "215", 0, 80)
     art_dir = make_artifact(tmp_path / "art", sample=values)
     art = load_artifact(art_dir)
     engine = Engine(art, warmup_steps=0, max_gap_s=0)

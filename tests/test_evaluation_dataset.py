@@ -17,23 +17,34 @@ CARD = {"training": {"config": {"data": {"source": "mitdb", "path": "bundled:mit
         "data": {"entities": ["100"], "split": [0.7, 0.15, 0.15], "features": ["MLII"]}}
 
 
-@pytest.fixture
-def mitdb_subset(tmp_path: Path, shared_data: Path) -> Path:
-    """Records 100 (trained on), 101, 102 (paced) and 103 of the shared MIT-BIH."""
-    for rec in ("100", "101", "102", "103"):
+def _subset(folder: Path, mitdb: Path, records: tuple[str, ...]) -> Path:
+    """``folder`` holding links to ``records`` of the MIT-BIH folder ``mitdb``."""
+    for rec in records:
         for ext in ("hea", "dat", "atr"):
-            (tmp_path / f"{rec}.{ext}").symlink_to(shared_data / "mitdb" / f"{rec}.{ext}")
-    return tmp_path
+            (folder / f"{rec}.{ext}").symlink_to(mitdb / f"{rec}.{ext}")
+    return folder
 
 
-def test_unseen_unpaced_records_are_the_test_set(mitdb_subset: Path) -> None:
+@pytest.fixture
+def mitdb_subset(tmp_path: Path, bundled_data: Path) -> Path:
+    """The bundled records 100 (trained on), 106 and 215."""
+    return _subset(tmp_path, bundled_data / "mitdb", ("100", "106", "215"))
+
+
+def test_unseen_records_are_the_test_set(mitdb_subset: Path) -> None:
     data = load_eval_data(CARD, mitdb_subset, minutes=0.5)
-    assert [s.entity for s in data.test] == ["101", "103"]
+    assert [s.entity for s in data.test] == ["106", "215"]
     assert all(len(s.values) == 0.5 * 60 * 360 for s in data.test)
-    ann = wfdb.rdann(str(mitdb_subset / "101"), "atr")
+    ann = wfdb.rdann(str(mitdb_subset / "106"), "atr")
     beats = [s for s, sym in zip(ann.sample, ann.symbol, strict=True)
              if sym in BEAT_SYMBOLS and s < 0.5 * 60 * 360]
     assert data.test[0].labels.r_peaks.tolist() == beats
+
+
+def test_paced_records_are_left_out_of_the_test_set(tmp_path: Path, shared_data: Path) -> None:
+    subset = _subset(tmp_path, shared_data / "mitdb", ("100", "101", "102", "103"))
+    data = load_eval_data(CARD, subset, minutes=0.5)
+    assert [s.entity for s in data.test] == ["101", "103"]  # 102 is paced
 
 
 def test_validation_is_the_training_split_of_the_trained_records(mitdb_subset: Path) -> None:
@@ -53,10 +64,8 @@ def test_trained_records_are_refused_as_test_entities(mitdb_subset: Path) -> Non
 
 
 def test_without_unseen_records_the_test_parts_are_used(tmp_path: Path,
-                                                        shared_data: Path) -> None:
-    for ext in ("hea", "dat", "atr"):
-        (tmp_path / f"100.{ext}").symlink_to(shared_data / "mitdb" / f"100.{ext}")
-    data = load_eval_data(CARD, tmp_path, minutes=1)
+                                                        bundled_data: Path) -> None:
+    data = load_eval_data(CARD, _subset(tmp_path, bundled_data / "mitdb", ("100",)), minutes=1)
     a, b = split_bounds(650000, (0.7, 0.15, 0.15))
     [t] = data.test
     # streamed from the validation start (warm state), scored from the test start on

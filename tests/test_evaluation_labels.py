@@ -49,9 +49,9 @@ def test_paced_records_are_left_out_of_the_shared_mitdb(shared_data: Path) -> No
     assert not set(PACED_RECORDS) & set(names)
 
 
-def test_real_record_labels_agree_with_its_annotation_symbols(shared_data: Path) -> None:
-    lab = ecg_labels(shared_data / "mitdb", "100")
-    ann = wfdb.rdann(str(shared_data / "mitdb" / "100"), "atr")
+def test_real_record_labels_agree_with_its_annotation_symbols(bundled_data: Path) -> None:
+    lab = ecg_labels(bundled_data / "mitdb", "100")
+    ann = wfdb.rdann(str(bundled_data / "mitdb" / "100"), "atr")
     v_samples = [s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym == "V"]
     assert lab.r_peaks[lab.classes == "VEB"].tolist() == v_samples
     assert np.all(np.diff(lab.r_peaks) > 0)
@@ -78,8 +78,8 @@ def test_nab_windows_become_inclusive_sample_ranges(tmp_path: Path) -> None:
         nab_labels(tmp_path, "y.csv", stamps)
 
 
-def test_real_nab_series_windows_match_its_label_file(shared_data: Path) -> None:
-    root = shared_data / "nab"
+def test_real_nab_series_windows_match_its_label_file(bundled_data: Path) -> None:
+    root = bundled_data / "nab"
     name = "realKnownCause/ambient_temperature_system_failure.csv"
     frame = pd.read_csv(root / "data" / name)
     lab = nab_labels(root, name, frame["timestamp"])

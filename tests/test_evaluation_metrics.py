@@ -19,8 +19,8 @@ from training.sources import load_nab, load_wfdb
 
 
 @pytest.fixture(scope="module")
-def cpu(shared_data: Path) -> np.ndarray:
-    s = load_nab(shared_data / "nab", ["realAWSCloudwatch/ec2_cpu_utilization_5f5533.csv"])[0]
+def cpu(bundled_data: Path) -> np.ndarray:
+    s = load_nab(bundled_data / "nab", ["realAWSCloudwatch/ec2_cpu_utilization_5f5533.csv"])[0]
     return (s.values - s.values.mean()) / s.values.std()
 
 
@@ -53,8 +53,8 @@ def test_seasonal_naive_metrics_use_the_given_season(cpu) -> None:
     assert m["mase"] < m["persistence"]["mase"]
 
 
-def test_ecg_season_is_about_one_heartbeat(shared_data: Path) -> None:
-    s = load_wfdb(shared_data / "mitdb", records=["100"], leads=["MLII"])[0]
+def test_ecg_season_is_about_one_heartbeat(bundled_data: Path) -> None:
+    s = load_wfdb(bundled_data / "mitdb", records=["100"], leads=["MLII"])[0]
     part = s.values[:455_000]
     rr = np.median(np.diff(s.beats.samples[s.beats.samples < 455_000]))
     season = estimate_season([part])

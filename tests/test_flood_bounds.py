@@ -27,8 +27,8 @@ BATCH = 1_000
 
 
 @pytest.mark.slow
-def test_a_flood_of_new_entity_ids_keeps_the_engine_memory_bounded(tmp_path, shared_data):
-    values = ecg(shared_data, "100", 0, BATCH).tolist()
+def test_a_flood_of_new_entity_ids_keeps_the_engine_memory_bounded(tmp_path, bundled_data):
+    values = ecg(bundled_data, "100", 0, BATCH).tolist()
     metrics = Metrics(CollectorRegistry())
     engine = Engine(load_artifact(make_artifact(tmp_path / "art")), warmup_steps=0, max_gap_s=0,
                     active_max=CAP, metrics=metrics)
@@ -62,8 +62,8 @@ def test_a_flood_of_new_entity_ids_keeps_the_engine_memory_bounded(tmp_path, sha
     assert list(engine._seen)[-1] == f"flood-{FLOOD - 1:06d}"  # the most recent are kept
 
 
-def test_a_flood_of_bad_messages_gives_one_capped_dead_letter_each(tmp_path, shared_data):
-    values = ecg(shared_data, "100", 0, 2)
+def test_a_flood_of_bad_messages_gives_one_capped_dead_letter_each(tmp_path, bundled_data):
+    values = ecg(bundled_data, "100", 0, 2)
     engine = Engine(load_artifact(make_artifact(tmp_path / "art", sample=values)),
                     warmup_steps=0, max_gap_s=0, max_payload_bytes=64 << 10)
     good = RawMessage(orjson.dumps({"entity_id": "p", "ts": T0 + 10, "values": [0.1, 0.2]}),

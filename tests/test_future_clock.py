@@ -45,8 +45,8 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 
 @pytest.mark.integration
 def test_a_future_stamped_event_is_dead_lettered_and_the_entity_stays_on_the_air(
-        tmp_path, settings, unique, shared_data):
-    values = ecg(shared_data, "100", 0, 3 * CORRECT)
+        tmp_path, settings, unique, bundled_data):
+    values = ecg(bundled_data, "100", 0, 3 * CORRECT)
     art = make_artifact(tmp_path / "art", sample=values)
     artifact = load_artifact(art)
     names = topic_names(unique)

@@ -23,9 +23,9 @@ TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
-def ecg(shared_data: Path) -> np.ndarray:
+def ecg(bundled_data: Path) -> np.ndarray:
     """Two real leads of MIT-BIH record 100 (first 3,000 samples, 8.3 s)."""
-    return load_wfdb(shared_data / "mitdb", records=["100"])[0].values[:3000]
+    return load_wfdb(bundled_data / "mitdb", records=["100"])[0].values[:3000]
 
 
 def _artifact(tmp_path: Path, cell: str, values: np.ndarray, horizon: int = 2):

@@ -49,9 +49,9 @@ def _settings(settings: Settings, topic: str) -> Settings:
 
 
 def test_chunked_ecg_round_trips_sample_for_sample(settings: Settings, unique: str,
-                                                    shared_data: Path) -> None:
+                                                    bundled_data: Path) -> None:
     cfg = _settings(settings, unique)
-    args = _args("--path", str(shared_data / "mitdb"), "--records", "100,106",
+    args = _args("--path", str(bundled_data / "mitdb"), "--records", "100,106",
                  "--entities", "4", "--entity-prefix", f"{unique}-",
                  "--samples-per-event", "36", "--count", "400")
     lanes = publish.load_lanes(args, cfg)
@@ -75,7 +75,7 @@ def test_chunked_ecg_round_trips_sample_for_sample(settings: Settings, unique: s
         record, _, start = entity.removeprefix(f"{unique}-").partition("@")
         start = int(start or 0)
         got = np.array([row for e in events for row in e["values"]])
-        rec = wfdb.rdrecord(str(shared_data / "mitdb" / record), channel_names=["MLII"],
+        rec = wfdb.rdrecord(str(bundled_data / "mitdb" / record), channel_names=["MLII"],
                             sampfrom=start, sampto=start + len(got))
         np.testing.assert_array_equal(got, rec.p_signal)  # the recorded mV, unaltered
         ts = [e["ts"] for e in events]
@@ -85,10 +85,10 @@ def test_chunked_ecg_round_trips_sample_for_sample(settings: Settings, unique: s
 
 
 def test_single_sample_events_from_a_parquet_table(settings: Settings, unique: str,
-                                                    shared_data: Path, tmp_path: Path) -> None:
+                                                    bundled_data: Path, tmp_path: Path) -> None:
     import pandas as pd
 
-    nab = shared_data / "nab" / "data" / "realTraffic"
+    nab = bundled_data / "nab" / "data" / "realTraffic"
     frames = [pd.read_csv(nab / f"{name}.csv").head(50).assign(sensor=name)
               for name in ("speed_6005", "occupancy_6005")]
     table = tmp_path / "traffic.parquet"
@@ -109,10 +109,10 @@ def test_single_sample_events_from_a_parquet_table(settings: Settings, unique: s
 
 @pytest.mark.parametrize(("rate", "expected_per_s", "unit"), [("realtime", 720.0, "samples"),
                                                              (150.0, 150.0, "events")])
-def test_pacing(settings: Settings, unique: str, shared_data: Path, rate: float | str,
+def test_pacing(settings: Settings, unique: str, bundled_data: Path, rate: float | str,
                 expected_per_s: float, unit: str) -> None:
     cfg = _settings(settings, unique)
-    args = _args("--path", str(shared_data / "mitdb"), "--records", "100,101")
+    args = _args("--path", str(bundled_data / "mitdb"), "--records", "100,106")
     lanes = publish.load_lanes(args, cfg)
     report = asyncio.run(publish.publish(cfg, lanes, publish.Options(
         rate=rate, samples_per_event=12, duration_s=2.0, progress=False)))
@@ -122,11 +122,11 @@ def test_pacing(settings: Settings, unique: str, shared_data: Path, rate: float 
         assert report.ahead_s < 0.5  # paced at real time, ts is the send time
 
 
-def test_cli_prints_the_achieved_rate(unique: str, shared_data: Path,
+def test_cli_prints_the_achieved_rate(unique: str, bundled_data: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     from seqstream.cli import main
 
-    rc = main(["publish", "--path", str(shared_data / "mitdb"), "--records", "100",
+    rc = main(["publish", "--path", str(bundled_data / "mitdb"), "--records", "100",
                "--count", "50", "--topic-events", unique, "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -135,10 +135,10 @@ def test_cli_prints_the_achieved_rate(unique: str, shared_data: Path,
 
 
 def test_realtime_chunks_put_their_last_sample_at_the_send_time(settings: Settings, unique: str,
-                                                                 shared_data: Path) -> None:
+                                                                 bundled_data: Path) -> None:
     cfg = _settings(settings, unique)
-    lanes = publish.load_lanes(_args("--path", str(shared_data / "mitdb"), "--records",
-                                     "100,101"), cfg)
+    lanes = publish.load_lanes(_args("--path", str(bundled_data / "mitdb"), "--records",
+                                     "100,106"), cfg)
     report = asyncio.run(publish.publish(cfg, lanes, publish.Options(
         rate="realtime", samples_per_event=36, duration_s=1.5, progress=False)))
     records = asyncio.run(_consume(cfg, unique, report.events))

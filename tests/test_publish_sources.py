@@ -32,19 +32,19 @@ def test_default_is_the_bundled_ecg_lead_mlii() -> None:
     ("nab", "realKnownCause/rogue_agent_key_hold.csv", 1),
     ("skab", "valve1/0.csv", 8),
 ])
-def test_source_is_detected_from_the_path(shared_data: Path, sub: str, records: str,
+def test_source_is_detected_from_the_path(bundled_data: Path, sub: str, records: str,
                                           n_features: int) -> None:
-    [lane] = _lanes("--path", str(shared_data / sub), "--records", records)
+    [lane] = _lanes("--path", str(bundled_data / sub), "--records", records)
     assert lane.entity_id == records and lane.values.shape[1] == n_features
 
 
-def test_features_default_to_the_model_card(shared_data: Path, tmp_path: Path) -> None:
+def test_features_default_to_the_model_card(bundled_data: Path, tmp_path: Path) -> None:
     (tmp_path / "card.json").write_text(json.dumps({"features": [{"name": "V1", "unit": "mV"}]}))
     settings = Settings.from_env({"SEQSTREAM_MODEL": str(tmp_path)})
-    [lane] = _lanes("--path", str(shared_data / "mitdb"), "--records", "106", settings=settings)
+    [lane] = _lanes("--path", str(bundled_data / "mitdb"), "--records", "106", settings=settings)
     import wfdb
 
-    rec = wfdb.rdrecord(str(shared_data / "mitdb" / "106"), channel_names=["V1"], sampto=100)
+    rec = wfdb.rdrecord(str(bundled_data / "mitdb" / "106"), channel_names=["V1"], sampto=100)
     assert (lane.values[:100] == rec.p_signal).all()
 
 
@@ -62,24 +62,24 @@ def test_missing_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
 
 
 def test_semicolon_csv_points_at_skab(capsys: pytest.CaptureFixture[str],
-                                      shared_data: Path) -> None:
-    err = _one_line_error(capsys, "--path", str(shared_data / "skab/data/valve1/0.csv"))
+                                      bundled_data: Path) -> None:
+    err = _one_line_error(capsys, "--path", str(bundled_data / "skab/data/valve1/0.csv"))
     assert "';' between columns" in err and "--source skab" in err
 
 
-def test_not_a_table(capsys: pytest.CaptureFixture[str], shared_data: Path) -> None:
-    err = _one_line_error(capsys, "--path", str(shared_data / "nab" / "README.md"))
+def test_not_a_table(capsys: pytest.CaptureFixture[str], bundled_data: Path) -> None:
+    err = _one_line_error(capsys, "--path", str(bundled_data / "nab" / "README.md"))
     assert "expected a .csv or .parquet file" in err
 
 
-def test_missing_feature_column(capsys: pytest.CaptureFixture[str], shared_data: Path) -> None:
-    path = shared_data / "nab/data/realTraffic/speed_6005.csv"
+def test_missing_feature_column(capsys: pytest.CaptureFixture[str], bundled_data: Path) -> None:
+    path = bundled_data / "nab/data/realTraffic/speed_6005.csv"
     err = _one_line_error(capsys, "--path", str(path), "--features", "speed")
     assert "missing ['speed']" in err and "timestamp" in err
 
 
-def test_missing_lead(capsys: pytest.CaptureFixture[str], shared_data: Path) -> None:
-    err = _one_line_error(capsys, "--path", str(shared_data / "mitdb"), "--records", "100",
+def test_missing_lead(capsys: pytest.CaptureFixture[str], bundled_data: Path) -> None:
+    err = _one_line_error(capsys, "--path", str(bundled_data / "mitdb"), "--records", "100",
                           "--features", "V1")
     assert "record 100 has leads" in err
 
@@ -91,11 +91,11 @@ def test_garbage_parquet(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> 
     assert "expected a readable CSV or Parquet file" in err and str(bad) in err
 
 
-def test_time_column_needed(capsys: pytest.CaptureFixture[str], shared_data: Path,
+def test_time_column_needed(capsys: pytest.CaptureFixture[str], bundled_data: Path,
                             tmp_path: Path) -> None:
     import pandas as pd
 
-    frame = pd.read_csv(shared_data / "nab/data/realTraffic/speed_6005.csv").head(20)
+    frame = pd.read_csv(bundled_data / "nab/data/realTraffic/speed_6005.csv").head(20)
     path = tmp_path / "no_time.csv"
     frame.rename(columns={"timestamp": "when"}).to_csv(path, index=False)
     err = _one_line_error(capsys, "--path", str(path))

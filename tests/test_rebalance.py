@@ -50,8 +50,8 @@ def wait_until(condition, timeout: float, what: str) -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_worker_leaving_mid_stream_hands_over_without_loss_or_divergence(
-        tmp_path, shared_data, settings, unique):
-    events = EventSet(shared_data, entities=40, per_entity=200, t0=time.time(), chunk_every=5)
+        tmp_path, bundled_data, settings, unique):
+    events = EventSet(bundled_data, entities=40, per_entity=200, t0=time.time(), chunk_every=5)
     art = make_artifact(tmp_path / "art", cell="lstm", hidden=16, threshold=3.0,
                         sample=np.concatenate(list(events.values.values())[:10]))
     names = topic_names(unique)

@@ -62,8 +62,8 @@ def _wait_for(produced: EndOffsets, goal: float, *workers: WorkerProcess) -> int
 @pytest.mark.integration
 @pytest.mark.slow
 def test_members_joining_and_leaving_with_batches_in_flight_keep_every_event_once(
-        tmp_path, shared_data, settings, unique):
-    events = EventSet(shared_data, ENTITIES, EVENTS_PER_ENTITY, t0=time.time(), chunk_every=10,
+        tmp_path, bundled_data, settings, unique):
+    events = EventSet(bundled_data, ENTITIES, EVENTS_PER_ENTITY, t0=time.time(), chunk_every=10,
                       chunk_len=4)
     art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
                         sample=np.concatenate(list(events.values.values())[:20]))
@@ -76,9 +76,17 @@ def test_members_joining_and_leaving_with_batches_in_flight_keep_every_event_onc
     second = WorkerProcess(art, unique, tmp_path, **kw)
     produced = EndOffsets(settings.kafka_bootstrap, names["predictions"])
     sources: list[tuple[int, int]] = []
+    joined, left = threading.Event(), threading.Event()
 
-    def feed() -> None:  # the stream keeps coming while members join and leave
+    def feed() -> None:
+        """The stream keeps coming while members join and leave. A slow start of the second
+        member (a loaded machine) must not let the stream end first: the feed waits for it to
+        join before the second half and for it to leave before the last tenth."""
         for lo in range(0, len(records), 400):
+            if lo >= 0.5 * len(records):
+                joined.wait(180)
+            if lo >= 0.9 * len(records):
+                left.wait(180)
             sources.extend(asyncio.run(produce(settings.kafka_bootstrap, names["events"],
                                                records[lo:lo + 400])))
             time.sleep(0.25)
@@ -89,13 +97,17 @@ def test_members_joining_and_leaving_with_batches_in_flight_keep_every_event_onc
         feeder.start()
         _wait_for(produced, 0.1 * len(records), first)
         second.start().wait_ready()  # joins: the first gives partitions up mid-stream
+        joined.set()
         joined_at = _wait_for(produced, produced.total() + 0.1 * len(records), first, second)
         assert second.stop() == 0, second.log()[-3000:]  # leaves: the first takes them back
         left_at = produced.total()
+        left.set()
         feeder.join()
         want_p, want_s = reference_run(art, records, sources, names["events"])
         repeats = _check(settings, unique, art, names, records, want_p, want_s)
     finally:
+        joined.set()
+        left.set()
         produced.close()
         code = first.stop()
         second.stop()

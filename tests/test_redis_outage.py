@@ -43,12 +43,12 @@ async def committed(bootstrap: str, group: str) -> dict[int, int]:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_the_worker_waits_out_a_redis_outage_without_committing(tmp_path, shared_data, settings,
+def test_the_worker_waits_out_a_redis_outage_without_committing(tmp_path, bundled_data, settings,
                                                                 unique):
     server = RedisServer(tmp_path / "redis", free_port(), appendfsync="always")
     server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
-    events = EventSet(shared_data, entities=40, per_entity=150, t0=time.time(), chunk_every=6)
+    events = EventSet(bundled_data, entities=40, per_entity=150, t0=time.time(), chunk_every=6)
     art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
                         sample=np.concatenate(list(events.values.values())[:10]))
     names = topic_names(unique)

@@ -13,9 +13,9 @@ from stream.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
-def ecg(shared_data: Path) -> tuple[str, np.ndarray, float]:
+def ecg(bundled_data: Path) -> tuple[str, np.ndarray, float]:
     """The first 20 s of MIT-BIH record 100, lead MLII, in mV."""
-    rec = wfdb.rdrecord(str(shared_data / "mitdb" / "100"), channel_names=["MLII"],
+    rec = wfdb.rdrecord(str(bundled_data / "mitdb" / "100"), channel_names=["MLII"],
                         sampto=7200)
     return "100", rec.p_signal.astype(np.float64), 1.0 / rec.fs
 

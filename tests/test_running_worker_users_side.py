@@ -97,7 +97,7 @@ def _panel_queries() -> list[str]:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, settings: Settings,
-         shared_data: Path) -> Iterator[Live]:
+         bundled_data: Path) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("live")
     unique = f"test-live-{uuid.uuid4().hex[:8]}"
     redis_port = free_port()
@@ -105,7 +105,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, settings: Settings,
                              tmp)
     (tmp / "redis-password").write_text(PASSWORD + "\n")
     model = make_artifact(tmp / "model", n_features=1, threshold=2.0,
-                          sample=ecg(shared_data, "100", 0, 36_000)[:, :1])
+                          sample=ecg(bundled_data, "100", 0, 36_000)[:, :1])
     metrics_port = free_port()
     worker = WorkerProcess(model, unique, tmp, bootstrap=settings.kafka_bootstrap,
                            redis_url=f"redis://127.0.0.1:{redis_port}/0", partitions=4,
@@ -125,7 +125,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, settings: Settings,
             settings, topic_events=names["events"], topic_predictions=names["predictions"],
             topic_anomalies=names["anomalies"], topic_deadletter=names["deadletter"])
         prefix = f"{unique}-"
-        args = argparse_publish("--path", str(shared_data / "mitdb"), "--records", "100,106,118",
+        args = argparse_publish("--path", str(bundled_data / "mitdb"), "--records", "100,106,215",
                                 "--entities", str(ENTITIES), "--entity-prefix", prefix)
         lanes = publish.load_lanes(args, run_settings)
         reports: list[publish.Report] = []
@@ -174,7 +174,7 @@ def test_every_dashboard_panel_returns_data_under_load(live: Live) -> None:
 
 
 def test_tail_shows_each_entity_with_values_forecasts_and_scores(live: Live,
-                                                                 shared_data: Path) -> None:
+                                                                 bundled_data: Path) -> None:
     samples = [s for group in live.rows for s in group]
     entities = {s.entity_id for s in samples}
     assert len(entities) == ENTITIES and all(e.startswith(live.prefix) for e in entities)
@@ -182,7 +182,7 @@ def test_tail_shows_each_entity_with_values_forecasts_and_scores(live: Live,
     assert len(joined) == len(samples)  # tail read every event from the beginning
     first = sorted((s for s in samples if s.entity_id == f"{live.prefix}100"),
                    key=lambda s: s.ts)[:360]
-    recorded = ecg(shared_data, "100", 0, 360)[:, 0]
+    recorded = ecg(bundled_data, "100", 0, 360)[:, 0]
     assert [s.value[0] for s in first] == recorded.tolist()  # the MLII millivolts
     assert all(len(s.forecast) == 3 and len(s.forecast[0]) == 1 for s in samples)  # H=3, F=1
     assert sum(s.score is not None for s in samples) >= len(samples) - ENTITIES

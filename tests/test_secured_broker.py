@@ -147,9 +147,9 @@ def test_the_documented_acls_are_the_ones_the_worker_checks():
 @pytest.mark.integration
 @pytest.mark.slow
 def test_the_worker_runs_with_exactly_the_documented_acls(broker, tmp_path, settings,
-                                                          shared_data):
+                                                          bundled_data):
     server, d = broker
-    values = ecg(shared_data, "100", 0, 40)
+    values = ecg(bundled_data, "100", 0, 40)
     art = make_artifact(tmp_path / "art", sample=values)
     csv = tmp_path / "pump.csv"
     rows = ["entity,ts,lead0,lead1"] + [f"pump-9,{1_700_000_000 + i},{a},{b}"

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import wfdb
+from bundled import BUNDLED_NAB, SKAB_SENSORS
 
 from stream.errors import ConfigError
 from training.sources import (
@@ -29,19 +30,43 @@ from training.sources import (
     resolve_path,
 )
 
+DATA_FILES = (".dat", ".atr", ".csv", ".json")  # not .hea: git may rewrite its CRLF endings
 
-def test_bundled_subset_is_real_mitdb_with_its_licence(shared_data: Path) -> None:
+
+def _checksummed(folder: Path) -> list[str]:
+    """The data files ``folder/SHA256SUMS.txt`` lists, each checked against its digest."""
+    names = []
+    for line in (folder / "SHA256SUMS.txt").read_text().splitlines():
+        digest, name = line.split()
+        if not name.endswith(DATA_FILES):
+            continue
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+        names.append(name)
+    return names
+
+
+def test_bundled_subset_is_real_mitdb_with_its_licence() -> None:
     readme = (BUNDLED_MITDB / "README.md").read_text()
     assert "ODC-By 1.0" in readme and "Moody GB, Mark RG" in readme
     names = sorted(p.stem for p in BUNDLED_MITDB.glob("*.hea"))
     assert len(names) >= 2
-    for line in (BUNDLED_MITDB / "SHA256SUMS.txt").read_text().splitlines():
-        digest, name = line.split()
-        if name.endswith((".dat", ".atr")):
-            assert hashlib.sha256((BUNDLED_MITDB / name).read_bytes()).hexdigest() == digest
-            assert (shared_data / "mitdb" / name).read_bytes() == (BUNDLED_MITDB /
-                                                                   name).read_bytes()
+    assert {n.split(".")[0] for n in _checksummed(BUNDLED_MITDB)} >= set(names)
     assert resolve_path("bundled:mitdb") == BUNDLED_MITDB
+
+
+def test_bundled_nab_series_are_nabs_files_with_its_licence() -> None:
+    readme = (BUNDLED_NAB / "README.md").read_text()
+    assert "Copyright 2014-2024 Numenta" in (BUNDLED_NAB / "LICENSE.txt").read_text()
+    names = _checksummed(BUNDLED_NAB)
+    series = sorted(str(p.relative_to(BUNDLED_NAB)) for p in BUNDLED_NAB.glob("data/*/*.csv"))
+    assert sorted(n for n in names if n.startswith("data/")) == series
+    assert all(s.removeprefix("data/") in readme for s in series)
+
+
+def test_bundled_files_equal_the_shared_data_sets(shared_data: Path) -> None:
+    for folder, name in [(BUNDLED_MITDB, "mitdb"), (BUNDLED_NAB, "nab")]:
+        for rel in _checksummed(folder):
+            assert (shared_data / name / rel).read_bytes() == (folder / rel).read_bytes(), rel
 
 
 def test_bundled_records_hold_abnormal_and_normal_beats() -> None:
@@ -50,9 +75,9 @@ def test_bundled_records_hold_abnormal_and_normal_beats() -> None:
     assert (beats == 1).sum() > 100 and (beats == 0).sum() > 1000
 
 
-def test_mitdb_beats_and_labels_follow_aami(shared_data: Path) -> None:
-    s = load_wfdb(shared_data / "mitdb", records=["106"], leads=["MLII", "V1"])[0]
-    ann = wfdb.rdann(str(shared_data / "mitdb" / "106"), "atr")
+def test_mitdb_beats_and_labels_follow_aami(bundled_data: Path) -> None:
+    s = load_wfdb(bundled_data / "mitdb", records=["106"], leads=["MLII", "V1"])[0]
+    ann = wfdb.rdann(str(bundled_data / "mitdb" / "106"), "atr")
     v_beats = sum(sym == "V" for sym in ann.symbol)
     assert s.values.shape[1] == 2 and s.features == (("MLII", "mV"), ("V1", "mV"))
     assert sum(sym == "V" for sym in s.beats.symbols) == v_beats
@@ -79,21 +104,23 @@ def test_mitdb_source_leaves_paced_records_out(shared_data: Path) -> None:
     assert [s.entity for s in wfdb_all] == ["100", "102"]  # plain wfdb keeps them
 
 
-def test_a_users_own_wfdb_folder_without_annotations(tmp_path: Path, shared_data: Path) -> None:
+def test_a_users_own_wfdb_folder_without_annotations(tmp_path: Path,
+                                                     bundled_data: Path) -> None:
     for ext in ("hea", "dat"):
-        shutil.copy(shared_data / "mitdb" / f"101.{ext}", tmp_path / f"101.{ext}")
+        shutil.copy(bundled_data / "mitdb" / f"215.{ext}", tmp_path / f"215.{ext}")
     s = load_wfdb(tmp_path)[0]
-    assert s.entity == "101" and s.labels is None and s.beats is None
+    assert s.entity == "215" and s.labels is None and s.beats is None
     assert s.values.shape[1] == 2
     with pytest.raises(ConfigError, match="expected"):
         load_wfdb(tmp_path, leads=["V9"])
 
 
-def test_nab_labels_are_the_combined_windows(shared_data: Path) -> None:
+def test_nab_labels_are_the_combined_windows(bundled_data: Path) -> None:
     name = "realKnownCause/ambient_temperature_system_failure.csv"
-    s = load_nab(shared_data / "nab", [name])[0]
-    frame = pd.read_csv(shared_data / "nab" / "data" / name)
-    windows = json.loads((shared_data / "nab" / "labels" / "combined_windows.json").read_text())
+    s = load_nab(bundled_data / "nab", [name])[0]
+    frame = pd.read_csv(bundled_data / "nab" / "data" / name)
+    windows = json.loads((bundled_data / "nab" / "labels" / "combined_windows.json").read_text(
+        ))
     stamps = pd.to_datetime(frame["timestamp"])
     inside = np.zeros(len(frame), dtype=bool)
     for lo, hi in windows[name]:
@@ -103,17 +130,25 @@ def test_nab_labels_are_the_combined_windows(shared_data: Path) -> None:
     assert np.array_equal(s.values[:, 0], frame["value"].to_numpy())
 
 
-def test_nab_series_with_repeated_stamps_load_in_file_order(shared_data: Path) -> None:
+def test_nab_series_with_repeated_stamps_load_in_file_order(bundled_data: Path) -> None:
     name = "realAdExchange/exchange-2_cpc_results.csv"
-    s = load_nab(shared_data / "nab", [name])[0]
-    frame = pd.read_csv(shared_data / "nab" / "data" / name)
+    s = load_nab(bundled_data / "nab", [name])[0]
+    frame = pd.read_csv(bundled_data / "nab" / "data" / name)
     assert (pd.to_datetime(frame["timestamp"]).diff().dt.total_seconds() == 0).any()
     assert len(s.values) == len(frame) and s.period_s > 0
 
 
-def test_skab_reads_eight_sensors_and_row_labels(shared_data: Path) -> None:
-    series = load_skab(shared_data / "skab", ["valve1/0.csv", "anomaly-free/anomaly-free.csv"])
-    frame = pd.read_csv(shared_data / "skab" / "data" / "valve1" / "0.csv", sep=";")
+# Tier 1 reads SKAB-format files the tests generate (SKAB is GPL-3.0, see tests/bundled.py);
+# tier 2 reads the real experiments.
+SKAB_ROOTS = ["bundled_data", pytest.param("shared_data", marks=pytest.mark.shared)]
+
+
+@pytest.mark.parametrize("data", SKAB_ROOTS)
+def test_skab_reads_eight_sensors_and_row_labels(request: pytest.FixtureRequest,
+                                                 data: str) -> None:
+    root = request.getfixturevalue(data) / "skab"
+    series = load_skab(root, ["valve1/0.csv", "anomaly-free/anomaly-free.csv"])
+    frame = pd.read_csv(root / "data" / "valve1" / "0.csv", sep=";")
     assert series[0].values.shape == (len(frame), 8)
     assert np.array_equal(series[0].labels, frame["anomaly"].to_numpy().astype(np.int8))
     assert not series[1].labels.any()
@@ -121,12 +156,12 @@ def test_skab_reads_eight_sensors_and_row_labels(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_a_users_long_table_in_csv_or_parquet(tmp_path: Path, shared_data: Path,
+def test_a_users_long_table_in_csv_or_parquet(tmp_path: Path, bundled_data: Path,
                                                fmt: str) -> None:
-    # Two real SKAB experiments in long form, rows shuffled: the loader sorts by time.
+    # Two SKAB-format experiments in long form, rows shuffled: the loader sorts by time.
     parts = []
     for name in ("valve1/1.csv", "valve1/2.csv"):
-        f = pd.read_csv(shared_data / "skab" / "data" / name, sep=";")
+        f = pd.read_csv(bundled_data / "skab" / "data" / name, sep=";")
         f["entity"] = name
         parts.append(f)
     frame = pd.concat(parts).sample(frac=1.0, random_state=0)
@@ -141,6 +176,22 @@ def test_a_users_long_table_in_csv_or_parquet(tmp_path: Path, shared_data: Path,
         assert s.features == (("Current", "A"), ("Pressure", "bar"))
     with pytest.raises(ConfigError, match="missing"):
         load_table(path, "entity", "datetime", ["Flow"])
+
+
+def test_generated_skab_files_have_the_real_files_format(bundled_data: Path,
+                                                         shared_data: Path) -> None:
+    for name in ("valve1/0.csv", "anomaly-free/anomaly-free.csv"):
+        made, real = (root / "skab" / "data" / name for root in (bundled_data, shared_data))
+        assert made.read_text().splitlines()[0] == real.read_text().splitlines()[0]
+        a, b = (pd.read_csv(p, sep=";") for p in (made, real))
+        assert dict(a.dtypes) == dict(b.dtypes)
+        assert len(pd.to_datetime(a["datetime"], format="%Y-%m-%d %H:%M:%S")) == len(a)
+        for label in ("anomaly", "changepoint"):
+            if label in b:
+                assert set(a[label]) == set(b[label]) == {0.0, 1.0}
+    sensors = pd.read_csv(shared_data / "skab" / "data" / "anomaly-free" / "anomaly-free.csv",
+                          sep=";", nrows=1).columns
+    assert ["datetime", *SKAB_SENSORS] == list(sensors)
 
 
 def test_unknown_source_and_missing_paths_say_what_was_expected(tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ from streamkit import (
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_streamed_forecasts_equal_offline_forward(tmp_path, shared_data, settings, unique):
-    events = EventSet(shared_data, entities=6, per_entity=150, t0=time.time() - 5.0,
+def test_streamed_forecasts_equal_offline_forward(tmp_path, bundled_data, settings, unique):
+    events = EventSet(bundled_data, entities=6, per_entity=150, t0=time.time() - 5.0,
                       chunk_every=3, chunk_len=5)
     sample = np.concatenate(list(events.values.values()))
     probe = make_artifact(tmp_path / "probe", cell="lstm", layers=2, hidden=16, horizon=5,
@@ -35,6 +35,10 @@ def test_streamed_forecasts_equal_offline_forward(tmp_path, shared_data, setting
     threshold = float(np.quantile(scores, 0.97))  # so that some samples are flagged
     art = make_artifact(tmp_path / "art", cell="lstm", layers=2, hidden=16, horizon=5,
                         sample=sample, threshold=threshold)
+    offline = {name: offline_forecasts(art, values) for name, values in events.values.items()}
+    want_flags = {name: (np.nan_to_num(scores, nan=-1) > threshold) & (np.arange(len(scores)) >= 20)
+                  for name, (_, scores) in offline.items()}
+    flagged = sum(int(f.sum()) for f in want_flags.values())
     names = topic_names(unique)
     asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 3))
     port = free_port()
@@ -46,9 +50,11 @@ def test_streamed_forecasts_equal_offline_forward(tmp_path, shared_data, setting
         worker.wait_ready()
         records = events.interleaved(seed=1)
         asyncio.run(produce(settings.kafka_bootstrap, names["events"], records))
+        # anomalies are a second topic: wait for them too, not just for every prediction
         got = asyncio.run(consume(
             settings.kafka_bootstrap, [names["predictions"], names["anomalies"]],
-            lambda g: len(g[names["predictions"]]) >= len(records), timeout=120))
+            lambda g: len(g[names["predictions"]]) >= len(records)
+            and len(g[names["anomalies"]]) >= flagged, timeout=120))
         # a batch's histograms are observed after its states are saved, just after its
         # predictions became visible: poll until the last batch is in
         deadline = time.monotonic() + 30
@@ -73,18 +79,15 @@ def test_streamed_forecasts_equal_offline_forward(tmp_path, shared_data, setting
                              rec["anomaly"][i]))
         else:
             rows.append((rec["ts"], rec["forecast"], rec["score"], rec["anomaly"]))
-    flagged = 0
     for name, values in events.values.items():
         rows = sorted(per_entity[name], key=lambda r: r[0])
         assert len(rows) == len(values)
-        forecasts, scores = offline_forecasts(art, values)
+        forecasts, scores = offline[name]
         np.testing.assert_allclose(np.array([r[1] for r in rows]), forecasts, rtol=1e-5,
                                    atol=1e-5)
         streamed = np.array([np.nan if r[2] is None else r[2] for r in rows])
         np.testing.assert_allclose(streamed, scores, rtol=1e-5, atol=1e-5)
-        want_flags = (np.nan_to_num(scores, nan=-1) > threshold) & (np.arange(len(values)) >= 20)
-        assert [r[3] for r in rows] == want_flags.tolist()
-        flagged += int(want_flags.sum())
+        assert [r[3] for r in rows] == want_flags[name].tolist()
     anomalies = got[names["anomalies"]]
     assert flagged > 0 and len(anomalies) == flagged
     assert all(a["anomaly"] and a["score"] > threshold for a in anomalies)

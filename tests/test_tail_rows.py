@@ -20,9 +20,9 @@ SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "stream" / "schemas" 
 
 
 @pytest.fixture(scope="module")
-def ecg(shared_data: Path) -> np.ndarray:
+def ecg(bundled_data: Path) -> np.ndarray:
     """2 s of MIT-BIH record 106 (lead MLII, mV), which has ventricular ectopic beats."""
-    rec = wfdb.rdrecord(str(shared_data / "mitdb" / "106"), channel_names=["MLII"], sampto=720)
+    rec = wfdb.rdrecord(str(bundled_data / "mitdb" / "106"), channel_names=["MLII"], sampto=720)
     return rec.p_signal
 
 

@@ -170,9 +170,9 @@ class Stream(threading.Thread):
             await producer.stop()
 
 
-def _beat_records(shared_data: Path, n: int, t0: float, threshold: float, model_id: str,
+def _beat_records(bundled_data: Path, n: int, t0: float, threshold: float, model_id: str,
                   ) -> list[dict]:
-    labels = ecg_labels(shared_data / "mitdb", RECORD).part(START, START + n)
+    labels = ecg_labels(bundled_data / "mitdb", RECORD).part(START, START + n)
     records, previous = [], None
     for peak, cls in zip(labels.r_peaks.tolist(), labels.classes.tolist(), strict=True):
         ts = t0 + peak * PERIOD  # part() counts samples from START
@@ -186,9 +186,9 @@ def _beat_records(shared_data: Path, n: int, t0: float, threshold: float, model_
 
 
 def test_the_page_shows_samples_forecasts_flags_and_beats_of_a_live_stream(
-        settings, unique, shared_data, tmp_path):
+        settings, unique, bundled_data, tmp_path):
     n = int(SECONDS / PERIOD)
-    values = ecg(shared_data, RECORD, START, n)
+    values = ecg(bundled_data, RECORD, START, n)
     model = make_artifact(tmp_path / "probe", sample=values)
     _, scores = offline_forecasts(model, values)
     threshold = float(np.nanquantile(scores, 0.9))
@@ -212,7 +212,7 @@ def test_the_page_shows_samples_forecasts_flags_and_beats_of_a_live_stream(
         view.status(lambda s: s["kafka"] == "connected")
         t0 = time.time() + 1.0
         stream = Stream(settings.kafka_bootstrap, topics, values,
-                        _beat_records(shared_data, n, t0, threshold, model_id), t0)
+                        _beat_records(bundled_data, n, t0, threshold, model_id), t0)
         stream.start()
         # the page is opened while the stream runs: once the view holds a few seconds of it
         status = view.status(lambda s: any(e["entity_id"] == ENTITY and e["flags"] > 0

@@ -26,9 +26,9 @@ PERIOD = 1 / 360
 
 
 @pytest.fixture(scope="module")
-def values(shared_data: Path) -> np.ndarray:
+def values(bundled_data: Path) -> np.ndarray:
     """3 s of two-lead ECG from MIT-BIH record 100."""
-    return ecg(shared_data, "100", 0, 3 * 360)
+    return ecg(bundled_data, "100", 0, 3 * 360)
 
 
 def _feed(buffers: Buffers, entity: str, values: np.ndarray, chunk: int = 36,

@@ -32,8 +32,8 @@ def msg(entity: str, ts: float, values, offset: int, partition: int = 0,
     return RawMessage(orjson.dumps(body), entity.encode(), "events", partition, offset)
 
 
-def setup(tmp_path, shared_data, **engine_kw):
-    values = ecg(shared_data, "100", 2000, 200)
+def setup(tmp_path, bundled_data, **engine_kw):
+    values = ecg(bundled_data, "100", 2000, 200)
     art_dir = make_artifact(tmp_path / "art", sample=values)
     metrics = Metrics(CollectorRegistry())
     engine = Engine(load_artifact(art_dir), metrics=metrics, **engine_kw)
@@ -46,9 +46,9 @@ def value(metrics: Metrics, name: str, **labels) -> float:
 
 
 def test_replayed_and_late_samples_are_skipped_and_the_state_does_not_move(tmp_path,
-                                                                          shared_data):
+                                                                          bundled_data):
     torch.set_num_threads(1)
-    values, art_dir, engine, store, sink, pipe = setup(tmp_path, shared_data, warmup_steps=0,
+    values, art_dir, engine, store, sink, pipe = setup(tmp_path, bundled_data, warmup_steps=0,
                                                        max_gap_s=0)
     first = [msg("a", T0 + i, values[i].tolist(), i) for i in range(20)]
     asyncio.run(pipe.process(first))
@@ -82,8 +82,8 @@ def test_replayed_and_late_samples_are_skipped_and_the_state_does_not_move(tmp_p
     np.testing.assert_allclose(chunk["forecast"], forecasts[20:24], rtol=1e-5, atol=1e-5)
 
 
-def test_a_gap_longer_than_the_limit_restarts_the_entity_and_its_warm_up(tmp_path, shared_data):
-    values, art_dir, engine, _store, sink, pipe = setup(tmp_path, shared_data, warmup_steps=3,
+def test_a_gap_longer_than_the_limit_restarts_the_entity_and_its_warm_up(tmp_path, bundled_data):
+    values, art_dir, engine, _store, sink, pipe = setup(tmp_path, bundled_data, warmup_steps=3,
                                                        max_gap_s=10.0)
     engine.threshold = -1.0  # every warm, scored sample is flagged: shows where warm-up ends
     before = [msg("b", T0 + i, values[i].tolist(), i) for i in range(6)]
@@ -100,8 +100,8 @@ def test_a_gap_longer_than_the_limit_restarts_the_entity_and_its_warm_up(tmp_pat
     assert len(sink.of("a")) == 6
 
 
-def test_an_undecodable_state_is_a_counted_reset_not_a_crash(tmp_path, shared_data):
-    values, art_dir, engine, store, sink, pipe = setup(tmp_path, shared_data, warmup_steps=0,
+def test_an_undecodable_state_is_a_counted_reset_not_a_crash(tmp_path, bundled_data):
+    values, art_dir, engine, store, sink, pipe = setup(tmp_path, bundled_data, warmup_steps=0,
                                                        max_gap_s=0)
     asyncio.run(store.save({"c": b"\x01garbage"}))
     asyncio.run(pipe.process([msg("c", T0 + i, values[i].tolist(), i) for i in range(4)]))
@@ -115,8 +115,8 @@ def test_an_undecodable_state_is_a_counted_reset_not_a_crash(tmp_path, shared_da
 
 
 def test_values_that_overflow_after_scaling_and_oversized_chunks_are_dead_lettered(
-        tmp_path, shared_data):
-    values, _art_dir, engine, _store, sink, pipe = setup(tmp_path, shared_data, warmup_steps=0,
+        tmp_path, bundled_data):
+    values, _art_dir, engine, _store, sink, pipe = setup(tmp_path, bundled_data, warmup_steps=0,
                                                        max_gap_s=0)
     per_sample = engine.model.horizon * 2
     too_many = MAX_FORECAST_VALUES // per_sample + 1
@@ -134,8 +134,8 @@ def test_values_that_overflow_after_scaling_and_oversized_chunks_are_dead_letter
 
 
 def test_the_wall_clock_bound_applies_to_a_chunks_last_sample_and_can_be_turned_off(
-        tmp_path, shared_data):
-    values = ecg(shared_data, "100", 0, 8)
+        tmp_path, bundled_data):
+    values = ecg(bundled_data, "100", 0, 8)
     art = load_artifact(make_artifact(tmp_path / "art", sample=values))
     now = 1_800_000_000.0
     batch = [msg("e", now - 1, values[:4].tolist(), 0, period=100.0),  # last sample 299 s ahead
