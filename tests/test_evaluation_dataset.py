@@ -1,5 +1,6 @@
 """Which samples an evaluation uses: validation parts by the training split, test records the
-network never saw (paced ones left out), cut to the first minutes (fast tier, real MIT-BIH)."""
+network never saw (paced and DS1 ones left out), cut to the first minutes (fast tier, real
+MIT-BIH)."""
 
 from __future__ import annotations
 
@@ -19,18 +20,18 @@ CARD = {"training": {"config": {"data": {"source": "mitdb", "path": "bundled:mit
 
 @pytest.fixture
 def mitdb_subset(tmp_path: Path, shared_data: Path) -> Path:
-    """Records 100 (trained on), 101, 102 (paced) and 103 of the shared MIT-BIH."""
+    """Records 100 (trained on), 101 (DS1), 102 (paced) and 103 (DS2) of the shared MIT-BIH."""
     for rec in ("100", "101", "102", "103"):
         for ext in ("hea", "dat", "atr"):
             (tmp_path / f"{rec}.{ext}").symlink_to(shared_data / "mitdb" / f"{rec}.{ext}")
     return tmp_path
 
 
-def test_unseen_unpaced_records_are_the_test_set(mitdb_subset: Path) -> None:
+def test_unseen_unpaced_ds2_records_are_the_test_set(mitdb_subset: Path) -> None:
     data = load_eval_data(CARD, mitdb_subset, minutes=0.5)
-    assert [s.entity for s in data.test] == ["101", "103"]
+    assert [s.entity for s in data.test] == ["103"]
     assert all(len(s.values) == 0.5 * 60 * 360 for s in data.test)
-    ann = wfdb.rdann(str(mitdb_subset / "101"), "atr")
+    ann = wfdb.rdann(str(mitdb_subset / "103"), "atr")
     beats = [s for s, sym in zip(ann.sample, ann.symbol, strict=True)
              if sym in BEAT_SYMBOLS and s < 0.5 * 60 * 360]
     assert data.test[0].labels.r_peaks.tolist() == beats
@@ -50,6 +51,11 @@ def test_validation_is_the_training_split_of_the_trained_records(mitdb_subset: P
 def test_trained_records_are_refused_as_test_entities(mitdb_subset: Path) -> None:
     with pytest.raises(ConfigError, match="never saw"):
         load_eval_data(CARD, mitdb_subset, entities=["100"])
+
+
+def test_ds1_records_are_refused_as_test_entities(mitdb_subset: Path) -> None:
+    with pytest.raises(ConfigError, match=r"expected MIT-BIH DS2 records.*'101'"):
+        load_eval_data(CARD, mitdb_subset, entities=["101", "103"])
 
 
 def test_without_unseen_records_the_test_parts_are_used(tmp_path: Path,
