@@ -1,0 +1,286 @@
+"""Online, causal QRS detection per entity, exactly chunk-invariant (Pan–Tompkins style).
+
+The signal path (Pan & Tompkins 1985, with Hamilton & Tompkins' 1986 decision rules):
+
+1. band-pass 5–15 Hz, a 4th-order Butterworth run as second-order sections (``sosfilt`` with its
+   carried ``zi``, started at steady state on the first sample so the DC offset gives no step);
+2. five-point derivative ``d[n] = fs/8 · (2b[n] + b[n-1] - b[n-3] - 2b[n-4])``;
+3. squaring, and a moving integration over ``W = round(0.15·fs)`` samples,
+   ``m[n] = (1/W) Σ_{k<W} d²[n-k]``, summed term by term in a fixed order;
+4. candidate peaks: the local maxima of ``m`` (``m[p-1] < m[p] >= m[p+1]``, known at ``p+1``).
+   A candidate is kept only if no larger one lies within the refractory ``R = 0.2 s`` before
+   or after it (Hamilton's rule), so it is final at ``p + R + 1``;
+5. a final peak of height ``h`` is a QRS when ``h > T1 = NPK + 0.25 (SPK - NPK)``, unless it
+   comes within 0.36 s of the previous QRS with less than half its steepest band-passed slope
+   (a T wave). Levels adapt as ``SPK ← 0.125 h + 0.875 SPK`` on a QRS, ``NPK`` likewise on a
+   noise peak; both start from the first 2 s (``SPK = max m / 3``, ``NPK = mean m / 2``), during
+   which nothing is reported;
+6. search-back: when no QRS came for ``1.66 ×`` the mean of the last 8 RR intervals (1 s before
+   any), the largest noise peak since the last QRS that is above ``T2 = T1 / 2`` and younger
+   than ``searchback_s`` is taken as a QRS (``SPK ← 0.25 h + 0.75 SPK``);
+7. the R peak is the largest ``|b|`` in the integration window that made the peak, shifted back by
+   the band-pass group delay at 10 Hz (so it falls on the raw R wave within a few samples).
+
+Every step is sequential in the sample order with all its memory in one fixed-size row per entity
+(:attr:`QRSDetector.state_dtype`), and the decisions depend only on the ordered events (candidate
+confirmed, peak final, search-back due), so any split of the stream into chunks, and a state
+saved to bytes and back between chunks, gives bit-for-bit the same beats. Filters run on all the
+entities of a batch whose chunks have the same length at once (2-D arrays); Python loops only
+over candidate peaks (a few per beat).
+
+>>> import wfdb
+>>> from pathlib import Path
+>>> rec = wfdb.rdrecord(str(Path(__file__).parents[1] / "training/bundled/mitdb/100"),
+...                     sampto=21600, channel_names=["MLII"])
+>>> peaks = detect(rec.p_signal[:, 0], rec.fs)
+>>> len(peaks), peaks[:3].tolist()  # the reference marks R at 662, 946, 1231
+(72, [665, 949, 1234])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.signal
+
+__all__ = ["QRSDetector", "detect"]
+
+BAND_HZ = (5.0, 15.0)
+INTEGRATION_S = 0.15
+REFRACTORY_S = 0.2
+TWAVE_S = 0.36
+TWAVE_SLOPE = 0.5
+SEARCHBACK_RR = 1.66
+SEARCHBACK_S = 1.0
+LEARN_S = 2.0
+DEFAULT_RR_S = 1.0
+RR_COUNT = 8
+NONE = -1
+
+
+class QRSDetector:
+    """Causal QRS detector for many entities sampled at ``fs`` Hz (one state row each)."""
+
+    def __init__(self, fs: float) -> None:
+        if not (math.isfinite(fs) and fs >= 50.0):
+            raise ValueError(f"expected a sampling rate fs >= 50 Hz, got {fs!r}")
+        self.fs = float(fs)
+        self._sos = scipy.signal.butter(2, BAND_HZ, btype="bandpass", fs=self.fs, output="sos")
+        self._sos_zi = scipy.signal.sosfilt_zi(self._sos)
+        _, gd = scipy.signal.group_delay(scipy.signal.sos2tf(self._sos), w=[10.0], fs=self.fs)
+        self._group = round(float(gd[0]))
+        self._w = round(INTEGRATION_S * self.fs)
+        self._refr = round(REFRACTORY_S * self.fs)
+        self._twave = round(TWAVE_S * self.fs)
+        self._learn = round(LEARN_S * self.fs)
+        self._sb_age = round(SEARCHBACK_S * self.fs)
+        # the band-passed window of a candidate p: [p - W - 2, p - 2] (the derivative lags 2)
+        self._ring = self._w + 8
+        nsec = self._sos.shape[0]
+        self.state_dtype = np.dtype([
+            ("n", "<i8"),                        # samples consumed
+            ("bp_zi", "<f8", (nsec, 2)),         # band-pass sections' state
+            ("bp", "<f8", (self._ring,)),        # last band-passed samples, oldest first
+            ("sq", "<f8", (self._w - 1,)),       # last squared derivatives
+            ("m1", "<f8"), ("m2", "<f8"),        # m[n-2], m[n-1]
+            ("lmax", "<f8"), ("lsum", "<f8"),    # learning-phase max and running sum of m
+            ("spk", "<f8"), ("npk", "<f8"),
+            ("pend", "<i8"), ("pend_h", "<f8"), ("pend_r", "<i8"), ("pend_s", "<f8"),
+            ("sb", "<i8"), ("sb_h", "<f8"), ("sb_r", "<i8"),
+            ("sb_due", "<i8"),
+            ("last", "<i8"), ("last_s", "<f8"),
+            ("rr", "<i8", (RR_COUNT,)), ("rr_n", "<i8"),
+        ])
+        self._fields = [f for f in self.state_dtype.names if f not in ("bp_zi", "bp", "sq", "rr")]
+        # longest wait after an R peak: its integration peak comes at most W + 2 + group delay
+        # samples later and is final R + 1 samples after that; search-back takes only peaks
+        # at most searchback_s old
+        self._delay = max(self._w + 2 + self._group + self._refr + 1, self._sb_age)
+        self.delay_s = self._delay / self.fs
+
+    def initial(self, n: int) -> np.ndarray:
+        """``n`` fresh state rows: nothing seen yet."""
+        st = np.zeros(n, self.state_dtype)
+        st["m1"] = st["m2"] = -np.inf
+        for f in ("pend", "pend_r", "sb", "sb_r", "sb_due", "last"):
+            st[f] = NONE
+        return st
+
+    def process(self, states: np.ndarray, chunks: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Advance ``states[i]`` by ``chunks[i]``; return each entity's newly confirmed R peaks."""
+        if states.dtype != self.state_dtype or states.ndim != 1:
+            raise ValueError(f"expected a 1-D state array of QRSDetector.state_dtype, "
+                             f"got {states.dtype} with shape {states.shape}")
+        if len(chunks) != len(states):
+            raise ValueError(f"expected one chunk per state row ({len(states)}), "
+                             f"got {len(chunks)}")
+        out = [np.empty(0, np.int64)] * len(states)
+        by_len: dict[int, list[int]] = {}
+        for i, c in enumerate(chunks):
+            if np.ndim(c) != 1:
+                raise ValueError(f"expected 1-D chunks, got shape {np.shape(c)} for entity {i}")
+            if len(c):
+                by_len.setdefault(len(c), []).append(i)
+        for idx in by_len.values():
+            rows = np.asarray(idx)
+            x = np.stack([np.asarray(chunks[i], dtype=np.float64) for i in idx])
+            st = states[rows]
+            found = self._advance(st, x)
+            states[rows] = st
+            for k, i in enumerate(idx):
+                out[i] = found[k]
+        return out
+
+    def _advance(self, st: np.ndarray, x: np.ndarray) -> list[np.ndarray]:
+        k, t = x.shape
+        n0 = st["n"].copy()
+        fresh = n0 == 0
+        zi = np.ascontiguousarray(np.moveaxis(st["bp_zi"], 1, 0))
+        if fresh.any():
+            zi[:, fresh, :] = self._sos_zi[:, None, :] * x[fresh, 0][None, :, None]
+        b, zi = scipy.signal.sosfilt(self._sos, x, axis=1, zi=zi)
+        st["bp_zi"] = np.moveaxis(zi, 0, 1)
+        eb = np.concatenate([st["bp"], b], axis=1)  # global index g at column g - n0 + ring
+        r = self._ring
+        d = (2.0 * eb[:, r:] + eb[:, r - 1:-1] - eb[:, r - 3:-3] - 2.0 * eb[:, r - 4:-4])
+        d *= self.fs / 8.0
+        es = np.concatenate([st["sq"], d * d], axis=1)
+        m = es[:, : t].copy()
+        for j in range(1, self._w):
+            m += es[:, j: j + t]
+        m *= 1.0 / self._w
+        st["bp"] = eb[:, -r:]
+        st["sq"] = es[:, -(self._w - 1):]
+        self._learn_levels(st, m, n0)
+        em = np.concatenate([st["m2"][:, None], st["m1"][:, None], m], axis=1)
+        st["m2"], st["m1"] = em[:, -2], em[:, -1]
+        # local maxima at em columns 1..t (global n0 - 2 + col), confirmed by the next column
+        mid = em[:, 1:-1]
+        is_max = (mid > em[:, :-2]) & (mid >= em[:, 2:])
+        ci, cj = np.nonzero(is_max)
+        cp = n0[ci] - 1 + cj
+        keep = cp >= self._learn
+        ci, cp = ci[keep], cp[keep]
+        ch = em[ci, cp - n0[ci] + 2]
+        cr, cs = self._locate(eb, ci, cp - n0[ci] + r)
+        st["n"] = n0 + t
+        end = n0 + t - 1  # last global index received
+        pend_due = np.where(st["pend"] >= 0, st["pend"] + self._refr + 1, np.iinfo(np.int64).max)
+        sb_due = np.where(st["sb_due"] >= 0, np.maximum(st["sb_due"], np.where(
+            st["pend"] >= 0, pend_due, 0)), np.iinfo(np.int64).max)
+        busy = np.zeros(k, bool)
+        busy[ci] = True
+        busy |= (pend_due <= end) | (sb_due <= end)
+        found = [np.empty(0, np.int64)] * k
+        starts = np.searchsorted(ci, np.arange(k + 1))
+        for row in np.flatnonzero(busy):
+            a, z = starts[row], starts[row + 1]
+            found[row] = self._decide(st, row, int(end[row]), cp[a:z].tolist(),
+                                      ch[a:z].tolist(), cr[a:z].tolist(), cs[a:z].tolist())
+        return found
+
+    def _learn_levels(self, st: np.ndarray, m: np.ndarray, n0: np.ndarray) -> None:
+        """Running max and sequential sum of ``m`` over the first LEARN_S; levels at its end."""
+        t = m.shape[1]
+        inside = np.clip(self._learn - n0, 0, t)
+        for span in np.unique(inside[inside > 0]):
+            rows = np.flatnonzero(inside == span)
+            part = m[rows, :span]
+            st["lmax"][rows] = np.maximum(st["lmax"][rows], part.max(axis=1))
+            acc = np.concatenate([st["lsum"][rows, None], part], axis=1)
+            st["lsum"][rows] = np.cumsum(acc, axis=1)[:, -1]
+        done = (n0 < self._learn) & (n0 + t >= self._learn)
+        st["spk"][done] = st["lmax"][done] / 3.0
+        st["npk"][done] = st["lsum"][done] / self._learn / 2.0
+
+    def _locate(self, eb: np.ndarray, ci: np.ndarray, col: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """R index and steepest band-passed slope in each candidate's integration window."""
+        if len(ci) == 0:
+            return np.empty(0, np.int64), np.empty(0)
+        span = self._w + 1
+        offs = np.arange(span) - self._w - 2
+        win = eb[ci[:, None], col[:, None] + offs[None, :]]
+        rel = np.abs(win).argmax(axis=1)
+        slope = np.abs(np.diff(win, axis=1)).max(axis=1)
+        return rel, slope
+
+    def _decide(self, st: np.ndarray, row: int, end: int, cp: list[int], ch: list[float],
+                crel: list[int], cs: list[float]) -> np.ndarray:
+        s = {f: st[f][row].item() for f in self._fields}
+        rr = st["rr"][row]
+        beats: list[int] = []
+        refr, shift = self._refr, self._w + 2 + self._group
+        inf = math.inf
+
+        def mean_rr() -> float:
+            cnt = min(s["rr_n"], RR_COUNT)
+            return float(rr[:cnt].sum()) / cnt if cnt else DEFAULT_RR_S * self.fs
+
+        def accept(p: int, h: float, r: int, slope: float, back: bool) -> None:
+            beats.append(r)
+            a = 0.25 if back else 0.125
+            s["spk"] = a * h + (1.0 - a) * s["spk"]
+            if s["last"] >= 0:
+                rr[s["rr_n"] % RR_COUNT] = p - s["last"]
+                s["rr_n"] += 1
+            s["last"], s["last_s"] = p, slope
+            s["sb"] = s["sb_r"] = NONE
+            s["sb_h"] = 0.0
+            s["sb_due"] = p + round(SEARCHBACK_RR * mean_rr())
+
+        def finalize() -> None:
+            p, h, r, slope = s["pend"], s["pend_h"], s["pend_r"], s["pend_s"]
+            s["pend"] = s["pend_r"] = NONE
+            thr1 = s["npk"] + 0.25 * (s["spk"] - s["npk"])
+            twave = (s["last"] >= 0 and p - s["last"] < self._twave
+                     and slope < TWAVE_SLOPE * s["last_s"])
+            if h > thr1 and not twave:
+                accept(p, h, r, slope, False)
+                return
+            s["npk"] = 0.125 * h + 0.875 * s["npk"]
+            if not twave and h > s["sb_h"]:
+                s["sb"], s["sb_h"], s["sb_r"] = p, h, r
+
+        def search_back(now: int) -> None:
+            thr2 = 0.5 * (s["npk"] + 0.25 * (s["spk"] - s["npk"]))
+            if s["sb"] >= 0 and s["sb_h"] > thr2 and now - s["sb_r"] <= self._delay:
+                accept(s["sb"], s["sb_h"], s["sb_r"], 0.0, True)
+                return
+            s["sb"] = s["sb_r"] = NONE
+            s["sb_h"] = 0.0
+            s["sb_due"] = now + round(mean_rr())
+
+        i = 0
+        while True:
+            pend_due = s["pend"] + refr + 1 if s["pend"] >= 0 else inf
+            sb_due = max(s["sb_due"], pend_due if s["pend"] >= 0 else 0) \
+                if s["sb_due"] >= 0 else inf
+            arrive = cp[i] + 1 if i < len(cp) else inf
+            nxt = min(pend_due, sb_due, arrive)
+            if nxt > end:
+                break
+            if arrive <= pend_due and arrive <= sb_due:
+                p, h = cp[i], ch[i]
+                r = p - shift + crel[i]
+                if s["pend"] >= 0 and p - s["pend"] <= refr:
+                    if h > s["pend_h"]:
+                        s["pend"], s["pend_h"], s["pend_r"], s["pend_s"] = p, h, r, cs[i]
+                else:
+                    s["pend"], s["pend_h"], s["pend_r"], s["pend_s"] = p, h, r, cs[i]
+                i += 1
+            elif pend_due <= sb_due:
+                finalize()
+            else:
+                search_back(int(sb_due))
+        for f in self._fields:
+            st[f][row] = s[f]
+        return np.asarray(beats, np.int64)
+
+
+def detect(signal: np.ndarray, fs: float) -> np.ndarray:
+    """R peaks of one whole ECG lead (mV) in one pass: the online detector fed one chunk."""
+    det = QRSDetector(fs)
+    return det.process(det.initial(1), [np.asarray(signal, dtype=np.float64)])[0]
