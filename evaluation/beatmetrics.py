@@ -21,7 +21,8 @@ reference. **False flags per hour** divides them by the hours of recording score
 sensitivity per class (the share of reference c beats flagged) is kept too: it is defined for
 any flagging detector, sample-level ones included, where a per-class +P is not.
 
-**QRS detection**: Se = matched / reference beats, +P = matched / detected beats (all classes).
+**QRS detection**: Se = matched / reference beats, +P = matched / detected beats (all classes;
+:class:`evaluation.ec57.Score`, pooled by :func:`evaluation.ec57.total`).
 
 All counts are *gross*: summed over records first, then the ratios (EC57's gross statistics),
 so a record with many beats weighs more. ``+`` pools two :class:`BeatTally`.
@@ -30,8 +31,8 @@ so a record with many beats weighs more. ``+`` pools two :class:`BeatTally`.
 ...                det_flags=[False, True, True, True], match=[0, 1, 2, -1], hours=0.5)
 >>> t.classes["V"].tp, t.classes["V"].fn, t.classes["V"].fp, t.classes["V"].ppv
 (1, 1, 1, 0.5)
->>> t.abnormal.se, t.abnormal.fp, t.false_flags_per_hour, round(t.qrs_se, 2), t.qrs_ppv
-(0.6666666666666666, 1, 2.0, 0.6, 0.75)
+>>> t.abnormal.se, t.abnormal.fp, t.false_flags_per_hour, t.qrs
+(0.6666666666666666, 1, 2.0, Score(tp=3, fn=2, fp=1, se=0.6, ppv=0.75))
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evaluation.ec57 import Score, total
 from evaluation.metrics import f1_score
 
-__all__ = ["CLASSES", "REFERENCE", "BeatTally", "ClassCounts", "beat_tally", "flags_on_beats"]
+__all__ = ["CLASSES", "REFERENCE", "BeatTally", "ClassCounts", "beat_tally", "flags_on_beats",
+           "match_of"]
 
 CLASSES = ("V", "S", "F")  # the classifier's letters (stream.beats.BeatOut.cls)
 # the classifier's letters -> the reference classes of evaluation.labels
@@ -89,6 +92,10 @@ def _zero_classes() -> dict[str, ClassCounts]:
     return {c: ClassCounts() for c in CLASSES}
 
 
+def _no_beats() -> Score:
+    return total([])
+
+
 @dataclass(frozen=True)
 class BeatTally:
     """Gross counts of one detector over one or more records."""
@@ -96,9 +103,7 @@ class BeatTally:
     classes: dict[str, ClassCounts] = field(default_factory=_zero_classes)  # by ``cls``
     abnormal: ClassCounts = ClassCounts()  # pooled S+V+F, by the flag
     flagged_by_class: dict[str, ClassCounts] = field(default_factory=_zero_classes)  # TP, FN
-    qrs_tp: int = 0  # reference beats matched by a detection
-    qrs_fn: int = 0  # reference beats no detection matched
-    qrs_fp: int = 0  # detections that matched no reference beat
+    qrs: Score = field(default_factory=_no_beats)  # QRS detection, all reference beats
     hours: float = 0.0  # of recording scored
 
     def __add__(self, other: BeatTally) -> BeatTally:
@@ -106,8 +111,7 @@ class BeatTally:
                          self.abnormal + other.abnormal,
                          {c: self.flagged_by_class[c] + other.flagged_by_class[c]
                           for c in CLASSES},
-                         self.qrs_tp + other.qrs_tp, self.qrs_fn + other.qrs_fn,
-                         self.qrs_fp + other.qrs_fp, self.hours + other.hours)
+                         total([self.qrs, other.qrs]), self.hours + other.hours)
 
     @classmethod
     def pool(cls, parts: Sequence[BeatTally]) -> BeatTally:
@@ -117,16 +121,6 @@ class BeatTally:
     def false_flags_per_hour(self) -> float:
         return self.abnormal.fp / self.hours if self.hours > 0 else math.nan
 
-    @property
-    def qrs_se(self) -> float:
-        n = self.qrs_tp + self.qrs_fn
-        return self.qrs_tp / n if n else math.nan
-
-    @property
-    def qrs_ppv(self) -> float:
-        n = self.qrs_tp + self.qrs_fp
-        return self.qrs_tp / n if n else math.nan
-
     def summary(self) -> dict:
         """Every number a report shows (JSON-ready; NaN stays NaN)."""
         return {"classes": {c: self.classes[c].summary() for c in CLASSES},
@@ -134,8 +128,7 @@ class BeatTally:
                 "flag_se": {c: self.flagged_by_class[c].se for c in CLASSES},
                 "false_flags": self.abnormal.fp, "hours": self.hours,
                 "false_flags_per_hour": self.false_flags_per_hour,
-                "qrs": {"tp": self.qrs_tp, "fn": self.qrs_fn, "fp": self.qrs_fp,
-                        "se": self.qrs_se, "ppv": self.qrs_ppv}}
+                "qrs": self.qrs._asdict()}
 
 
 def beat_tally(ref_classes: Sequence[str], det_classes: Sequence[str] | None,
@@ -180,9 +173,24 @@ def beat_tally(ref_classes: Sequence[str], det_classes: Sequence[str] | None,
         excused = ("Q", REFERENCE[c], "F") if c == "V" else ("Q", REFERENCE[c])
         classes[c] = ClassCounts(tp=int(right.sum()), fn=int(is_c.sum() - right.sum()),
                                  fp=int((called & ~np.isin(ref_of_det, excused)).sum()))
-    return BeatTally(classes, abnormal, by_flag, qrs_tp=int(detected.sum()),
-                     qrs_fn=int((~detected).sum()), qrs_fp=int((~matched).sum()),
-                     hours=float(hours))
+    qrs = total([Score(int(detected.sum()), int((~detected).sum()), int((~matched).sum()),
+                       math.nan, math.nan)])
+    return BeatTally(classes, abnormal, by_flag, qrs, float(hours))
+
+
+def match_of(ref: np.ndarray, det: np.ndarray, fs: float) -> np.ndarray:
+    """Each detected beat's matched reference index or -1 (EC57, 150 ms:
+    :func:`evaluation.ec57.match`).
+
+    >>> match_of(np.array([100, 460]), np.array([30, 104, 470]), fs=360.0).tolist()
+    [-1, 0, 1]
+    """
+    from evaluation.ec57 import match
+
+    pairs = match(ref, det, fs)
+    out = np.full(len(det), -1, dtype=np.int64)
+    out[pairs[:, 1]] = pairs[:, 0]
+    return out
 
 
 def flags_on_beats(flags: np.ndarray, beats: np.ndarray) -> np.ndarray:
