@@ -5,19 +5,21 @@ The signal path (Pan & Tompkins 1985, with Hamilton & Tompkins' 1986 decision ru
 1. band-pass 5–15 Hz, a 4th-order Butterworth run as second-order sections (``sosfilt`` with its
    carried ``zi``, started at steady state on the first sample so the DC offset gives no step);
 2. five-point derivative ``d[n] = fs/8 · (2b[n] + b[n-1] - b[n-3] - 2b[n-4])``;
-3. squaring, and a moving integration over ``W = round(0.15·fs)`` samples,
-   ``m[n] = (1/W) Σ_{k<W} d²[n-k]``, summed term by term in a fixed order;
+3. squaring, a moving integration over ``W = round(0.15·fs)`` samples summed term by term in
+   a fixed order, and a square root: ``m[n] = sqrt((1/W) Σ_{k<W} d²[n-k])``, the RMS slope. The
+   root keeps peak heights proportional to the QRS amplitude rather than its square, so one
+   large ectopic beat does not lift the threshold above the normal beats around it;
 4. candidate peaks: the local maxima of ``m`` (``m[p-1] < m[p] >= m[p+1]``, known at ``p+1``).
    A candidate is kept only if no larger one lies within the refractory ``R = 0.2 s`` before
    or after it (Hamilton's rule), so it is final at ``p + R + 1``;
-5. a final peak of height ``h`` is a QRS when ``h > T1 = NPK + 0.25 (SPK - NPK)``, unless it
-   comes within 0.36 s of the previous QRS with less than half its steepest band-passed slope
-   (a T wave). Levels adapt as ``SPK ← 0.125 h + 0.875 SPK`` on a QRS, ``NPK`` likewise on a
-   noise peak; both start from the first 2 s (``SPK = max m / 3``, ``NPK = mean m / 2``), during
-   which nothing is reported;
+5. a final peak of height ``h`` is a QRS when ``h > T1 = N + 0.3125 (Q - N)``, ``Q`` and ``N``
+   the medians of the last 8 QRS and noise peak heights (Hamilton & Tompkins' best estimator),
+   unless it comes within 0.36 s of the previous QRS with less than half its steepest
+   band-passed slope (a T wave). Both buffers start from the first 2 s (``Q = max m / 3``,
+   ``N = mean m / 2``), during which nothing is reported;
 6. search-back: when no QRS came for ``1.66 ×`` the mean of the last 8 RR intervals (1 s before
-   any), the largest noise peak since the last QRS that is above ``T2 = T1 / 2`` and younger
-   than ``searchback_s`` is taken as a QRS (``SPK ← 0.25 h + 0.75 SPK``);
+   any), the largest noise peak since the last QRS that is above ``T1 / 2`` and at most
+   ``searchback_s`` old is taken as a QRS (otherwise the search is repeated one RR later);
 7. the R peak is the largest ``|b|`` in the integration window that made the peak, shifted back by
    the band-pass group delay at 10 Hz (so it falls on the raw R wave within a few samples).
 
@@ -57,6 +59,9 @@ SEARCHBACK_S = 1.0
 LEARN_S = 2.0
 DEFAULT_RR_S = 1.0
 RR_COUNT = 8
+LEVEL_COUNT = 8
+THRESHOLD = 0.3125
+SEARCHBACK_LEVEL = 0.5
 NONE = -1
 
 
@@ -86,14 +91,15 @@ class QRSDetector:
             ("sq", "<f8", (self._w - 1,)),       # last squared derivatives
             ("m1", "<f8"), ("m2", "<f8"),        # m[n-2], m[n-1]
             ("lmax", "<f8"), ("lsum", "<f8"),    # learning-phase max and running sum of m
-            ("spk", "<f8"), ("npk", "<f8"),
+            ("qh", "<f8", (LEVEL_COUNT,)), ("nh", "<f8", (LEVEL_COUNT,)),  # last peak heights
+            ("qn", "<i8"), ("nn", "<i8"),        # QRS and noise peaks seen
             ("pend", "<i8"), ("pend_h", "<f8"), ("pend_r", "<i8"), ("pend_s", "<f8"),
             ("sb", "<i8"), ("sb_h", "<f8"), ("sb_r", "<i8"),
             ("sb_due", "<i8"),
             ("last", "<i8"), ("last_s", "<f8"),
             ("rr", "<i8", (RR_COUNT,)), ("rr_n", "<i8"),
         ])
-        self._fields = [f for f in self.state_dtype.names if f not in ("bp_zi", "bp", "sq", "rr")]
+        self._fields = [f for f in self.state_dtype.names if self.state_dtype[f].shape == ()]
         # longest wait after an R peak: its integration peak comes at most W + 2 + group delay
         # samples later and is final R + 1 samples after that; search-back takes only peaks
         # at most searchback_s old
@@ -151,6 +157,7 @@ class QRSDetector:
         for j in range(1, self._w):
             m += es[:, j: j + t]
         m *= 1.0 / self._w
+        np.sqrt(m, out=m)
         st["bp"] = eb[:, -r:]
         st["sq"] = es[:, -(self._w - 1):]
         self._learn_levels(st, m, n0)
@@ -192,8 +199,8 @@ class QRSDetector:
             acc = np.concatenate([st["lsum"][rows, None], part], axis=1)
             st["lsum"][rows] = np.cumsum(acc, axis=1)[:, -1]
         done = (n0 < self._learn) & (n0 + t >= self._learn)
-        st["spk"][done] = st["lmax"][done] / 3.0
-        st["npk"][done] = st["lsum"][done] / self._learn / 2.0
+        st["qh"][done] = (st["lmax"][done] / 3.0)[:, None]
+        st["nh"][done] = (st["lsum"][done] / self._learn / 2.0)[:, None]
 
     def _locate(self, eb: np.ndarray, ci: np.ndarray, col: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -210,10 +217,14 @@ class QRSDetector:
     def _decide(self, st: np.ndarray, row: int, end: int, cp: list[int], ch: list[float],
                 crel: list[int], cs: list[float]) -> np.ndarray:
         s = {f: st[f][row].item() for f in self._fields}
-        rr = st["rr"][row]
+        rr, qh, nh = st["rr"][row], st["qh"][row], st["nh"][row]
         beats: list[int] = []
         refr, shift = self._refr, self._w + 2 + self._group
         inf = math.inf
+
+        def threshold() -> float:
+            q, n = _median8(qh.tolist()), _median8(nh.tolist())
+            return n + THRESHOLD * (q - n)
 
         def mean_rr() -> float:
             cnt = min(s["rr_n"], RR_COUNT)
@@ -221,8 +232,8 @@ class QRSDetector:
 
         def accept(p: int, h: float, r: int, slope: float, back: bool) -> None:
             beats.append(r)
-            a = 0.25 if back else 0.125
-            s["spk"] = a * h + (1.0 - a) * s["spk"]
+            qh[s["qn"] % LEVEL_COUNT] = h
+            s["qn"] += 1
             if s["last"] >= 0:
                 rr[s["rr_n"] % RR_COUNT] = p - s["last"]
                 s["rr_n"] += 1
@@ -234,18 +245,19 @@ class QRSDetector:
         def finalize() -> None:
             p, h, r, slope = s["pend"], s["pend_h"], s["pend_r"], s["pend_s"]
             s["pend"] = s["pend_r"] = NONE
-            thr1 = s["npk"] + 0.25 * (s["spk"] - s["npk"])
+            thr1 = threshold()
             twave = (s["last"] >= 0 and p - s["last"] < self._twave
                      and slope < TWAVE_SLOPE * s["last_s"])
             if h > thr1 and not twave:
                 accept(p, h, r, slope, False)
                 return
-            s["npk"] = 0.125 * h + 0.875 * s["npk"]
+            nh[s["nn"] % LEVEL_COUNT] = h
+            s["nn"] += 1
             if not twave and h > s["sb_h"]:
                 s["sb"], s["sb_h"], s["sb_r"] = p, h, r
 
         def search_back(now: int) -> None:
-            thr2 = 0.5 * (s["npk"] + 0.25 * (s["spk"] - s["npk"]))
+            thr2 = SEARCHBACK_LEVEL * threshold()
             if s["sb"] >= 0 and s["sb_h"] > thr2 and now - s["sb_r"] <= self._delay:
                 accept(s["sb"], s["sb_h"], s["sb_r"], 0.0, True)
                 return
@@ -278,6 +290,12 @@ class QRSDetector:
         for f in self._fields:
             st[f][row] = s[f]
         return np.asarray(beats, np.int64)
+
+
+def _median8(v: list[float]) -> float:
+    """Median of 8 values (mean of the middle two), in a fixed order of operations."""
+    v.sort()
+    return 0.5 * (v[3] + v[4])
 
 
 def detect(signal: np.ndarray, fs: float) -> np.ndarray:

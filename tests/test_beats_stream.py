@@ -22,8 +22,6 @@ from stream.errors import ArtifactError
 from stream.model import Forecaster
 from training.sources import BUNDLED_MITDB, load_wfdb
 
-pytest.importorskip("stream.qrs")  # until branch qrs is merged: stream/qrs.py lives there
-
 SECONDS = 240
 
 
