@@ -9,6 +9,10 @@ the classifier per class (V, S, F) and its flags pooled (S + V + F). The sample-
 flagged when one of its samples is (:func:`evaluation.beatmetrics.flags_on_beats`), so every row
 of the table counts the same beats.
 
+Live, the worker's beat records (topic ``seqstream.beats``) must equal this offline pass:
+:func:`compare_beats` (R peak samples, RR, decision samples, classes and flags exactly,
+``p_abnormal`` to 1e-5).
+
 Beats and reference beats before ``start`` (the warm-up) are left out, in pairs: a detection
 matched to a reference beat on the other side of ``start`` counts nowhere.
 
@@ -33,8 +37,8 @@ from evaluation.beatmetrics import BeatTally, beat_tally, flags_on_beats, match_
 from evaluation.dataset import EvalData
 from evaluation.labels import Labels
 
-__all__ = ["CSV_COLUMNS", "RecordBeats", "beat_section", "detect_beats", "record_tally",
-           "restrict", "write_beats_csv"]
+__all__ = ["CSV_COLUMNS", "RecordBeats", "beat_section", "compare_beats", "detect_beats",
+           "record_tally", "restrict", "write_beats_csv"]
 
 log = logging.getLogger(__name__)
 CSV_COLUMNS = ("sample", "time_s", "rr_s", "class", "p_abnormal", "anomaly")
@@ -80,6 +84,51 @@ def detect_beats(artifact, data: EvalData, residuals: Sequence[np.ndarray]) -> l
         out.append(RecordBeats.of(s.entity, offline_beats(stage, signal,
                                                           np.asarray(res, np.float64))))
     return out
+
+
+def compare_beats(streamed: Sequence[Sequence[dict]], offline: Sequence[RecordBeats],
+                  period_s: float, tol: float = 1e-5) -> dict[str, Any]:
+    """The worker's beat records against the offline beats, series by series: one record per
+    offline beat (a repeat allowed by at-least-once delivery must be identical), same R peak,
+    RR, decision time, class and flag, ``p_abnormal`` within ``tol``.
+
+    >>> off = RecordBeats("e", np.array([10]), np.array([np.nan]), np.array(["V"]),
+    ...                   np.array([0.9]), np.array([True]), np.array([40]))
+    >>> rec = {"sample": 10, "rr": None, "class": "V", "p_abnormal": 0.9 + 2e-6,
+    ...        "anomaly": True, "ts": 10.0, "decided_ts": 40.0}
+    >>> out = compare_beats([[rec, rec]], [off], period_s=1.0)
+    >>> out["passed"], out["records"], out["beats"], out["max_abs_diff_p"] < 1e-5
+    (True, 2, 1, True)
+    """
+    missing = extra = differing = repeats_differing = records = 0
+    max_dp = 0.0
+    for recs, off in zip(streamed, offline, strict=True):
+        records += len(recs)
+        by_sample: dict[int, dict] = {}
+        for r in recs:
+            first = by_sample.setdefault(int(r["sample"]), r)
+            repeats_differing += first != r
+        want = {int(s): k for k, s in enumerate(off.samples)}
+        missing += len(set(want) - set(by_sample))
+        extra += len(set(by_sample) - set(want))
+        for s in set(want) & set(by_sample):
+            r, k = by_sample[s], want[s]
+            rr = math.nan if r["rr"] is None else float(r["rr"])
+            dp = abs(float(r["p_abnormal"]) - float(off.p_abnormal[k]))
+            max_dp = max(max_dp, dp)
+            same = (r["class"] == off.classes[k] and bool(r["anomaly"]) == bool(off.anomaly[k])
+                    and (rr == off.rr_s[k] or (math.isnan(rr) and math.isnan(off.rr_s[k])))
+                    and round((r["decided_ts"] - r["ts"]) / period_s) == off.decided[k] - s
+                    and dp <= tol)
+            differing += not same
+    beats = sum(len(o.samples) for o in offline)
+    passed = missing == extra == differing == repeats_differing == 0
+    summary = (f"beat records {records:,} for {beats:,} offline beats: missing {missing}, extra "
+               f"{extra}, differing {differing} (repeats differing {repeats_differing}), max "
+               f"|Δ p_abnormal| {max_dp:.1e}: **{'equal' if passed else 'NOT equal'}**")
+    return {"passed": passed, "records": records, "beats": beats, "missing": missing,
+            "extra": extra, "differing": differing, "repeats_differing": repeats_differing,
+            "max_abs_diff_p": max_dp, "tolerance_p": tol, "summary": summary}
 
 
 def write_beats_csv(path: Path, beats: RecordBeats, period_s: float) -> Path:

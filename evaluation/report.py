@@ -104,11 +104,12 @@ def _beat_lines(beats: dict[str, Any]) -> list[str]:
 
     stage = beats["detectors"][BEAT_STAGE]
     q = stage["qrs"]
-    lines = [f"**Beats** on {len(beats['per_record'])} records: the beat stage's detected "
-             f"beats matched to the reference beats (EC57, {beats['match_window_s'] * 1000:.0f}"
-             f" ms; Q beats ignored; gross counts). QRS detection: Se {_fmt(q['se'], 4)}, +P "
-             f"{_fmt(q['ppv'], 4)} ({q['tp'] + q['fn']} reference beats, {q['fn']} missed, "
-             f"{q['fp']} extra detections).", "",
+    lines = [f"**Beats** on {len(beats['per_record'])} records ({beats['from']}): the beat "
+             f"stage's detected beats matched to the reference beats (EC57, "
+             f"{beats['match_window_s'] * 1000:.0f} ms; Q beats ignored; gross counts). QRS "
+             f"detection: Se {_fmt(q['se'], 4)}, +P {_fmt(q['ppv'], 4)} "
+             f"({q['tp'] + q['fn']} reference beats, {q['fn']} missed, {q['fp']} extra "
+             "detections).", "",
              "| beat classifier | Se | +P | F1 | TP | FN | FP |", "|---|---|---|---|---|---|---|"]
     names = {"V": "VEB (V)", "S": "SVEB (S)", "F": "fusion (F)"}
     for c, name in names.items():

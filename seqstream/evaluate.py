@@ -183,23 +183,24 @@ def run(args: argparse.Namespace) -> int:
     if scaled_card:
         baselines.insert(0, unscaled_network(artifact, data))
 
-    live_section, streamed = None, None
+    live_section, streamed, live_run = None, None, None
     if args.live != "off":
         from evaluation.live import compare, run_live
         from stream.offline import replay_many, residual_scale_of
 
-        run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
-                       [s.values for s in data.test], data.period_s, artifact.model.horizon,
-                       warmup, args.samples_per_event, args.live, Path(args.out) / "live",
-                       args.live_timeout)
+        live_run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
+                            [s.values for s in data.test], data.period_s,
+                            artifact.model.horizon, warmup, args.samples_per_event, args.live,
+                            Path(args.out) / "live", args.live_timeout,
+                            with_beats=data.kind == "beats" and artifact.beats is not None)
         offline = replay_many(artifact, [s.values for s in data.test])
-        live_section = compare(run, [r.forecasts for r in offline], ours.test,
+        live_section = compare(live_run, [r.forecasts for r in offline], ours.test,
                                artifact.threshold, warmup, artifact.model_id,
                                float(min(residual_scale_of(artifact))))
         log.info("live: %s", live_section["summary"])
-        streamed = run.scores
+        streamed = live_run.scores
         ours.forecasts = [np.concatenate([np.full((1, fc.shape[2]), np.nan), fc[:-1, 0]])
-                          for fc in run.forecasts]
+                          for fc in live_run.forecasts]
 
     detectors = {OURS: assess_detector(ours, data, warmup, card["threshold"], streamed)}
     detectors[OURS]["scores_from"] = "the live stream" if streamed is not None else "offline"
@@ -237,6 +238,15 @@ def run(args: argparse.Namespace) -> int:
     (out / "plots").mkdir(parents=True, exist_ok=True)
     beats = _beats(artifact, data, detectors, scored, warmup, out) if data.kind == "beats" \
         else None
+    if live_run is not None and beats and "found" in beats:
+        from evaluation.beateval import compare_beats
+
+        check = compare_beats(live_run.beats, beats["found"], data.period_s)
+        log.info("live beats: %s", check["summary"])
+        live_section["beats"] = check
+        live_section["passed"] = live_section["passed"] and check["passed"]
+        live_section["summary"] += "; " + check["summary"]
+        beats["from"] = "the offline pass, checked against the live stream's beat records"
     plots = []
     order = sorted(range(len(data.test)),
                    key=lambda i: -_events(data.test[i].labels, max(warmup, data.test[i].start)))
@@ -320,7 +330,8 @@ def _beats(artifact, data, detectors: dict[str, Any], scored: dict[str, list],
                     f"{det['label']} (`{name}`)", f"{threshold:.3f} ({label})",
                     [flags_of(s, threshold, warmup) for s in scored[name]])
     section = beat_section(artifact, data, found, sample_flags, warmup, out)
-    section["found"] = found  # for the plots; not written to report.json
+    section["from"] = "the offline pass"
+    section["found"] = found  # for the plots and the live check; not written to report.json
     return section
 
 

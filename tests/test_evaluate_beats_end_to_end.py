@@ -1,7 +1,8 @@
 """``seqstream evaluate --test-data DIR --minutes 0`` on a folder of WFDB records that is not
 MIT-BIH's own: two minutes of bundled DS2 records 200 and 232 written as new records, a tiny
-`ecg` forecaster with a seeded (untrained) beat stage; one ``beats/<record>.csv`` per record with
-exactly the beats the offline beat stage finds, and the beat-level table in the report."""
+`ecg` forecaster with a seeded (untrained) beat stage, streamed through a spawned worker on the
+real Kafka and Redis; the worker's beat records equal the offline beat stage's, one
+``beats/<record>.csv`` per record holds exactly those beats, and the report has the beat table."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from stream.beats import FEATURES, BeatFeatures, BeatStage, offline_beats
 from stream.offline import replay_many
 from training.sources import BUNDLED_MITDB
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TINY = ["--model-hidden-size", "8", "--data-max-windows", "96", "--train-max-epochs", "1",
         "--train-limit-train-batches", "3", "--train-limit-val-batches", "2",
@@ -69,20 +70,25 @@ def test_evaluate_writes_one_beats_csv_per_record_and_the_beat_table(
         artifact: Path, folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "evaluate"
     assert main(["evaluate", "--model", str(artifact), "--test-data", str(folder),
-                 "--minutes", "0", "--warmup", str(WARMUP), "--live", "off",
+                 "--minutes", "0", "--warmup", str(WARMUP), "--live", "spawn",
                  "--baselines", "persistence_z", "--jobs", "1", "--plots", "1",
                  "--out", str(out)]) == 0
     art = load_artifact(artifact)
     report = json.loads((out / "report.json").read_text())
     beats = report["beats"]
     assert set(beats["per_record"]) == {"x200", "x232"}
+    live = report["live"]
+    assert live["passed"] and live["beats"]["passed"]
+    assert live["beats"]["beats"] == sum(len(list(csv.reader((out / "beats" / f"{r}.csv").open())))
+                                         - 1 for r in ("x200", "x232"))
     qrs_tp = 0
     for rec in ("x200", "x232"):
         rows = list(csv.reader((out / "beats" / f"{rec}.csv").open()))
         assert tuple(rows[0]) == CSV_COLUMNS
         # the same beats as the offline beat stage on the lead, residuals = the streamed scores
         signal = wfdb.rdrecord(str(folder / rec), channel_names=["MLII"]).p_signal[:, 0]
-        scores = replay_many(art, [signal[:, None]])[0].scores  # what evaluate fed it
+        # what the worker feeds the beat stage: its own scores (the offline replay's, to 1e-5)
+        scores = replay_many(art, [signal[:, None]])[0].scores
         want = offline_beats(art.beats, signal, scores)
         assert len(rows) - 1 == len(want) > 100
         for row, b in zip(rows[1:], want, strict=True):
