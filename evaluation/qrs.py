@@ -8,7 +8,9 @@ episodes (``[`` .. ``]``) are left out of the scoring as EC57 does; ``--start`` 
 first seconds of each record (EC57's learning period is 300 s; the detector reports nothing
 in its first 2 s). ``--chunk`` streams each record in chunks of that many samples instead of one
 pass (the result must not change). Without ``--data`` it runs on the records bundled with the
-package (``training/bundled/mitdb``), so a fresh clone can run it.
+package (``training/bundled/mitdb``), so a fresh clone can run it. ``--detector xqrs`` scores
+WFDB's own offline detector (``wfdb.processing.xqrs_detect``, default settings) on the same
+records and lead instead, as a baseline.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import wfdb
+import wfdb.processing
 
 from evaluation.ec57 import BEAT_SYMBOLS, Score, exclude, score, total
-from stream.qrs import QRSDetector
+from stream.qrs import QRSDetector, detect
 
 __all__ = ["PACED", "evaluate_record", "flutter_spans", "main", "read_record"]
 
@@ -53,16 +56,19 @@ def flutter_spans(ann: wfdb.Annotation, n: int) -> list[tuple[int, int]]:
     return spans
 
 
-def evaluate_record(path: Path, start_s: float = 0.0, chunk: int = 0) -> tuple[Score, int]:
+def evaluate_record(path: Path, start_s: float = 0.0, chunk: int = 0,
+                    detector: str = "ours") -> tuple[Score, int]:
     """EC57 score of one record, and the number of samples processed."""
     x, fs, ann = read_record(path)
-    det = QRSDetector(fs)
-    st = det.initial(1)
-    if chunk > 0:
+    if detector == "xqrs":
+        peaks = np.asarray(wfdb.processing.xqrs_detect(x, fs, verbose=False), dtype=np.int64)
+    elif chunk > 0:
+        det = QRSDetector(fs)
+        st = det.initial(1)
         found = [det.process(st, [x[i: i + chunk]])[0] for i in range(0, len(x), chunk)]
         peaks = np.concatenate(found)
     else:
-        peaks = det.process(st, [x])[0]
+        peaks = detect(x, fs)
     is_beat = np.array([s in BEAT_SYMBOLS for s in ann.symbol], bool)
     ref = ann.sample[is_beat].astype(np.int64)
     spans = [*flutter_spans(ann, len(x)), (0, round(start_s * fs) - 1)]
@@ -84,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="seconds at the start of each record left out of the scoring")
     ap.add_argument("--chunk", type=int, default=0,
                     help="stream each record in chunks of this many samples (0: one pass)")
+    ap.add_argument("--detector", choices=("ours", "xqrs"), default="ours",
+                    help="stream.qrs (ours) or WFDB's offline xqrs_detect as a baseline")
     args = ap.parse_args(argv)
     paths = records(args.data)
     if not paths:
@@ -91,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'record':>6} {'beats':>6} {'TP':>6} {'FN':>5} {'FP':>5} {'Se %':>7} {'+P %':>7}")
     scores, samples, t0 = [], 0, time.perf_counter()
     for p in paths:
-        s, n = evaluate_record(p, args.start, args.chunk)
+        s, n = evaluate_record(p, args.start, args.chunk, args.detector)
         scores.append(s)
         samples += n
         print(f"{p.name:>6} {s.tp + s.fn:>6} {s.tp:>6} {s.fn:>5} {s.fp:>5} "

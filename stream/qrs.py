@@ -9,9 +9,11 @@ The signal path (Pan & Tompkins 1985, with Hamilton & Tompkins' 1986 decision ru
    a fixed order, and a square root: ``m[n] = sqrt((1/W) Σ_{k<W} d²[n-k])``, the RMS slope. The
    root keeps peak heights proportional to the QRS amplitude rather than its square, so one
    large ectopic beat does not lift the threshold above the normal beats around it;
-4. candidate peaks: the local maxima of ``m`` (``m[p-1] < m[p] >= m[p+1]``, known at ``p+1``).
-   A candidate is kept only if no larger one lies within the refractory ``R = 0.2 s`` before
-   or after it (Hamilton's rule), so it is final at ``p + R + 1``;
+4. candidate peaks: the local maxima of ``m`` (``m[p-K..p-1] < m[p] >= m[p+1..p+K]`` with
+   ``K = round(0.003·fs)``, one sample at 360 Hz, known at ``p + K``). A candidate is kept
+   only if no larger one lies within the refractory ``R = 0.2 s`` before or after it
+   (Hamilton's rule; a candidate ``c`` replaces the pending one ``p`` when ``c - p <= R`` and
+   it is larger), so the pending peak is final at ``p + R + K``;
 5. a final peak of height ``h`` is a QRS when ``h > T1 = N + 0.3125 (Q - N)``, ``Q`` and ``N``
    the medians of the last 8 QRS and noise peak heights (Hamilton & Tompkins' best estimator),
    unless it comes within 0.36 s of the previous QRS with less than half its steepest
@@ -26,9 +28,13 @@ The signal path (Pan & Tompkins 1985, with Hamilton & Tompkins' 1986 decision ru
    the band-pass group delay at 10 Hz (so it falls on the raw R wave within a few samples).
 
 Every step is sequential in the sample order with all its memory in one fixed-size row per entity
-(:attr:`QRSDetector.state_dtype`), and the decisions depend only on the ordered events (candidate
-confirmed, peak final, search-back due), so any split of the stream into chunks, and a state
-saved to bytes and back between chunks, gives bit-for-bit the same beats. Filters run on all the
+(:attr:`QRSDetector.state_dtype`, 804 bytes at 360 Hz; the band-passed, squared-derivative and
+integrated histories are kept as float32, and every new value is rounded to float32 before use,
+so that a value is the same whether it comes from this call or from the state), and the
+decisions depend only on the ordered events (candidate known, peak final, search-back due), so
+any split of the stream into chunks, and a state saved to bytes and back between chunks, gives
+bit-for-bit the same beats. An R peak is reported at most :attr:`QRSDetector.delay_s` after it
+(``W + 2 + group delay + R + K`` samples: 0.4 s at 360 Hz). Filters run on all the
 entities of a batch whose chunks have the same length at once (2-D arrays); Python loops only
 over candidate peaks (a few per beat).
 
@@ -47,6 +53,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.ndimage
 import scipy.signal
 
 __all__ = ["QRSDetector", "detect"]
@@ -63,6 +70,7 @@ RR_COUNT = 8
 LEVEL_COUNT = 8
 THRESHOLD = 0.3125
 SEARCHBACK_LEVEL = 0.5
+PEAK_S = 0.003
 NONE = -1
 
 
@@ -81,41 +89,47 @@ class QRSDetector:
         self._refr = round(REFRACTORY_S * self.fs)
         self._twave = round(TWAVE_S * self.fs)
         self._learn = round(LEARN_S * self.fs)
-        # the band-passed window of a candidate p: [p - W - 2, p - 2] (the derivative lags 2)
-        self._ring = self._w + 8
+        self._k = round(PEAK_S * self.fs)
+        # a candidate p is confirmed at p + K and needs the band-passed window [p - W - 2, p - 2]
+        self._ring = self._k + self._w + 3
         nsec = self._sos.shape[0]
         self.state_dtype = np.dtype([
             ("n", "<i8"),                        # samples consumed
             ("bp_zi", "<f8", (nsec, 2)),         # band-pass sections' state
-            ("bp", "<f8", (self._ring,)),        # last band-passed samples, oldest first
-            ("sq", "<f8", (self._w - 1,)),       # last squared derivatives
-            ("m1", "<f8"), ("m2", "<f8"),        # m[n-2], m[n-1]
+            ("bp", "<f4", (self._ring,)),        # last band-passed samples, oldest first
+            ("sq", "<f4", (self._w - 1,)),       # last squared derivatives
+            ("m", "<f4", (2 * self._k,)),        # last integrated values
             ("lmax", "<f8"), ("lsum", "<f8"),    # learning-phase max and running sum of m
             ("qh", "<f8", (LEVEL_COUNT,)), ("nh", "<f8", (LEVEL_COUNT,)),  # last peak heights
             ("qn", "<i8"), ("nn", "<i8"),        # QRS and noise peaks seen
             ("pend", "<i8"), ("pend_h", "<f8"), ("pend_r", "<i8"), ("pend_s", "<f8"),
-            ("sb", "<i8"), ("sb_h", "<f8"), ("sb_r", "<i8"),
-            ("sb_due", "<i8"),
-            ("last", "<i8"), ("last_s", "<f8"),
+            ("sb", "<i8"), ("sb_h", "<f8"), ("sb_r", "<i8"),  # best noise peak since last QRS
+            ("sb_due", "<i8"),                   # when to search back (-1: not armed)
+            ("last", "<i8"), ("last_s", "<f8"),  # last QRS peak and its slope
             ("rr", "<i8", (RR_COUNT,)), ("rr_n", "<i8"),
         ])
         self._fields = [f for f in self.state_dtype.names if self.state_dtype[f].shape == ()]
         # longest wait after an R peak: its integration peak comes at most W + 2 + group delay
-        # samples later and is final R + 1 samples after that; search-back takes only peaks
+        # samples later and is final R + K samples after that; search-back takes only peaks
         # no older than that
-        self._delay = self._w + 2 + self._group + self._refr + 1
+        self._delay = self._w + 2 + self._group + self._refr + self._k
         self.delay_s = self._delay / self.fs
 
     def initial(self, n: int) -> np.ndarray:
         """``n`` fresh state rows: nothing seen yet."""
         st = np.zeros(n, self.state_dtype)
-        st["m1"] = st["m2"] = -np.inf
+        st["m"] = -np.inf
         for f in ("pend", "pend_r", "sb", "sb_r", "sb_due", "last"):
             st[f] = NONE
         return st
 
     def process(self, states: np.ndarray, chunks: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Advance ``states[i]`` by ``chunks[i]``; return each entity's newly confirmed R peaks."""
+        """Advance ``states[i]`` in place by ``chunks[i]`` (consecutive samples, mV).
+
+        Returns per entity an int64 array of the R peaks confirmed in this call: absolute sample
+        indexes counted from the entity's initial state, ascending, each reported once, the
+        same for any split of the stream into chunks. Empty chunks are allowed.
+        """
         if states.dtype != self.state_dtype or states.ndim != 1:
             raise ValueError(f"expected a 1-D state array of QRSDetector.state_dtype, "
                              f"got {states.dtype} with shape {states.shape}")
@@ -129,9 +143,15 @@ class QRSDetector:
                 raise ValueError(f"expected 1-D chunks, got shape {np.shape(c)} for entity {i}")
             if len(c):
                 by_len.setdefault(len(c), []).append(i)
-        for idx in by_len.values():
+        groups = [(idx, np.stack([np.asarray(chunks[i], dtype=np.float64) for i in idx]))
+                  for idx in by_len.values()]
+        for idx, x in groups:
+            if not np.isfinite(x).all():
+                bad = idx[int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])]
+                raise ValueError(f"expected finite samples (mV), got NaN or inf in the chunk of "
+                                 f"entity {bad}; no state was changed")
+        for idx, x in groups:
             rows = np.asarray(idx)
-            x = np.stack([np.asarray(chunks[i], dtype=np.float64) for i in idx])
             st = states[rows]
             found = self._advance(st, x)
             states[rows] = st
@@ -148,42 +168,52 @@ class QRSDetector:
             zi[:, fresh, :] = self._sos_zi[:, None, :] * x[fresh, 0][None, :, None]
         b, zi = scipy.signal.sosfilt(self._sos, x, axis=1, zi=zi)
         st["bp_zi"] = np.moveaxis(zi, 0, 1)
-        eb = np.concatenate([st["bp"], b], axis=1)  # global index g at column g - n0 + ring
-        r = self._ring
+        # the kept histories are float32: round every new value to float32 too, so a value
+        # computed in this call and the same value read back from the state are identical
+        eb = np.concatenate([st["bp"], b.astype(np.float32)], axis=1).astype(np.float64)
+        r = self._ring  # eb column of global index g: g - n0 + r
         d = (2.0 * eb[:, r:] + eb[:, r - 1:-1] - eb[:, r - 3:-3] - 2.0 * eb[:, r - 4:-4])
         d *= self.fs / 8.0
-        es = np.concatenate([st["sq"], d * d], axis=1)
+        es = np.concatenate([st["sq"], (d * d).astype(np.float32)], axis=1).astype(np.float64)
         m = _window_sums(es, self._w)
         m *= 1.0 / self._w
-        np.sqrt(m, out=m)
+        m = np.sqrt(m).astype(np.float32).astype(np.float64)
         st["bp"] = eb[:, -r:]
         st["sq"] = es[:, -(self._w - 1):]
         self._learn_levels(st, m, n0)
-        em = np.concatenate([st["m2"][:, None], st["m1"][:, None], m], axis=1)
-        st["m2"], st["m1"] = em[:, -2], em[:, -1]
-        # local maxima at em columns 1..t (global n0 - 2 + col), confirmed by the next column
-        mid = em[:, 1:-1]
-        is_max = (mid > em[:, :-2]) & (mid >= em[:, 2:])
-        ci, cj = np.nonzero(is_max)
-        cp = n0[ci] - 1 + cj
+        kk = self._k
+        em = np.concatenate([st["m"], m], axis=1)  # em column of global g: g - n0 + 2K
+        st["m"] = em[:, -2 * kk:]
+        # candidates p in [n0 - K, n0 + t - 1 - K]: above every m in [p - K, p), at least every
+        # m in (p, p + K]; fwd[:, j] = max em[:, j: j + K]
+        fwd = scipy.ndimage.maximum_filter1d(em, kk, axis=1, origin=-(kk // 2))
+        mid = em[:, kk: kk + t]
+        is_peak = (mid > fwd[:, :t]) & (mid >= fwd[:, kk + 1: kk + 1 + t])
+        ci, cj = np.nonzero(is_peak)
+        cp = n0[ci] - kk + cj
         keep = cp >= self._learn
-        ci, cp = ci[keep], cp[keep]
-        ch = em[ci, cp - n0[ci] + 2]
-        cr, cs = self._locate(eb, ci, cp - n0[ci] + r)
+        ci, cp, cj = ci[keep], cp[keep], cj[keep]
+        ch = mid[ci, cj]
+        # a candidate within R after the pending peak and not above it changes nothing (the
+        # pending peak, or a larger one replacing it, is still pending when it comes): drop it
+        pend, pend_h = st["pend"][ci], st["pend_h"][ci]
+        moot = (pend >= 0) & (cp - pend <= self._refr) & (ch <= pend_h)
+        ci, cp, ch = ci[~moot], cp[~moot], ch[~moot]
+        crel, cs = self._locate(eb, ci, cp - n0[ci] + r)
         st["n"] = n0 + t
         end = n0 + t - 1  # last global index received
-        pend_due = np.where(st["pend"] >= 0, st["pend"] + self._refr + 1, np.iinfo(np.int64).max)
-        sb_due = np.where(st["sb_due"] >= 0, np.maximum(st["sb_due"], np.where(
-            st["pend"] >= 0, pend_due, 0)), np.iinfo(np.int64).max)
-        busy = np.zeros(k, bool)
+        never = np.iinfo(np.int64).max
+        pend_due = np.where(st["pend"] >= 0, st["pend"] + self._refr + kk, never)
+        sb_fire = np.where(st["sb_due"] >= 0, np.maximum(st["sb_due"] + kk, np.where(
+            st["pend"] >= 0, pend_due, 0)), never)
+        busy = (pend_due <= end) | (sb_fire <= end)
         busy[ci] = True
-        busy |= (pend_due <= end) | (sb_due <= end)
         found = [np.empty(0, np.int64)] * k
         rows = np.flatnonzero(busy)
         if len(rows) == 0:
             return found
         starts = np.searchsorted(ci, np.arange(k + 1)).tolist()
-        cp, ch, cr, cs = cp.tolist(), ch.tolist(), cr.tolist(), cs.tolist()
+        cp, ch, crel, cs = cp.tolist(), ch.tolist(), crel.tolist(), cs.tolist()
         cols = {f: st[f][rows].tolist() for f in self._fields}
         arrays = {f: st[f][rows].tolist() for f in ("rr", "qh", "nh")}
         ends = end[rows].tolist()
@@ -191,7 +221,7 @@ class QRSDetector:
             a, z = starts[row], starts[row + 1]
             s = {f: cols[f][j] for f in self._fields}
             found[row] = self._decide(s, arrays["rr"][j], arrays["qh"][j], arrays["nh"][j],
-                                      ends[j], cp[a:z], ch[a:z], cr[a:z], cs[a:z])
+                                      ends[j], cp[a:z], ch[a:z], crel[a:z], cs[a:z])
             for f in self._fields:
                 cols[f][j] = s[f]
         for f, v in (cols | arrays).items():
@@ -229,8 +259,7 @@ class QRSDetector:
         """Run one entity's events up to sample ``end`` in time order; ``s`` and the lists
         (RR intervals, QRS and noise heights) are its state, updated in place."""
         beats: list[int] = []
-        refr, shift = self._refr, self._w + 2 + self._group
-        inf = math.inf
+        refr, kk, shift = self._refr, self._k, self._w + 2 + self._group
 
         def threshold() -> float:
             q, n = _median8(qh), _median8(nh)
@@ -240,7 +269,7 @@ class QRSDetector:
             cnt = min(s["rr_n"], RR_COUNT)
             return sum(rr[:cnt]) / cnt if cnt else DEFAULT_RR_S * self.fs
 
-        def accept(p: int, h: float, r: int, slope: float, back: bool) -> None:
+        def accept(p: int, h: float, r: int, slope: float) -> None:
             beats.append(r)
             qh[s["qn"] % LEVEL_COUNT] = h
             s["qn"] += 1
@@ -255,11 +284,10 @@ class QRSDetector:
         def finalize() -> None:
             p, h, r, slope = s["pend"], s["pend_h"], s["pend_r"], s["pend_s"]
             s["pend"] = s["pend_r"] = NONE
-            thr1 = threshold()
             twave = (s["last"] >= 0 and p - s["last"] < self._twave
                      and slope < TWAVE_SLOPE * s["last_s"])
-            if h > thr1 and not twave:
-                accept(p, h, r, slope, False)
+            if h > threshold() and not twave:
+                accept(p, h, r, slope)
                 return
             nh[s["nn"] % LEVEL_COUNT] = h
             s["nn"] += 1
@@ -269,29 +297,29 @@ class QRSDetector:
         def search_back(now: int) -> None:
             thr2 = SEARCHBACK_LEVEL * threshold()
             if s["sb"] >= 0 and s["sb_h"] > thr2 and now - s["sb_r"] <= self._delay:
-                accept(s["sb"], s["sb_h"], s["sb_r"], 0.0, True)
+                accept(s["sb"], s["sb_h"], s["sb_r"], 0.0)
                 return
             s["sb"] = s["sb_r"] = NONE
             s["sb_h"] = 0.0
-            s["sb_due"] = now + round(mean_rr())
+            s["sb_due"] = now - kk + round(mean_rr())
 
-        i = 0
+        # events in time order, each at the sample where it becomes known: candidate p at
+        # p + K, the pending peak final at pend + R + K (every candidate within R after it is
+        # known by then), search-back at sb_due + K but not before the pending peak is final
+        i, inf = 0, math.inf
         while True:
-            pend_due = s["pend"] + refr + 1 if s["pend"] >= 0 else inf
-            sb_due = max(s["sb_due"], pend_due if s["pend"] >= 0 else 0) \
-                if s["sb_due"] >= 0 else inf
-            arrive = cp[i] + 1 if i < len(cp) else inf
-            nxt = min(pend_due, sb_due, arrive)
-            if nxt > end:
+            pending = s["pend"] >= 0
+            pend_due = s["pend"] + refr + kk if pending else inf
+            sb_due = (max(s["sb_due"] + kk, pend_due if pending else 0)
+                      if s["sb_due"] >= 0 else inf)
+            arrive = cp[i] + kk if i < len(cp) else inf
+            if min(pend_due, sb_due, arrive) > end:
                 break
             if arrive <= pend_due and arrive <= sb_due:
                 p, h = cp[i], ch[i]
-                r = p - shift + crel[i]
-                if s["pend"] >= 0 and p - s["pend"] <= refr:
-                    if h > s["pend_h"]:
-                        s["pend"], s["pend_h"], s["pend_r"], s["pend_s"] = p, h, r, cs[i]
-                else:
-                    s["pend"], s["pend_h"], s["pend_r"], s["pend_s"] = p, h, r, cs[i]
+                if not pending or p - s["pend"] > refr or h > s["pend_h"]:
+                    s["pend"], s["pend_h"] = p, h
+                    s["pend_r"], s["pend_s"] = p - shift + crel[i], cs[i]
                 i += 1
             elif pend_due <= sb_due:
                 finalize()
