@@ -176,6 +176,20 @@ def _best_threshold(records: Sequence[RecordBeats], probs: Sequence[np.ndarray],
     return best
 
 
+class _EpochLog(pl.Callback):
+    """One line per validation: the epoch, its losses and the time so far."""
+
+    def __init__(self, log) -> None:
+        self.emit, self.started = log, time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        m = trainer.callback_metrics
+        self.emit(f"beats: epoch {trainer.current_epoch} train_loss "
+                 f"{float(m.get('train_loss', math.nan)):.4f} val_loss "
+                 f"{float(m.get('val_loss', math.nan)):.4f} "
+                 f"({time.perf_counter() - self.started:.0f} s)")
+
+
 def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                      lead: str = "MLII", window: int = 64, hidden_size: int = 32,
                      embed_size: int = 32, cell: str = "gru", epochs: int = 30,
@@ -226,7 +240,8 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
     best = BestState("val_loss")
     early = EarlyStopping(monitor="val_loss", mode="min", patience=patience)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, deterministic=True,
-                         gradient_clip_val=1.0, callbacks=[early, best], logger=False,
+                         gradient_clip_val=1.0, callbacks=[early, best, _EpochLog(log)],
+                         logger=False,
                          enable_checkpointing=False, enable_progress_bar=progress,
                          enable_model_summary=progress, num_sanity_val_steps=0)
     fit_started = time.perf_counter()
