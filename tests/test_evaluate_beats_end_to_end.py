@@ -1,8 +1,9 @@
 """``seqstream evaluate --test-data DIR --minutes 0`` on a folder of WFDB records that is not
 MIT-BIH's own: two minutes of bundled DS2 records 200 and 232 written as new records, a tiny
-`ecg` forecaster with a seeded (untrained) beat stage, streamed through a spawned worker on the
-real Kafka and Redis; the worker's beat records equal the offline beat stage's, one
-``beats/<record>.csv`` per record holds exactly those beats, and the report has the beat table."""
+`ecg-bundled` forecaster (trained on DS1 record 106) with a seeded (untrained) beat stage,
+streamed through a spawned worker on the real Kafka and Redis; the worker's beat records equal
+the offline beat stage's, one ``beats/<record>.csv`` per record holds exactly those beats, and
+the report has the beat table."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ WARMUP = 360
 def artifact(tmp_path_factory) -> Path:
     """The tiny forecaster with a seeded beat network (threshold 0.5) on lead MLII."""
     work = tmp_path_factory.mktemp("beats")
-    assert main(["train", "--config", "ecg", "--output", str(work / "plain"), *TINY]) == 0
+    assert main(["train", "--config", "ecg-bundled", "--output", str(work / "plain"), *TINY]) == 0
     art = load_artifact(work / "plain")
     card = {k: v for k, v in art.card.items()
             if k not in ("architecture", "model_id", "format", "created_at")}
