@@ -6,6 +6,7 @@
   at 360 Hz, as the demo's monitors do), every call advancing all of them, for ``--seconds`` of
   signal; entity ``e`` plays bundled record ``e mod 3`` (MLII) from its own start offset, so
   beats fall at different samples in different entities;
+- one entity alone in ``--chunk``-sample calls (the fixed cost of a call);
 - one long record: the whole of each bundled record in one ``process`` call.
 
 Both wall-clock and CPU time (of this process) are printed: on a shared, busy machine the
@@ -22,8 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluation.qrs import BUNDLED, read_record
+from evaluation.qrs import read_record
 from stream.qrs import QRSDetector
+from training.sources import BUNDLED_MITDB
 
 __all__ = ["main"]
 
@@ -36,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=36)
     ap.add_argument("--seconds", type=float, default=60.0)
     args = ap.parse_args(argv)
-    leads = [read_record(BUNDLED / r)[:2] for r in RECORDS]
+    leads = [read_record(BUNDLED_MITDB / r)[:2] for r in RECORDS]
     fs = leads[0][1]
     det = QRSDetector(fs)
     n = round(args.seconds * fs)
@@ -51,6 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"fleet: {args.entities:,} entities x {args.chunk}-sample chunks, {args.seconds:g} s "
           f"each: {sig.size:,} samples, {_rates(sig.size, t0, c0)} ({beats:,} beats; state "
           f"{det.state_dtype.itemsize:,} bytes per entity)")
+    one = sig[0]
+    st1 = det.initial(1)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(0, n, args.chunk):
+        det.process(st1, [one[i: i + args.chunk]])
+    calls = -(-n // args.chunk)
+    print(f"one entity, {calls:,} calls of {args.chunk} samples: "
+          f"{(time.process_time() - c0) / calls * 1e6:.0f} us CPU per call, "
+          f"{_rates(n, t0, c0)}")
     for r, (x, _) in zip(RECORDS, leads, strict=True):
         st1 = det.initial(1)
         t0, c0 = time.perf_counter(), time.process_time()

@@ -24,10 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["BEAT_SYMBOLS", "Score", "exclude", "match", "score", "total"]
-
-# the annotation codes that are beats (EC57 / WFDB's bxb)
-BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
+__all__ = ["Score", "exclude", "match", "score", "total"]
 
 
 class Score(NamedTuple):

@@ -24,13 +24,13 @@ import numpy as np
 import wfdb
 import wfdb.processing
 
-from evaluation.ec57 import BEAT_SYMBOLS, Score, exclude, score, total
+from evaluation.ec57 import Score, exclude, match, score, total
+from evaluation.labels import BEAT_SYMBOLS, ecg_records
+from stream.errors import ConfigError
 from stream.qrs import QRSDetector, detect
+from training.sources import BUNDLED_MITDB
 
-__all__ = ["PACED", "evaluate_record", "flutter_spans", "main", "read_record"]
-
-PACED = frozenset({"102", "104", "107", "217"})
-BUNDLED = Path(__file__).resolve().parents[1] / "training" / "bundled" / "mitdb"
+__all__ = ["evaluate_record", "flutter_spans", "main", "read_record"]
 
 
 def read_record(path: Path) -> tuple[np.ndarray, float, wfdb.Annotation]:
@@ -57,8 +57,9 @@ def flutter_spans(ann: wfdb.Annotation, n: int) -> list[tuple[int, int]]:
 
 
 def evaluate_record(path: Path, start_s: float = 0.0, chunk: int = 0,
-                    detector: str = "ours") -> tuple[Score, int]:
-    """EC57 score of one record, and the number of samples processed."""
+                    detector: str = "ours") -> tuple[Score, int, np.ndarray]:
+    """EC57 score of one record, the number of samples processed, and the offsets (seconds)
+    of matched detections from their reference beats."""
     x, fs, ann = read_record(path)
     if detector == "xqrs":
         peaks = np.asarray(wfdb.processing.xqrs_detect(x, fs, verbose=False), dtype=np.int64)
@@ -72,19 +73,15 @@ def evaluate_record(path: Path, start_s: float = 0.0, chunk: int = 0,
     is_beat = np.array([s in BEAT_SYMBOLS for s in ann.symbol], bool)
     ref = ann.sample[is_beat].astype(np.int64)
     spans = [*flutter_spans(ann, len(x)), (0, round(start_s * fs) - 1)]
-    return score(exclude(ref, spans), exclude(peaks, spans), fs), len(x)
-
-
-def records(folder: Path) -> list[Path]:
-    """The non-paced records of a folder (``*.hea`` beside an ``.atr``), by name."""
-    names = sorted(p.stem for p in folder.glob("*.hea") if (folder / f"{p.stem}.atr").exists())
-    return [folder / n for n in names if n not in PACED]
+    ref, peaks = exclude(ref, spans), exclude(peaks, spans)
+    pairs = match(ref, peaks, fs)
+    return score(ref, peaks, fs), len(x), (peaks[pairs[:, 1]] - ref[pairs[:, 0]]) / fs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m evaluation.qrs", description=__doc__.split(
         "\n\n")[0])
-    ap.add_argument("--data", type=Path, default=BUNDLED,
+    ap.add_argument("--data", type=Path, default=BUNDLED_MITDB,
                     help="folder of MIT-BIH records (default: the bundled ones)")
     ap.add_argument("--start", type=float, default=0.0,
                     help="seconds at the start of each record left out of the scoring")
@@ -93,20 +90,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--detector", choices=("ours", "xqrs"), default="ours",
                     help="stream.qrs (ours) or WFDB's offline xqrs_detect as a baseline")
     args = ap.parse_args(argv)
-    paths = records(args.data)
-    if not paths:
-        ap.error(f"expected MIT-BIH records (.hea + .atr) in {args.data}, found none")
+    try:
+        paths = [args.data / name for name in ecg_records(args.data)]
+    except ConfigError as ex:
+        ap.error(str(ex))
     print(f"{'record':>6} {'beats':>6} {'TP':>6} {'FN':>5} {'FP':>5} {'Se %':>7} {'+P %':>7}")
-    scores, samples, t0 = [], 0, time.perf_counter()
+    scores, offsets, samples, t0 = [], [], 0, time.perf_counter()
     for p in paths:
-        s, n = evaluate_record(p, args.start, args.chunk, args.detector)
+        s, n, off = evaluate_record(p, args.start, args.chunk, args.detector)
         scores.append(s)
+        offsets.append(off)
         samples += n
         print(f"{p.name:>6} {s.tp + s.fn:>6} {s.tp:>6} {s.fn:>5} {s.fp:>5} "
               f"{100 * s.se:>7.2f} {100 * s.ppv:>7.2f}")
     g = total(scores)
     print(f"{'gross':>6} {g.tp + g.fn:>6} {g.tp:>6} {g.fn:>5} {g.fp:>5} "
           f"{100 * g.se:>7.2f} {100 * g.ppv:>7.2f}")
+    off_ms = np.concatenate(offsets) * 1000.0
+    lo, med, hi = np.percentile(off_ms, [5, 50, 95])
+    print(f"R peak detected - reference: median {med:+.1f} ms, 90 % within [{lo:+.1f}, "
+          f"{hi:+.1f}] ms")
     worst = sorted(scores, key=lambda s: min(s.se, s.ppv))[:1]
     print(f"{len(paths)} records, {samples:,} samples in {time.perf_counter() - t0:.1f} s "
           f"(reading included); worst min(Se, +P) {100 * min(worst[0].se, worst[0].ppv):.2f} %")

@@ -9,11 +9,10 @@ The signal path (Pan & Tompkins 1985, with Hamilton & Tompkins' 1986 decision ru
    a fixed order, and a square root: ``m[n] = sqrt((1/W) Σ_{k<W} d²[n-k])``, the RMS slope. The
    root keeps peak heights proportional to the QRS amplitude rather than its square, so one
    large ectopic beat does not lift the threshold above the normal beats around it;
-4. candidate peaks: the local maxima of ``m`` (``m[p-K..p-1] < m[p] >= m[p+1..p+K]`` with
-   ``K = round(0.003·fs)``, one sample at 360 Hz, known at ``p + K``). A candidate is kept
-   only if no larger one lies within the refractory ``R = 0.2 s`` before or after it
-   (Hamilton's rule; a candidate ``c`` replaces the pending one ``p`` when ``c - p <= R`` and
-   it is larger), so the pending peak is final at ``p + R + K``;
+4. candidate peaks: the local maxima of ``m`` (``m[p-1] < m[p] >= m[p+1]``, known at ``p+1``).
+   A candidate is kept only if no larger one lies within the refractory ``R = 0.2 s`` before
+   or after it (Hamilton's rule; a candidate ``c`` replaces the pending one ``p`` when
+   ``c - p <= R`` and it is larger), so the pending peak is final at ``p + R + 1``;
 5. a final peak of height ``h`` is a QRS when ``h > T1 = N + 0.3125 (Q - N)``, ``Q`` and ``N``
    the medians of the last 8 QRS and noise peak heights (Hamilton & Tompkins' best estimator),
    unless it comes within 0.36 s of the previous QRS with less than half its steepest
@@ -34,9 +33,10 @@ so that a value is the same whether it comes from this call or from the state), 
 decisions depend only on the ordered events (candidate known, peak final, search-back due), so
 any split of the stream into chunks, and a state saved to bytes and back between chunks, gives
 bit-for-bit the same beats. An R peak is reported at most :attr:`QRSDetector.delay_s` after it
-(``W + 2 + group delay + R + K`` samples: 0.4 s at 360 Hz). Filters run on all the
-entities of a batch whose chunks have the same length at once (2-D arrays); Python loops only
-over candidate peaks (a few per beat).
+(``W + 2 + group delay + R + 1`` samples: 0.4 s at 360 Hz), and never before the samples up to
+:attr:`QRSDetector.after_s` after it (``R + 3 + group delay``: 0.25 s) have been passed in.
+Filters run on all the entities of a batch whose chunks have the same length at once (2-D
+arrays); Python loops only over candidate peaks (a few per beat).
 
 >>> import wfdb
 >>> from pathlib import Path
@@ -53,7 +53,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.ndimage
 import scipy.signal
 
 __all__ = ["QRSDetector", "detect"]
@@ -70,7 +69,6 @@ RR_COUNT = 8
 LEVEL_COUNT = 8
 THRESHOLD = 0.3125
 SEARCHBACK_LEVEL = 0.5
-PEAK_S = 0.003
 NONE = -1
 
 
@@ -89,16 +87,15 @@ class QRSDetector:
         self._refr = round(REFRACTORY_S * self.fs)
         self._twave = round(TWAVE_S * self.fs)
         self._learn = round(LEARN_S * self.fs)
-        self._k = round(PEAK_S * self.fs)
-        # a candidate p is confirmed at p + K and needs the band-passed window [p - W - 2, p - 2]
-        self._ring = self._k + self._w + 3
+        # a candidate p is known at p + 1 and needs the band-passed window [p - W - 2, p - 2]
+        self._ring = self._w + 4
         nsec = self._sos.shape[0]
         self.state_dtype = np.dtype([
             ("n", "<i8"),                        # samples consumed
             ("bp_zi", "<f8", (nsec, 2)),         # band-pass sections' state
             ("bp", "<f4", (self._ring,)),        # last band-passed samples, oldest first
             ("sq", "<f4", (self._w - 1,)),       # last squared derivatives
-            ("m", "<f4", (2 * self._k,)),        # last integrated values
+            ("m", "<f4", (2,)),                  # last two integrated values
             ("lmax", "<f8"), ("lsum", "<f8"),    # learning-phase max and running sum of m
             ("qh", "<f8", (LEVEL_COUNT,)), ("nh", "<f8", (LEVEL_COUNT,)),  # last peak heights
             ("qn", "<i8"), ("nn", "<i8"),        # QRS and noise peaks seen
@@ -110,10 +107,13 @@ class QRSDetector:
         ])
         self._fields = [f for f in self.state_dtype.names if self.state_dtype[f].shape == ()]
         # longest wait after an R peak: its integration peak comes at most W + 2 + group delay
-        # samples later and is final R + K samples after that; search-back takes only peaks
+        # samples later and is final R + 1 samples after that; search-back takes only peaks
         # no older than that
-        self._delay = self._w + 2 + self._group + self._refr + self._k
+        self._delay = self._w + 2 + self._group + self._refr + 1
         self.delay_s = self._delay / self.fs
+        # and never earlier than when its peak is final: R + 1 samples after the integration
+        # peak, itself at least 2 + group delay samples after the R peak
+        self.after_s = (self._refr + 1 + 2 + self._group) / self.fs
 
     def initial(self, n: int) -> np.ndarray:
         """``n`` fresh state rows: nothing seen yet."""
@@ -170,27 +170,29 @@ class QRSDetector:
         st["bp_zi"] = np.moveaxis(zi, 0, 1)
         # the kept histories are float32: round every new value to float32 too, so a value
         # computed in this call and the same value read back from the state are identical
-        eb = np.concatenate([st["bp"], b.astype(np.float32)], axis=1).astype(np.float64)
-        r = self._ring  # eb column of global index g: g - n0 + r
+        r, w1 = self._ring, self._w - 1
+        eb = np.empty((k, r + t))  # eb column of global index g: g - n0 + r
+        eb[:, :r] = st["bp"]
+        eb[:, r:] = b.astype(np.float32)
         d = (2.0 * eb[:, r:] + eb[:, r - 1:-1] - eb[:, r - 3:-3] - 2.0 * eb[:, r - 4:-4])
         d *= self.fs / 8.0
-        es = np.concatenate([st["sq"], (d * d).astype(np.float32)], axis=1).astype(np.float64)
+        es = np.empty((k, w1 + t))
+        es[:, :w1] = st["sq"]
+        es[:, w1:] = (d * d).astype(np.float32)
         m = _window_sums(es, self._w)
         m *= 1.0 / self._w
         m = np.sqrt(m).astype(np.float32).astype(np.float64)
         st["bp"] = eb[:, -r:]
-        st["sq"] = es[:, -(self._w - 1):]
-        self._learn_levels(st, m, n0)
-        kk = self._k
-        em = np.concatenate([st["m"], m], axis=1)  # em column of global g: g - n0 + 2K
-        st["m"] = em[:, -2 * kk:]
-        # candidates p in [n0 - K, n0 + t - 1 - K]: above every m in [p - K, p), at least every
-        # m in (p, p + K]; fwd[:, j] = max em[:, j: j + K]
-        fwd = scipy.ndimage.maximum_filter1d(em, kk, axis=1, origin=-(kk // 2))
-        mid = em[:, kk: kk + t]
-        is_peak = (mid > fwd[:, :t]) & (mid >= fwd[:, kk + 1: kk + 1 + t])
+        st["sq"] = es[:, -w1:]
+        if (n0 < self._learn).any():
+            self._learn_levels(st, m, n0)
+        em = np.concatenate([st["m"], m], axis=1)  # em column of global g: g - n0 + 2
+        st["m"] = em[:, -2:]
+        # candidates p in [n0 - 1, n0 + t - 2]: m[p - 1] < m[p] >= m[p + 1]
+        mid = em[:, 1:-1]
+        is_peak = (mid > em[:, :-2]) & (mid >= em[:, 2:])
         ci, cj = np.nonzero(is_peak)
-        cp = n0[ci] - kk + cj
+        cp = n0[ci] - 1 + cj
         keep = cp >= self._learn
         ci, cp, cj = ci[keep], cp[keep], cj[keep]
         ch = mid[ci, cj]
@@ -203,8 +205,8 @@ class QRSDetector:
         st["n"] = n0 + t
         end = n0 + t - 1  # last global index received
         never = np.iinfo(np.int64).max
-        pend_due = np.where(st["pend"] >= 0, st["pend"] + self._refr + kk, never)
-        sb_fire = np.where(st["sb_due"] >= 0, np.maximum(st["sb_due"] + kk, np.where(
+        pend_due = np.where(st["pend"] >= 0, st["pend"] + self._refr + 1, never)
+        sb_fire = np.where(st["sb_due"] >= 0, np.maximum(st["sb_due"] + 1, np.where(
             st["pend"] >= 0, pend_due, 0)), never)
         busy = (pend_due <= end) | (sb_fire <= end)
         busy[ci] = True
@@ -259,7 +261,7 @@ class QRSDetector:
         """Run one entity's events up to sample ``end`` in time order; ``s`` and the lists
         (RR intervals, QRS and noise heights) are its state, updated in place."""
         beats: list[int] = []
-        refr, kk, shift = self._refr, self._k, self._w + 2 + self._group
+        refr, shift = self._refr, self._w + 2 + self._group
 
         def threshold() -> float:
             q, n = _median8(qh), _median8(nh)
@@ -301,18 +303,18 @@ class QRSDetector:
                 return
             s["sb"] = s["sb_r"] = NONE
             s["sb_h"] = 0.0
-            s["sb_due"] = now - kk + round(mean_rr())
+            s["sb_due"] = now - 1 + round(mean_rr())
 
         # events in time order, each at the sample where it becomes known: candidate p at
-        # p + K, the pending peak final at pend + R + K (every candidate within R after it is
-        # known by then), search-back at sb_due + K but not before the pending peak is final
+        # p + 1, the pending peak final at pend + R + 1 (every candidate within R after it is
+        # known by then), search-back at sb_due + 1 but not before the pending peak is final
         i, inf = 0, math.inf
         while True:
             pending = s["pend"] >= 0
-            pend_due = s["pend"] + refr + kk if pending else inf
-            sb_due = (max(s["sb_due"] + kk, pend_due if pending else 0)
+            pend_due = s["pend"] + refr + 1 if pending else inf
+            sb_due = (max(s["sb_due"] + 1, pend_due if pending else 0)
                       if s["sb_due"] >= 0 else inf)
-            arrive = cp[i] + kk if i < len(cp) else inf
+            arrive = cp[i] + 1 if i < len(cp) else inf
             if min(pend_due, sb_due, arrive) > end:
                 break
             if arrive <= pend_due and arrive <= sb_due:
