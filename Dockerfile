@@ -13,7 +13,8 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.2"
 
 WORKDIR /src
 COPY . .
-RUN pip install . && python -c "import stream.security, seqstream.publish, training.cli"
+RUN pip install . && python -c "import stream.security, seqstream.publish, training.cli" \
+    && python -c "from seqstream.view.server import STATIC; assert STATIC.joinpath('view.js').is_file()"
 
 # Run as an unprivileged user; /artifacts is the volume the train service writes the model to.
 RUN useradd --system --uid 10001 --home-dir /home/seqstream --create-home seqstream \
@@ -23,6 +24,6 @@ WORKDIR /home/seqstream
 ENV SEQSTREAM_HOME=/home/seqstream/.cache/seqstream \
     SEQSTREAM_METRICS_HOST=0.0.0.0
 
-EXPOSE 8000
+EXPOSE 8000 8050
 ENTRYPOINT ["seqstream"]
 CMD ["--help"]

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("stream.cli", "run the streaming worker (Faust) for a model artifact"),
     "publish": ("seqstream.publish", "replay recorded ECG / sensor data to the events topic"),
     "tail": ("seqstream.tail", "follow the predictions or anomalies topic"),
+    "view": ("seqstream.view", "a live web page of any entity: signal, forecast, flags, beats"),
     "demo": ("seqstream.demo", "stack up, train on real ECG, stream it, show results"),
     "bench": ("bench.cli", "measure throughput and latency against baselines"),
     "evaluate": ("seqstream.evaluate", "score streamed flags and forecasts on labelled data"),

@@ -3,7 +3,8 @@
 1. brings the local stack up (the parts that were not running);
 2. loads the shipped ECG artifact (``stream/models/ecg``: the sample-level forecaster and the
    beat classifier, trained on MIT-BIH DS1); ``--train`` trains the ``ecg`` config instead;
-3. starts a worker (``seqstream worker``) and waits until it serves ``/metrics``;
+3. starts a worker (``seqstream worker``) and waits until it serves ``/metrics``, and
+   ``seqstream view`` (the live page of every patient, URL printed) until the replay ends;
 4. replays the bundled MIT-BIH **DS2** records (100, 200, 232: patients the model never saw)
    from their start in real time, fanned out to several patients, as 100 ms chunks (36 samples
    at 360 Hz); a record the artifact's card says it trained on is left out;
@@ -155,6 +156,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     with open(log_path, "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "seqstream", "worker"], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
+    view = _start_view(settings, args.out / "view.log")
     try:
         _wait_for_metrics(settings, worker, log_path)
         print(f"   serving /metrics on {settings.metrics_host}:{settings.metrics_port}",
@@ -165,6 +167,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         collected, report = asyncio.run(_stream(settings, lanes, args.seconds, worker,
                                                 stage is not None))
     finally:
+        _stop_view(view, args.out / "view.log")
         worker.terminate()
         try:
             worker.wait(timeout=30)
@@ -201,6 +204,32 @@ def _lanes(patients: int, prefix: str, trained: Sequence[str]):
     where = {lane.entity_id: (series[i % len(series)].entity, lane.start)
              for i, lane in enumerate(lanes)}
     return lanes, where
+
+
+def _start_view(settings: Settings, log_path: Path) -> subprocess.Popen:
+    """``seqstream view`` for the replay's duration, on the demo's Kafka, topics and Prometheus."""
+    flags = {"--kafka-bootstrap": settings.kafka_bootstrap,
+             "--topic-events": settings.topic_events,
+             "--topic-predictions": settings.topic_predictions,
+             "--topic-beats": settings.topic_beats, "--prometheus-url": settings.prometheus_url}
+    with open(log_path, "wb") as log:
+        view = subprocess.Popen([sys.executable, "-m", "seqstream", "view",
+                                 *(x for pair in flags.items() for x in pair)],
+                                stdout=log, stderr=subprocess.STDOUT)
+    print(f"   live view of every patient: open http://{settings.view_host}:"
+          f"{settings.view_port}/ in a browser (`seqstream view`, log {log_path})", flush=True)
+    return view
+
+
+def _stop_view(view: subprocess.Popen, log_path: Path) -> None:
+    if view.poll() is not None:  # e.g. its port was taken: the demo goes on without it
+        print(f"   the view had exited ({view.returncode}); see {log_path}", flush=True)
+        return
+    view.terminate()
+    try:
+        view.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        view.kill()
 
 
 def _wait_for_metrics(settings: Settings, worker: subprocess.Popen, log: Path,

@@ -64,7 +64,7 @@ class Metrics:
         self.beats = Counter("seqstream_beats", "heartbeats detected and decided (ECG models "
                              "with a beat stage; one record each on the beats topic)", registry=r)
         self.abnormal_beats = Counter("seqstream_abnormal_beats",
-                                      "beats flagged abnormal (p_abnormal over the beat "
+                                      "beats flagged abnormal (p_abnormal at or over the beat "
                                       "threshold), by the AAMI class the beat network gave",
                                       ["class"], registry=r)
         self.deadletters = Counter("seqstream_deadletters", "events refused, by reason",

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from stream.errors import ConfigError
 from stream.secret import Secret
@@ -101,6 +102,13 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("an http:// or https:// URL with a host")
+    return raw.strip().rstrip("/")
+
+
 def _optional_path(raw: str) -> Path | None:
     return Path(raw).expanduser() if raw.strip() else None
 
@@ -161,6 +169,9 @@ class Settings:
     # Prometheus
     prometheus_port: int = _setting(9090, _int(1, 65535), "port of the local stack's Prometheus",
                                     "stack")
+    prometheus_url: str = _setting(
+        "http://127.0.0.1:9090", _http_url, "Prometheus HTTP API that `seqstream view` asks for "
+        "the fleet figures", "view")
     metrics_host: str = _setting("127.0.0.1", _text,
                                  "bind address of the worker's /metrics endpoint", "worker")
     metrics_port: int = _setting(8000, _int(0, 65535),
@@ -178,6 +189,15 @@ class Settings:
                                 "seconds (0 = never)", "worker")
     max_payload_bytes: int = _setting(1_048_576, _int(64), "events larger than this are "
                                       "dead-lettered", "worker")
+    # View (seqstream view: the live page of one entity)
+    view_host: str = _setting("127.0.0.1", _text, "bind address of `seqstream view`'s web page",
+                              "view")
+    view_port: int = _setting(8050, _int(1, 65535), "port of `seqstream view`'s web page", "view")
+    view_samples: int = _setting(3600, _int(10, 1_000_000), "samples (and beats) `seqstream view` "
+                                 "keeps per entity and each page holds: the scrolling window",
+                                 "view")
+    view_entities: int = _setting(500, _int(1, 1_000_000), "entities `seqstream view` keeps "
+                                  "(the least recently heard is dropped beyond)", "view")
     # Security (see stream.security: each *_password may instead come from the file that
     # *_password_file names, e.g. a Docker/Kubernetes secret; secrets have no command-line flag)
     kafka_security_protocol: str = _setting(
@@ -255,6 +275,8 @@ class Settings:
             values["kafka_bootstrap"] = f"127.0.0.1:{values['kafka_port']}"
         if "redis_url" not in values and "redis_port" in values:
             values["redis_url"] = f"redis://127.0.0.1:{values['redis_port']}/0"
+        if "prometheus_url" not in values and "prometheus_port" in values:
+            values["prometheus_url"] = f"http://127.0.0.1:{values['prometheus_port']}"
         return cls(**values)
 
 

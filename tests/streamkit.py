@@ -42,6 +42,7 @@ __all__ = [
     "create_topics",
     "ecg",
     "free_port",
+    "live_slots",
     "make_artifact",
     "offline_forecasts",
     "produce",
@@ -381,11 +382,11 @@ def assert_states_equal(codec: Any, got: dict[str, bytes | None], want: dict[str
     np.testing.assert_allclose(g["state"], w["state"], rtol=0, atol=atol)
     np.testing.assert_allclose(g["forecast"], w["forecast"], rtol=0, atol=atol)
     if "beat" in (g.dtype.names or ()):
-        assert _live_slots(g["beat"]["feat"]).tobytes() == _live_slots(w["beat"]["feat"]).tobytes()
+        assert live_slots(g["beat"]["feat"]).tobytes() == live_slots(w["beat"]["feat"]).tobytes()
         np.testing.assert_allclose(g["beat"]["hidden"], w["beat"]["hidden"], rtol=0, atol=atol)
 
 
-def _live_slots(feat: np.ndarray) -> np.ndarray:
+def live_slots(feat: np.ndarray) -> np.ndarray:
     """The beat features' state with the R peak queue's unused slots zeroed: the stage leaves
     popped entries there (never read again), so two equal states may differ in those bytes."""
     out = feat.copy()

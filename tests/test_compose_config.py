@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seqstream import publish
+from seqstream import publish, view
 from seqstream.cli import COMMANDS
 from stream.settings import Settings, env_name
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-SEQSTREAM_IMAGE_SERVICES = ("train", "worker", "publish")
+SEQSTREAM_IMAGE_SERVICES = ("train", "worker", "publish", "view")
 SETTINGS_VARS = {env_name(f.name) for f in dataclasses.fields(Settings)}
 
 
@@ -42,8 +42,8 @@ def _seqstream_env(service: str) -> dict[str, str]:
 
 
 def test_services_are_the_deployment() -> None:
-    assert set(SERVICES) == {"kafka", "redis", "train", "worker", "publish", "prometheus",
-                             "grafana"}
+    assert set(SERVICES) == {"kafka", "redis", "train", "worker", "publish", "view",
+                             "prometheus", "grafana"}
     assert SERVICES["kafka"]["image"].startswith("apache/kafka:")
     assert "container_name" not in SERVICES["worker"]  # a fixed name would forbid --scale
     assert "ports" not in SERVICES["worker"]  # host ports would collide between replicas
@@ -118,6 +118,20 @@ def test_commands_are_seqstream_commands_with_valid_flags() -> None:
     publish.configure(parser)
     args = parser.parse_args(command[1:])
     assert args.rate == "realtime" and args.loop
+
+
+def test_view_serves_the_host_and_asks_the_compose_prometheus() -> None:
+    spec = SERVICES["view"]
+    parser = argparse.ArgumentParser()
+    view.configure(parser)
+    parser.parse_args(spec["command"][1:])
+    assert spec["command"][0] == "view"
+    settings = Settings.from_env(_seqstream_env("view"))
+    assert settings.view_host == "0.0.0.0"  # reachable through the published port
+    assert f"{settings.view_port}:{settings.view_port}" in spec["ports"]
+    prometheus = settings.prometheus_url.split("://", 1)[1]
+    assert prometheus == f"prometheus:{SERVICES['prometheus']['ports'][0].split(':')[1]}"
+    assert spec["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
 def test_prometheus_scrapes_every_worker_replica_and_loads_the_rules() -> None:

@@ -175,7 +175,8 @@ def test_kill_9_leaves_one_identical_beat_record_for_every_beat(tmp_path: Path, 
         produced.close()
         code = worker.stop()
     assert code == 0, worker.log()[-3000:]
-    assert_predictions_match(got[names["predictions"]], want_predictions, threshold=3.0)
+    repeats = assert_predictions_match(got[names["predictions"]], want_predictions,
+                                       threshold=3.0)
     beats = got[names["beats"]]
     for b in beats:
         ref = want.get((b["entity_id"], b["sample"]))
@@ -189,5 +190,5 @@ def test_kill_9_leaves_one_identical_beat_record_for_every_beat(tmp_path: Path, 
     codec = StateCodec(artifact.model.state_size, artifact.n_features, stage.state_dtype)
     assert_states_equal(codec, redis_states(settings.redis_url, unique, artifact.model_id,
                                             sorted(want_states)), want_states)
-    print(f"kills after {at_kill} prediction records; {len(beats)} beat records for "
-          f"{len(want)} beats ({len(beats) - len(want)} repeats)")
+    print(f"kills after {at_kill} prediction records ({repeats} repeated); {len(beats)} beat "
+          f"records for {len(want)} beats ({len(beats) - len(want)} repeats)")

@@ -77,3 +77,13 @@ def test_moving_the_stack_ports_moves_the_client_addresses_unless_they_are_set()
     s = Settings.from_env({"SEQSTREAM_KAFKA_PORT": "19092",
                            "SEQSTREAM_KAFKA_BOOTSTRAP": "kafka:9092"})
     assert s.kafka_bootstrap == "kafka:9092"
+
+
+def test_prometheus_url_follows_the_stack_port_unless_set():
+    assert Settings.from_env({"SEQSTREAM_PROMETHEUS_PORT": "19090"}).prometheus_url == (
+        "http://127.0.0.1:19090")
+    s = Settings.from_env({"SEQSTREAM_PROMETHEUS_PORT": "19090",
+                           "SEQSTREAM_PROMETHEUS_URL": "http://prometheus:9090/"})
+    assert s.prometheus_url == "http://prometheus:9090"
+    with pytest.raises(ConfigError, match="SEQSTREAM_PROMETHEUS_URL: expected an http"):
+        Settings.from_env({"SEQSTREAM_PROMETHEUS_URL": "prometheus:9090"})

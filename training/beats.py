@@ -193,7 +193,8 @@ class _EpochLog(pl.Callback):
 def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                      lead: str = "MLII", window: int = 64, hidden_size: int = 32,
                      embed_size: int = 32, cell: str = "gru", epochs: int = 30,
-                     patience: int = 6, lr: float = 3e-3, batch_size: int = 32, seed: int = 0,
+                     patience: int = 6, lr: float = 3e-3, weight_decay: float = 1e-4,
+                     batch_size: int = 32, seed: int = 0,
                      cap_s: float = 2.0, block_s: float = 1 / 60, progress: bool = False,
                      log=print) -> tuple[BeatStage, dict[str, Any]]:
     """Train on ``train`` records, early-stop and calibrate on ``val`` (all from DS1); return
@@ -231,7 +232,8 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
 
     pl.seed_everything(seed, workers=True, verbose=False)
     net = BeatNet(len(FEATURES), hidden_size, cell, embed_size)
-    module = BeatModule(net, class_weight, pos_weight, lr=lr, max_epochs=epochs)
+    module = BeatModule(net, class_weight, pos_weight, lr=lr, weight_decay=weight_decay,
+                        max_epochs=epochs)
     gen = torch.Generator().manual_seed(seed)
     train_dl = DataLoader(BeatWindows([(norm(r), r.labels) for r in tr], window),
                           batch_size=batch_size, shuffle=True, generator=gen)
@@ -268,7 +270,8 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
         "training": {"window_beats": window, "epochs": int(trainer.current_epoch),
                      "best_val_loss": best.best, "stopped_early": bool(early.stopped_epoch),
                      "train_s": round(train_s, 1), "extract_s": round(extract_s, 1),
-                     "seed": seed, "lr": lr, "batch_size": batch_size,
+                     "seed": seed, "lr": lr, "weight_decay": weight_decay,
+                     "batch_size": batch_size,
                      "class_weight": class_weight, "pos_weight": pos_weight},
         "metrics": {"validation": val_scores},
     }

@@ -144,6 +144,7 @@ class BeatsConfig:
     epochs: int = _f(30, "most epochs")
     patience: int = _f(6, "early stopping: epochs without val_loss improvement")
     lr: float = _f(3e-3, "learning rate")
+    weight_decay: float = _f(1e-4, "L2 weight decay")
     batch_size: int = _f(32, "windows per batch")
     cap_s: float = _f(2.0, "a beat is decided at most this long after its R peak (plus the "
                       "detector's delay) when no next beat comes")
