@@ -194,6 +194,7 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                      lead: str = "MLII", window: int = 64, hidden_size: int = 32,
                      embed_size: int = 32, cell: str = "gru", epochs: int = 30,
                      patience: int = 6, lr: float = 3e-3, weight_decay: float = 1e-4,
+                     dropout: float = 0.0, noise: float = 0.0,
                      batch_size: int = 32, seed: int = 0,
                      cap_s: float = 2.0, block_s: float = 1 / 60, progress: bool = False,
                      log=print) -> tuple[BeatStage, dict[str, Any]]:
@@ -231,9 +232,9 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
         return ((r.features - mean) / std).astype(np.float32)
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    net = BeatNet(len(FEATURES), hidden_size, cell, embed_size)
+    net = BeatNet(len(FEATURES), hidden_size, cell, embed_size, dropout)
     module = BeatModule(net, class_weight, pos_weight, lr=lr, weight_decay=weight_decay,
-                        max_epochs=epochs)
+                        max_epochs=epochs, noise=noise)
     gen = torch.Generator().manual_seed(seed)
     train_dl = DataLoader(BeatWindows([(norm(r), r.labels) for r in tr], window),
                           batch_size=batch_size, shuffle=True, generator=gen)
@@ -271,6 +272,7 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                      "best_val_loss": best.best, "stopped_early": bool(early.stopped_epoch),
                      "train_s": round(train_s, 1), "extract_s": round(extract_s, 1),
                      "seed": seed, "lr": lr, "weight_decay": weight_decay,
+                     "dropout": dropout, "noise": noise,
                      "batch_size": batch_size,
                      "class_weight": class_weight, "pos_weight": pos_weight},
         "metrics": {"validation": val_scores},

@@ -145,6 +145,9 @@ class BeatsConfig:
     patience: int = _f(6, "early stopping: epochs without val_loss improvement")
     lr: float = _f(3e-3, "learning rate")
     weight_decay: float = _f(1e-4, "L2 weight decay")
+    dropout: float = _f(0.0, "dropout on the per-beat embedding (training only)")
+    noise: float = _f(0.0, "std of Gaussian noise added to the standardised features in "
+                      "training")
     batch_size: int = _f(32, "windows per batch")
     cap_s: float = _f(2.0, "a beat is decided at most this long after its R peak (plus the "
                       "detector's delay) when no next beat comes")

@@ -192,7 +192,8 @@ def _beats(cfg: Config, names: list[str]) -> tuple[Any, dict[str, Any] | None]:
     return train_beat_stage(path, chosen[0], chosen[1], lead=b.lead, window=b.window,
                             hidden_size=b.hidden_size, embed_size=b.embed_size, cell=b.cell,
                             epochs=b.epochs, patience=b.patience, lr=b.lr,
-                            weight_decay=b.weight_decay, batch_size=b.batch_size,
+                            weight_decay=b.weight_decay, dropout=b.dropout, noise=b.noise,
+                            batch_size=b.batch_size,
                             seed=cfg.train.seed, cap_s=b.cap_s, progress=cfg.train.progress_bar,
                             log=log.info)
 
