@@ -455,7 +455,7 @@ def _print_beats(beats: dict) -> None:
     print(f"   beats: QRS Se {f(p['qrs']['se'])} +P {f(p['qrs']['ppv'])}; VEB Se {f(v['se'])} "
           f"+P {f(v['ppv'])} F1 {f(v['f1'])}; SVEB Se {f(s['se'])} +P {f(s['ppv'])} F1 "
           f"{f(s['f1'])}; abnormal flags Se {f(a['se'])} +P {f(a['ppv'])} F1 {f(a['f1'])}; "
-          f"{f(p['false_flags_per_hour'])} false flags per hour")
+          f"{p['false_flags_per_hour']:.1f} false flags per hour")
 
 
 def _print_summary(summary: dict) -> None:
