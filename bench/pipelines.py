@@ -66,7 +66,8 @@ def _engine(settings: Any) -> Any:
 
     artifact = load_artifact(settings.model)
     return Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
-                  max_payload_bytes=settings.max_payload_bytes, metrics=Metrics())
+                  max_payload_bytes=settings.max_payload_bytes,
+                  max_future_s=settings.max_future_s, metrics=Metrics())
 
 
 def _pipeline(settings: Any, engine: Any, redis_client: Any,

@@ -13,7 +13,9 @@ Three real servers on loopback, each a child process recorded in a pid file unde
 ``up`` is idempotent (a healthy part is left alone) and returns only when every part answers a real
 request (a Kafka metadata request, a Redis PING, Prometheus ``/-/ready``); ``down`` stops exactly
 the processes that ``up`` started. The same classes start private instances for tests that must
-kill a server (:class:`KafkaServer` with other ports and another directory).
+kill a server (:class:`KafkaServer` with other ports and another directory), and
+:class:`SecureKafkaServer` starts a private broker that requires SASL_SSL (SCRAM-SHA-512) and
+authorizes every request with KRaft's ``StandardAuthorizer``, for tests of a secured deployment.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from pathlib import Path
 from stream.errors import StackError
 from stream.settings import Settings, add_flags
 
-__all__ = ["KafkaServer", "PrometheusServer", "RedisServer", "Server", "components", "configure",
-           "configure_ports", "port_open", "run"]
+__all__ = ["KafkaServer", "PrometheusServer", "RedisServer", "SecureKafkaServer", "Server",
+           "components", "configure", "configure_ports", "port_open", "run"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -257,16 +259,25 @@ class KafkaServer(Server):
         partial.rename(self.jars)
         return self.jars
 
+    def properties(self) -> str:
+        """The broker's server.properties."""
+        props = (DEPLOY / "local" / "kafka" / "server.properties").read_text()
+        for key, value in (("@PORT@", self.port), ("@CONTROLLER_PORT@", self.controller_port),
+                           ("@DATA_DIR@", self.dir / "data")):
+            props = props.replace(key, str(value))
+        return props
+
+    def format_args(self) -> list[str]:
+        """Extra arguments of the one-time KRaft storage format."""
+        return []
+
     def command(self) -> list[str]:
         java = _require("java", "default-jre-headless")
         jars = self.ensure_jars()
         data = self.dir / "data"
-        props = (DEPLOY / "local" / "kafka" / "server.properties").read_text()
-        for key, value in (("@PORT@", self.port), ("@CONTROLLER_PORT@", self.controller_port),
-                           ("@DATA_DIR@", data)):
-            props = props.replace(key, str(value))
         config = self.dir / "server.properties"
-        config.write_text(props)
+        config.touch(mode=0o600)
+        config.write_text(self.properties())
         jvm = [java, f"-Xms{min(256, _megabytes(self.heap))}m", f"-Xmx{self.heap}",
                "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
                f"-Dkafka.logs.dir={self.dir}",
@@ -275,7 +286,8 @@ class KafkaServer(Server):
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                                  "-c", str(config)], capture_output=True, text=True, check=False)
+                                  "-c", str(config), *self.format_args()],
+                                 capture_output=True, text=True, check=False)
             if fmt.returncode != 0:
                 raise StackError(f"kafka: formatting {data} for KRaft failed:\n"
                                  f"{(fmt.stdout + fmt.stderr)[-2000:]}")
@@ -287,17 +299,77 @@ class KafkaServer(Server):
         return asyncio.run(_kafka_metadata(self.address))
 
 
+class SecureKafkaServer(KafkaServer):
+    """A private KRaft broker whose only client listener is SASL_SSL with SCRAM-SHA-512, and
+    whose ``StandardAuthorizer`` refuses whatever no ACL allows (``admin`` is the super user).
+
+    ``keystore`` is one PEM file with the broker's private key and certificate (for 127.0.0.1);
+    ``truststore`` the PEM CA that signed it. ``users`` get SCRAM credentials when the storage is
+    formatted (the first start), ``admin`` among them. A private test broker: the passwords are
+    in its server.properties (mode 600) and on the format command line.
+    """
+
+    name = "kafka-sasl-ssl"
+
+    def __init__(self, home: Path, port: int, controller_port: int, heap: str, jars: Path,
+                 keystore: Path, truststore: Path, users: dict[str, str]) -> None:
+        super().__init__(home, port, controller_port, heap, jars)
+        if "admin" not in users:
+            raise StackError("SecureKafkaServer: expected an 'admin' user among users, got "
+                             f"{sorted(users)}")
+        self.keystore, self.truststore, self.users = keystore, truststore, users
+
+    def properties(self) -> str:
+        replaced = ("listeners=", "advertised.listeners=", "inter.broker.listener.name=",
+                    "listener.security.protocol.map=", "auto.create.topics.enable=")
+        base = [line for line in super().properties().splitlines()
+                if not line.startswith(replaced)]
+        secure = (DEPLOY / "local" / "kafka" / "sasl_ssl.properties").read_text()
+        for key, value in (("@PORT@", self.port), ("@CONTROLLER_PORT@", self.controller_port),
+                           ("@KEYSTORE@", self.keystore), ("@TRUSTSTORE@", self.truststore),
+                           ("@ADMIN_PASSWORD@", self.users["admin"]), ("@ADMIN@", "admin")):
+            secure = secure.replace(key, str(value))
+        return "\n".join(base) + "\n" + secure
+
+    def format_args(self) -> list[str]:
+        args = []
+        for user, password in self.users.items():
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
+        return args
+
+    def client_settings(self, user: str = "admin") -> Settings:
+        """Settings of a client of this broker logged in as ``user``."""
+        return Settings.from_env({
+            "SEQSTREAM_KAFKA_BOOTSTRAP": self.address,
+            "SEQSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "SEQSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "SEQSTREAM_KAFKA_SASL_USERNAME": user,
+            "SEQSTREAM_KAFKA_SASL_PASSWORD": self.users[user],
+            "SEQSTREAM_KAFKA_SSL_CAFILE": str(self.truststore)})
+
+    def healthy(self) -> bool:
+        if not port_open(self.port):
+            return False
+        return asyncio.run(_kafka_metadata(self.address, self.client_settings()))
+
+    def port_variable(self) -> str:
+        return "the port given to SecureKafkaServer"
+
+
 def _megabytes(heap: str) -> int:
     """Megabytes of a JVM size already checked by the settings (``512m``, ``1g``)."""
     return int(heap[:-1]) * (1024 if heap[-1].lower() == "g" else 1)
 
 
-async def _kafka_metadata(bootstrap: str) -> bool:
+async def _kafka_metadata(bootstrap: str, settings: Settings | None = None) -> bool:
     """A real metadata request: the broker is up only when it lists its brokers."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    from stream.security import kafka_kwargs
+
+    kwargs = kafka_kwargs(settings) if settings else {"bootstrap_servers": bootstrap}
+    admin = AIOKafkaAdminClient(**kwargs, request_timeout_ms=3000)
     try:
         await asyncio.wait_for(admin.start(), 5)
         return len((await asyncio.wait_for(admin.describe_cluster(), 5))["brokers"]) > 0

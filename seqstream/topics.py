@@ -16,6 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from stream.errors import StackError
+from stream.kafka_access import connect
 from stream.security import kafka_kwargs
 from stream.settings import Settings
 
@@ -32,6 +33,7 @@ async def started(client: C, settings: Settings) -> C:
     except (KafkaConnectionError, OSError) as ex:
         closer: Any = getattr(client, "stop", None) or client.close  # type: ignore[attr-defined]
         await closer()
+        (await connect(settings)).close()  # a TLS or SASL refusal: the line naming its setting
         raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected a reachable broker, got "
                          f"{ex}") from ex
     return client
@@ -51,6 +53,7 @@ async def ensure_topic(settings: Settings, topic: str) -> int:
         [meta] = await admin.describe_topics([topic])
         return len(meta["partitions"])
     except KafkaConnectionError as ex:
+        (await connect(settings)).close()  # a TLS or SASL refusal: the line naming its setting
         raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected a reachable broker, got "
                          f"{ex}") from ex
     except KafkaError as ex:

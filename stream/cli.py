@@ -20,7 +20,7 @@ FLAGS = (
     "topic_deadletter", "topic_beats", "partitions", "app_id", "redis_url", "metrics_host",
     "metrics_port",
     "batch_max", "state_ttl_s", "warmup_steps", "max_gap_s",
-    "max_payload_bytes", "log_level",
+    "max_payload_bytes", "max_future_s", "log_level",
 )
 
 

@@ -21,6 +21,15 @@ state between batches) and ``s`` the card's per-feature residual scale::
     skip      if ts_t <= watermark ts  (duplicate if its message offset <= the watermark's
                                         offset on the same partition, else late)
     reset     if ts_t - watermark ts > max_gap_s  (state back to zero, no x̂, warm-up again)
+    refuse    if ts_last > now + max_future_s     (dead letter ``future_ts``; now = wall clock)
+    reset     if watermark ts > now + max_future_s (a watermark poisoned before that check)
+
+Every message ends as exactly one of: a prediction record, a dead letter, or a counted replay.
+A message whose samples are all skipped is a replay (``seqstream_replayed_total``, silent) when
+its offset was already applied on the entity's partition, else out of order: a dead letter
+``late`` naming its time and the watermark. A chunk that straddles the watermark is answered for
+its new samples only; its record's ``ts`` is its first new sample and ``skipped`` says how many
+older ones were left out (counted as ``late`` samples).
 
 With a ``score.entity_scale`` section in the card, the published score (and the one flagged) is
 ``score_t / exp(μ)``, the entity's running typical peak (:mod:`stream.entity_scale`), whose two
@@ -30,9 +39,13 @@ the section the score is ``score_t`` itself and they stay 0.
 A reset inside a batch starts a new row from a zero state, so an entity may own several rows;
 only its last row's final state is saved. For an artifact with a beat model the rows then go
 through the beat stage (:mod:`stream.beatstep`: beat records on the beats topic, the stage's row
-saved in the entity's state), which restarts with the rest of the state. A stored value that
-cannot be decoded is counted as a ``corrupt`` reset and the entity restarts from zero rather than
-stopping the worker.
+saved in the entity's state), which restarts with the rest of the state. With a
+``score.sensor`` section the published score and flag are the sensor score's instead
+(:mod:`stream.sensor_score`: each entity's own level and scale, the Gaussian NLL averaged over
+several horizons, its own threshold; ``threshold`` in the records is its margin), stepped over
+the rows' scaled samples from the entity's stored vector (zeros after a reset), which is saved
+with the rest. A stored value that cannot be decoded is counted as a ``corrupt`` reset and the
+entity restarts from zero rather than stopping the worker.
 
 >>> import numpy as np, torch
 >>> from stream.artifact import Artifact
@@ -56,9 +69,12 @@ stopping the worker.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -68,17 +84,26 @@ import torch
 from stream.beatstep import BeatStep
 from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError, RecordError
-from stream.records import Event, deadletter_record, parse_event
+from stream.records import TS_MAX, Event, deadletter_record, parse_event
 from stream.scoring import score
+from stream.sensor_score import SensorScore
 from stream.state import FLAG_FORECAST, StateCodec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stream.artifact import Artifact
     from stream.metrics import Metrics
 
-__all__ = ["ACTIVE_WINDOW_S", "MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome", "RawMessage"]
+__all__ = ["ACTIVE_MAX", "ACTIVE_WINDOW_S", "MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome",
+           "RawMessage"]
+
+log = logging.getLogger(__name__)
 
 ACTIVE_WINDOW_S = 300.0
+# The active-entities gauge remembers at most this many entities (least recently applied ones are
+# forgotten first), so a flood of new entity ids cannot grow the worker's memory without bound.
+ACTIVE_MAX = 100_000
 # A chunk's prediction carries samples x H x F forecast values; capping them keeps that record far
 # below Kafka's default 1 MB message limit (a larger one would be refused by the broker forever).
 MAX_FORECAST_VALUES = 32_768
@@ -109,10 +134,19 @@ class Batch:
     deadletter_records: list[dict[str, Any]]
     deadletter_keys: list[bytes | None]
     messages: int
+    raw: list[RawMessage] = field(default_factory=list)  # the batch's input, for late dead letters
+    now: float = math.inf  # the wall clock when the batch was prepared
+    _by_source: dict[tuple[int, int], RawMessage] = field(default_factory=dict)
 
     @property
     def entity_ids(self) -> list[str]:
         return list(self.groups)
+
+    def message(self, partition: int, offset: int) -> RawMessage:
+        """The input message at (partition, offset); the index is built on first use only."""
+        if not self._by_source:
+            self._by_source = {(m.partition, m.offset): m for m in self.raw}
+        return self._by_source[(partition, offset)]
 
 
 @dataclass
@@ -127,8 +161,11 @@ class Outcome:
     last_ts: list[float] = field(default_factory=list)  # per prediction: its last sample's ts
     samples: int = 0
     skipped: dict[str, int] = field(default_factory=lambda: {"duplicate": 0, "late": 0})
+    replayed: int = 0  # messages skipped whole as replays of applied offsets
+    late: int = 0  # messages dead-lettered as late (already in ``deadletters``)
     resets: dict[str, int] = field(default_factory=lambda: {"gap": 0, "corrupt": 0,
-                                                             "version": 0})
+                                                             "version": 0,
+                                                             "future_watermark": 0})
     step_seconds: float = 0.0
     abnormal_beats: dict[str, int] = field(default_factory=dict)  # flagged beats by class
 
@@ -151,6 +188,8 @@ class Engine:
 
     def __init__(self, artifact: Artifact, *, warmup_steps: int = 360, max_gap_s: float = 60.0,
                  max_payload_bytes: int = 1 << 20, check_key: bool = True,
+                 max_future_s: float = 300.0, active_max: int = ACTIVE_MAX,
+                 clock: Callable[[], float] = time.time,
                  metrics: Metrics | None = None) -> None:
         self.artifact = artifact
         self.model = artifact.model.eval()
@@ -168,8 +207,14 @@ class Engine:
         self.beats = None if artifact.beats is None else BeatStep(
             artifact.beats, n_features=self.n_features, period_s=self.period_s,
             threshold=artifact.beats.threshold, model_id=self.model_id)
+        self.sensor = SensorScore.from_card(artifact.card)
+        if self.sensor is not None:
+            if self.entity_scale is not None:
+                raise ArtifactError("card score: expected entity_scale or sensor, got both")
+            self.threshold = self.sensor.margin
         self.codec = StateCodec(self.model.state_size, self.n_features,
-                                None if self.beats is None else self.beats.dtype)
+                                None if self.beats is None else self.beats.dtype,
+                                0 if self.sensor is None else self.sensor.layout(self.n_features))
         if self.entity_scale is not None and not self.period_s > 0:
             raise ArtifactError(f"card period_s: expected the sampling period in seconds (the "
                                 f"per-entity scale decays by it), got "
@@ -179,8 +224,10 @@ class Engine:
                                 f"{self.threshold!r}")
         self.warmup_steps, self.max_gap_s = warmup_steps, max_gap_s
         self.max_payload_bytes, self.check_key = max_payload_bytes, check_key
+        self.max_future_s = max_future_s if max_future_s > 0 else math.inf
+        self.clock, self.active_max = clock, active_max
         self.metrics = metrics
-        self._seen: dict[str, float] = {}
+        self._seen: OrderedDict[str, float] = OrderedDict()  # least recently applied first
         self._pruned = time.monotonic()
 
     # -- 1. validate and group ---------------------------------------------------------------
@@ -192,6 +239,8 @@ class Engine:
         dead: list[tuple[RecordError, RawMessage]] = []
         f, limit, check = self.n_features, self.max_payload_bytes, self.check_key
         per_sample = self.model.horizon * f
+        now = self.clock()
+        horizon = now + self.max_future_s
         for m in messages:
             try:
                 e = parse_event(m.value, f, limit, m.key, check)
@@ -200,6 +249,8 @@ class Engine:
                                       f"{MAX_FORECAST_VALUES // per_sample} samples per chunk "
                                       f"(its prediction holds {per_sample} values per sample), "
                                       f"got {len(e.rows)}")
+                if e.ts + e.period * (len(e.rows) - 1) > horizon:
+                    raise self._future(e, now)
             except RecordError as ex:
                 dead.append((ex, m))
                 continue
@@ -230,7 +281,14 @@ class Engine:
         records = [deadletter_record(ex, m.value, m.topic, m.partition, m.offset)
                    for ex, m in dead]
         return Batch(events, sources, spans, scaled, values, groups, records,
-                     [m.key for _, m in dead], len(messages))
+                     [m.key for _, m in dead], len(messages), messages, now)
+
+    def _future(self, e: Event, now: float) -> RecordError:
+        last = e.ts + e.period * (len(e.rows) - 1)
+        what = "its last sample's ts" if e.chunk else "ts"
+        return RecordError("future_ts", f"{what}: expected at most {self.max_future_s:g} s "
+                           f"after the worker's clock {_iso(now)} ({now:.3f}), got {_iso(last)} "
+                           f"({last:.3f}, {last - now:.0f} s ahead)")
 
     def _drop_overflow(self, messages: list[RawMessage], events: list[Event],
                        sources: list[tuple[int, int]], spans: list[tuple[int, int]],
@@ -303,8 +361,12 @@ class Engine:
         wm_part_all, steps_all = st["partition"].tolist(), st["steps"].tolist()
         has_fc_all = (st["flags"] & FLAG_FORECAST).astype(bool).tolist()
         events, sources, spans = batch.events, batch.sources, batch.spans
+        poisoned = set(np.flatnonzero(st["wm_ts"] > batch.now + self.max_future_s).tolist())
+        if poisoned:
+            self._reset_future(batch, sorted(poisoned), wm_ts_all, out)
         for ent, indexes in enumerate(batch.groups.values()):
             wm, wm_off, wm_part = wm_ts_all[ent], wm_off_all[ent], wm_part_all[ent]
+            fresh = ent in poisoned
             row: _Row | None = None
             for i in indexes:
                 e = events[i]
@@ -321,6 +383,10 @@ class Engine:
                     reason = "duplicate" if part == wm_part and off <= wm_off else "late"
                     out.skipped[reason] += skip
                     if skip == n:
+                        if reason == "duplicate":
+                            out.replayed += 1
+                        else:
+                            self._late(batch, e, n, wm, wm_off, part, off, out)
                         continue
                 for k in range(skip, n):
                     t = e.ts if times is None else float(times[k])
@@ -329,7 +395,8 @@ class Engine:
                         row = _Row(ent, fresh=True, prev=False, steps=0)
                         rows.append(row)
                     elif row is None:
-                        row = _Row(ent, fresh=False, prev=has_fc_all[ent], steps=steps_all[ent])
+                        row = (_Row(ent, fresh=True, prev=False, steps=0) if fresh else
+                               _Row(ent, fresh=False, prev=has_fc_all[ent], steps=steps_all[ent]))
                         rows.append(row)
                     if k == skip:
                         emits.append((i, k, len(rows) - 1, len(row.samples)))
@@ -339,6 +406,35 @@ class Engine:
             if row is not None:
                 final[ent] = (len(rows) - 1, wm, wm_part, wm_off)
         return rows, emits, final
+
+    def _reset_future(self, batch: Batch, poisoned: list[int], wm_ts: list[float],
+                      out: Outcome) -> None:
+        """Watermarks stored far ahead of the clock (by an event from before the ``future_ts``
+        check) would skip every correct event as late: those entities restart from zero."""
+        ids = batch.entity_ids
+        first = wm_ts[poisoned[0]]
+        log.warning("%d entit%s had a stored watermark more than %g s ahead of the worker's "
+                    "clock %s (e.g. %r at %s); %s from zero (resets_total{reason="
+                    "\"future_watermark\"})", len(poisoned), "y" if len(poisoned) == 1 else "ies",
+                    self.max_future_s, _iso(batch.now), ids[poisoned[0]][:80], _iso(first),
+                    "it restarts" if len(poisoned) == 1 else "they restart")
+        for ent in poisoned:
+            wm_ts[ent] = -math.inf
+        out.resets["future_watermark"] += len(poisoned)
+
+    def _late(self, batch: Batch, e: Event, n: int, wm: float, wm_off: int, part: int, off: int,
+              out: Outcome) -> None:
+        """Dead-letter an event whose samples are all at or before its entity's watermark and
+        that is not a replay: skipping it silently would make it vanish."""
+        m = batch.message(part, off)
+        last = e.ts + e.period * (n - 1)
+        what = "its last sample's ts" if e.chunk else "ts"
+        detail = (f"{what}: expected after the entity's watermark {_iso(wm)} ({wm:.3f}), the "
+                  f"last time applied, got {_iso(last)} ({last:.3f}); offset {off} is not a "
+                  f"replay (partition {part}'s last applied offset for it is {wm_off})")
+        record = deadletter_record(RecordError("late", detail), m.value, m.topic, part, off)
+        out.deadletters.append((m.key, orjson.dumps(record)))
+        out.late += 1
 
     def _run(self, batch: Batch, rows: list[_Row], emits: list[tuple[int, int, int, int]],
              final: dict[int, tuple[int, float, int, int]], st: np.ndarray,
@@ -379,6 +475,13 @@ class Engine:
         if self.entity_scale is not None:
             scores, scale_state = self._entity_scaled(scores, row_of, pos_of, n_rows, longest,
                                                       entity_of_row, fresh, st)
+        sensor_rows = None
+        if self.sensor is not None:
+            sensor_rows = st["sensor"][entity_of_row]  # a copy: fancy indexing
+            sensor_rows[fresh] = 0.0
+            runs = self.sensor.run_rows(sensor_rows, [seq[r, :n] for r, n in
+                                                      enumerate(lengths.tolist())])
+            scores = np.concatenate([run.scores for run in runs])
         steps0 = np.fromiter((r.steps for r in rows), dtype=np.int64, count=n_rows)
         warm = steps0[row_of] + pos_of >= self.warmup_steps
         flags = (scores > self.threshold) & warm
@@ -389,7 +492,8 @@ class Engine:
         if self.beats is not None:
             beat_rows = self.beats.step(batch, entity_of_row, fresh, steps0, lengths, sample_of,
                                         scores, st["beat"], out)
-        self._save(batch, rows, final, lengths, packed, y, out, scale_state, beat_rows)
+        self._save(batch, rows, final, lengths, packed, y, out, scale_state, beat_rows,
+                   sensor_rows)
 
     def _entity_scaled(self, scores: np.ndarray, row_of: np.ndarray, pos_of: np.ndarray,
                        n_rows: int, longest: int, entity_of_row: np.ndarray, fresh: np.ndarray,
@@ -436,6 +540,8 @@ class Engine:
                       "forecast": user[idx], "score": [score_list[j] for j in idx],
                       "anomaly": [flag_list[j] for j in idx], "threshold": thr,
                       "model_id": model_id}
+            if k:
+                record["skipped"] = k  # samples before ts, at or before the watermark
             out.predictions.append((key, dumps(record, option=opt)))
             out.last_ts.append(e.ts + e.period * (hi - lo - 1))
             for n, j in enumerate(idx):
@@ -460,7 +566,8 @@ class Engine:
               final: dict[int, tuple[int, float, int, int]], lengths: np.ndarray,
               packed: np.ndarray, y: np.ndarray, out: Outcome,
               scale_state: tuple[np.ndarray, np.ndarray] | None = None,
-              beat_rows: np.ndarray | None = None) -> None:
+              beat_rows: np.ndarray | None = None,
+              sensor_rows: np.ndarray | None = None) -> None:
         ents = list(final)
         last = np.array(list(final.values()), dtype=np.float64).reshape(len(ents), 4)
         rs = last[:, 0].astype(np.int64)
@@ -472,6 +579,8 @@ class Engine:
             new["peak"], new["log_mu"] = scale_state[0][rs], scale_state[1][rs]
         if beat_rows is not None:
             new["beat"] = beat_rows[rs]
+        if sensor_rows is not None:
+            new["sensor"] = sensor_rows[rs]
         steps0 = np.fromiter((rows[r].steps for r in rs.tolist()), dtype=np.int64,
                              count=len(ents))
         new["steps"] = np.minimum(steps0 + lengths[rs], _STEPS_MAX)
@@ -481,10 +590,6 @@ class Engine:
         ids = batch.entity_ids
         out.states = {ids[ent]: blob
                       for ent, blob in zip(ents, self.codec.encode(new), strict=True)}
-        now = time.monotonic()
-        seen = self._seen
-        for ent in ents:
-            seen[ids[ent]] = now
 
     def _count(self, batch: Batch, out: Outcome) -> None:
         m = self.metrics
@@ -501,6 +606,10 @@ class Engine:
                 m.abnormal_beats.labels(cls).inc(n)
         for record in batch.deadletter_records:
             m.deadletters.labels(reason=record["reason"]).inc()
+        if out.late:
+            m.deadletters.labels(reason="late").inc(out.late)
+        if out.replayed:
+            m.replayed.inc(out.replayed)
         for reason, n in out.skipped.items():
             if n:
                 m.skipped.labels(reason=reason).inc(n)
@@ -509,9 +618,29 @@ class Engine:
                 m.resets.labels(reason=reason).inc(n)
         if out.step_seconds:
             m.model_step.observe(out.step_seconds)
+        self._track(out.states)
+        m.active_entities.set(len(self._seen))
+
+    def _track(self, applied: dict[str, bytes]) -> None:
+        """Remember when each entity was last applied, least recent first; forget those idle
+        over :data:`ACTIVE_WINDOW_S` and, past ``active_max``, the least recent ones."""
         now = time.monotonic()
+        seen = self._seen
+        for entity in applied:
+            seen[entity] = now
+            seen.move_to_end(entity)
+        while len(seen) > self.active_max:
+            seen.popitem(last=False)
         if now - self._pruned > 10.0:
             cutoff = now - ACTIVE_WINDOW_S
-            self._seen = {k: t for k, t in self._seen.items() if t >= cutoff}
+            while seen and next(iter(seen.values())) < cutoff:
+                seen.popitem(last=False)
             self._pruned = now
-        m.active_entities.set(len(self._seen))
+
+
+def _iso(ts: float) -> str:
+    """``ts`` (seconds since 1970) as ISO-8601 UTC to the millisecond, for dead-letter details."""
+    if not -62135596800.0 <= ts < TS_MAX:
+        return repr(ts)
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00",
+                                                                                      "Z")

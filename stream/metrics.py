@@ -2,7 +2,7 @@
 
 Names follow client_python conventions (``*_seconds``, ``*_total``; counters are declared without
 the suffix, which client_python appends). Labels come from small fixed sets only — a reason from
-:data:`stream.records.REASONS`, ``duplicate``/``late``, ``gap``/``corrupt``/``version``, a
+:data:`stream.records.REASONS`, ``duplicate``/``late``, :data:`RESET_REASONS`, a
 partition number, the model's id, an AAMI beat class — and never an entity id, whose cardinality
 is unbounded.
 Every labelled child is created at start-up so dashboards see zeros instead of missing series.
@@ -40,7 +40,7 @@ __all__ = [
 
 SKIP_REASONS = ("duplicate", "late")
 BEAT_CLASSES = ("N", "S", "V", "F")  # AAMI classes the beat network tells apart
-RESET_REASONS = ("gap", "corrupt", "version")
+RESET_REASONS = ("gap", "corrupt", "version", "future_watermark")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0)
 STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -72,6 +72,9 @@ class Metrics:
         self.skipped = Counter("seqstream_skipped",
                                "samples at or before the entity's watermark, not applied again",
                                ["reason"], registry=r)
+        self.replayed = Counter("seqstream_replayed",
+                                "messages skipped whole as replays of offsets already applied "
+                                "(after a restart or rebalance)", registry=r)
         self.resets = Counter("seqstream_resets", "entity states restarted from zero, by reason",
                               ["reason"], registry=r)
         self.latency = Histogram("seqstream_latency_seconds",

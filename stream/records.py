@@ -13,10 +13,12 @@ of the first sample and sample ``i`` is at ``ts + i * period``. Every value must
 (not a boolean, not a string) that fits a float32; the feature count must match the model's.
 
 Anything else raises :class:`~stream.errors.RecordError` whose ``reason`` is one of
-:data:`REASONS`, a small fixed set used as a metric label and in the dead-letter record. The
-JSON is decoded with orjson, which refuses the non-standard ``NaN``/``Infinity`` tokens and
-numbers that overflow a double; only on that error path is the payload re-read by the standard
-library to tell a ``non_finite`` value from plain ``malformed_json``.
+:data:`REASONS`, a small fixed set used as a metric label and in the dead-letter record (its
+last two, ``future_ts`` and ``late``, are decided by :class:`stream.engine.Engine` against the
+worker's clock and the entity's watermark, not here). The JSON is decoded with orjson, which
+refuses the non-standard ``NaN``/``Infinity`` tokens and numbers that overflow a double; only on
+that error path is the payload re-read by the standard library to tell a ``non_finite`` value
+from plain ``malformed_json``.
 
 The dead-letter record keeps the first :data:`RAW_LIMIT` bytes of the payload as *text*, decoded
 as UTF-8 with U+FFFD for undecodable bytes (readable in any consumer; binary garbage is lossy by
@@ -75,6 +77,9 @@ REASONS = (
     "empty_chunk",      # a chunk with no samples
     "feature_count",    # a sample with the wrong number of values
     "non_finite",       # NaN, Infinity, or a value outside float32 (also after scaling)
+    # refused by the engine against a clock, not by parse_event:
+    "future_ts",        # its (last sample's) ts too far ahead of the worker's clock
+    "late",             # older than its entity's watermark, and not a replay of an applied offset
 )
 
 RAW_LIMIT = 1024

@@ -189,6 +189,9 @@ class Settings:
                                 "seconds (0 = never)", "worker")
     max_payload_bytes: int = _setting(1_048_576, _int(64), "events larger than this are "
                                       "dead-lettered", "worker")
+    max_future_s: float = _setting(300.0, _float(0.0), "events stamped more than this ahead of "
+                                   "the worker's clock are dead-lettered (future_ts), seconds "
+                                   "(0 = never)", "worker")
     # View (seqstream view: the live page of one entity)
     view_host: str = _setting("127.0.0.1", _text, "bind address of `seqstream view`'s web page",
                               "view")

@@ -32,6 +32,7 @@ from stream import fastpath
 from stream.batchsend import batch_send
 from stream.engine import Engine
 from stream.errors import StackError
+from stream.kafka_access import check_access, needs
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Topics
 from stream.security import connect_redis, faust_broker, kafka_kwargs
@@ -171,7 +172,8 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     quiet_loggers()
     metrics = Metrics()
     engine = Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
-                    max_payload_bytes=settings.max_payload_bytes, metrics=metrics)
+                    max_payload_bytes=settings.max_payload_bytes,
+                    max_future_s=settings.max_future_s, metrics=metrics)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     began = time.perf_counter()
@@ -181,6 +183,8 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     redis_client.connection_pool.connection_kwargs.update(
         socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
     loop.run_until_complete(redis_client.connection_pool.disconnect())
+    # a wrong password, an untrusted certificate or a missing ACL: one line now, not a retry loop
+    loop.run_until_complete(check_access(settings, needs(settings)))
     counts = loop.run_until_complete(ensure_topics(settings))
     cell = artifact.model.cell
     metrics.set_model(artifact.model_id, cell, str(artifact.card.get("version", "unknown")))

@@ -1,26 +1,43 @@
-"""Bad input never stops the worker (property-based, through real Kafka, Redis and the worker).
+"""Bad input never stops the worker and no message vanishes (property-based, seeded, through
+real Kafka, Redis and the worker).
 
 Hypothesis generates batches of events, each either good (a single sample or a chunk, numeric or
 ISO-8601 time, unicode entity ids, float32 edge values) or good-but-for-one-defect (every
-dead-letter reason the worker knows). More than 10,000 payloads in all go through one running
-worker; after each batch every good event has its prediction and every bad one a dead letter
-with the expected reason at its topic/partition/offset, and at the end the worker is still
-running and never logged an error.
+dead-letter reason the worker knows, including an event older than its entity's watermark,
+``late``, and one stamped far ahead of the wall clock, ``future_ts``). More than 10,000
+payloads in all go through one running worker; after each batch every good event has its
+prediction and every bad one a dead letter with the expected reason at its topic/partition/
+offset, and at the end the worker is still running and never logged an error.
+
+Then the invariant "every consumed message ends as exactly one of: a prediction record, a dead
+letter, a counted replay" is checked by accounting: the worker's counters and the records on
+the output topics add up to every message sent, with no replay. Finally the group's offsets are
+rewound to the start and the worker restarted: the whole topic is consumed again, and now no
+event is predicted twice: each message is a counted replay or a dead letter again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from streamkit import WorkerProcess, create_topics, make_artifact, topic_names
+from prometheus_client.parser import text_string_to_metric_families
+from streamkit import (
+    EndOffsets,
+    WorkerProcess,
+    create_topics,
+    free_port,
+    make_artifact,
+    topic_names,
+)
 
 from stream.records import REASONS
 
@@ -34,7 +51,8 @@ ENTITIES = ("pump-1", "patient ✓ 7", "sensor/α:β", "x", "M" * 200, "with spa
             "0")
 DEFECTS = ("too_large", "malformed_json", "not_object", "missing_field", "extra_field",
            "wrong_type", "empty_entity_id", "bad_entity_id", "key_mismatch", "bad_ts",
-           "bad_period", "empty_chunk", "feature_count", "non_finite")
+           "bad_period", "empty_chunk", "feature_count", "non_finite", "future_ts", "late")
+YEAR_S = 365.25 * 24 * 3600
 
 number = st.one_of(
     st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32),
@@ -106,6 +124,10 @@ def specs(draw) -> Spec:
     elif defect == "non_finite":
         detail = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999", b"-1e400",
                                        b"1e39", b"-3.5e38"]))
+    elif defect == "future_ts":  # seconds ahead of the wall clock, all past the default bound
+        detail = draw(st.sampled_from([3600.0, 86400.0, 100 * YEAR_S]))
+    elif defect == "late":  # periods before the entity's watermark for its last sample
+        detail = draw(st.integers(0, 40))
     return Spec(draw(st.sampled_from(ENTITIES)), chunk, rows,
                 draw(st.sampled_from(["float", "int", "iso_z", "iso_plus1"])), defect, detail)
 
@@ -237,9 +259,11 @@ def test_bad_input_never_stops_the_worker(tmp_path, settings, unique):
     art = make_artifact(tmp_path / "art", horizon=2)
     names = topic_names(unique)
     asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
+    port = free_port()
     worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
-                           redis_url=settings.redis_url, partitions=2,
-                           max_gap_s=0, extra_env={"SEQSTREAM_MAX_PAYLOAD_BYTES": str(MAX_BYTES)})
+                           redis_url=settings.redis_url, partitions=2, max_gap_s=0,
+                           extra_env={"SEQSTREAM_MAX_PAYLOAD_BYTES": str(MAX_BYTES),
+                                      "SEQSTREAM_METRICS_PORT": str(port)})
     worker.start()
     harness = Harness(settings.kafka_bootstrap, names)
     clock = dict.fromkeys(ENTITIES, T0)  # next free time per entity
@@ -248,6 +272,7 @@ def test_bad_input_never_stops_the_worker(tmp_path, settings, unique):
     try:
         worker.wait_ready()
 
+        @seed(15)
         @hsettings(max_examples=EXAMPLES, deadline=None, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                           HealthCheck.large_base_example])
@@ -256,6 +281,12 @@ def test_bad_input_never_stops_the_worker(tmp_path, settings, unique):
             records, expected = [], []
             for spec in batch:
                 ts = clock[spec.entity]
+                if spec.defect == "late" and ts == T0:  # nothing applied yet: cannot be late
+                    spec = replace(spec, defect=None)
+                if spec.defect == "late":
+                    ts -= PERIOD * (len(spec.rows) + spec.detail)
+                elif spec.defect == "future_ts":
+                    ts = float(int(time.time() + spec.detail))
                 records.append(materialise(spec, ts))
                 if spec.defect is None:
                     clock[spec.entity] = ts + PERIOD * len(spec.rows)
@@ -284,12 +315,91 @@ def test_bad_input_never_stops_the_worker(tmp_path, settings, unique):
             assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-3000:]
 
         check()
+        first = Counts.scrape(port)
+        written = {k: ends(settings.kafka_bootstrap, names[k]) for k in ("events", "predictions",
+                                                                        "deadletter")}
+        code = worker.stop()
+        log = worker.log()
+        # the whole topic once more, as after a crash before any commit
+        asyncio.run(rewind(settings.kafka_bootstrap, unique, names["events"], 2))
+        worker.start().wait_ready()
+        second = Counts.scrape(port, until_events=written["events"])
+        again = {k: ends(settings.kafka_bootstrap, names[k]) for k in ("predictions",
+                                                                      "deadletter")}
     finally:
         harness.close()
-        code = worker.stop()
-    log = worker.log()
+        code2 = worker.stop()
+    sent = totals["good"] + totals["bad"]
     print(f"payloads: {totals}, dead letters by reason: {dict(sorted(reasons.items()))}")
-    assert totals["good"] + totals["bad"] >= 10_000 and min(totals.values()) > 3000
+    print(f"first run {first}; topics {written}; after rewinding: {second}, topics {again}")
+    assert sent >= 10_000 and min(totals.values()) > 3000
     assert set(reasons) == set(DEFECTS) and set(DEFECTS) <= set(REASONS)
     assert harness.duplicates == 0  # a running worker predicts each event once
     assert code == 0 and "Traceback" not in log and "CRITICAL" not in log, log[-3000:]
+    # every message is exactly one prediction, dead letter or counted replay
+    assert first.events == written["events"] == sent
+    assert first.predictions == written["predictions"] == totals["good"]
+    assert first.deadletters == written["deadletter"] == totals["bad"]
+    assert first.replayed == 0 and first.by_reason == reasons
+    # the replayed topic: nothing predicted twice, every message accounted for again
+    log2 = worker.log()
+    assert code2 == 0 and "Traceback" not in log2 and "CRITICAL" not in log2, log2[-3000:]
+    assert second.events == sent and second.predictions == 0
+    assert again["predictions"] == written["predictions"]
+    assert second.replayed + second.deadletters == sent and second.replayed >= totals["good"]
+    assert again["deadletter"] == written["deadletter"] + second.deadletters
+
+
+@dataclass
+class Counts:
+    """The worker's message counters, read from its /metrics endpoint."""
+
+    events: int
+    predictions: int
+    deadletters: int
+    replayed: int
+    by_reason: dict[str, int]
+
+    @classmethod
+    def scrape(cls, port: int, until_events: int = 0, timeout: float = 180.0) -> Counts:
+        """The counters now, or once ``events`` reached ``until_events``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                          timeout=10).read().decode()
+            values = {(s.name, s.labels.get("reason")): s.value
+                      for f in text_string_to_metric_families(text) for s in f.samples}
+            by_reason = {r: int(v) for (n, r), v in values.items()
+                         if n == "seqstream_deadletters_total" and v}
+            counts = cls(int(values[("seqstream_events_total", None)]),
+                         int(values[("seqstream_predictions_total", None)]),
+                         sum(by_reason.values()), int(values[("seqstream_replayed_total", None)]),
+                         by_reason)
+            if counts.events >= until_events or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.5)
+
+
+def ends(bootstrap: str, topic: str) -> int:
+    """Records ever written to ``topic``."""
+    offsets = EndOffsets(bootstrap, topic)
+    try:
+        return offsets.total()
+    finally:
+        offsets.close()
+
+
+async def rewind(bootstrap: str, group: str, topic: str, partitions: int) -> None:
+    """Commit offset 0 on every partition of ``topic`` for the (idle) consumer ``group``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.structs import OffsetAndMetadata
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.commit({tp: OffsetAndMetadata(0, "") for tp in tps})
+    finally:
+        await consumer.stop()

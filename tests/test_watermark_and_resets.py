@@ -1,4 +1,5 @@
-"""A sample at or below an entity's watermark is never applied again (duplicate or late), a long
+"""A sample at or below an entity's watermark is never applied again (a replayed message is
+counted, a late one dead-lettered, a straddling chunk answered for its new samples), a long
 gap or an undecodable state restarts the entity from zero (counted), warm-up suppresses flags,
 and values that overflow after scaling or chunks too big to answer are dead-lettered."""
 
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import jsonschema
 import numpy as np
 import orjson
 import torch
@@ -16,6 +18,7 @@ from stream.artifact import load_artifact
 from stream.engine import MAX_FORECAST_VALUES, Engine, RawMessage
 from stream.metrics import CollectorRegistry, Metrics
 from stream.pipeline import Pipeline
+from stream.records import schema
 from stream.state import MemoryStateStore, StateCodec
 
 T0 = 1_700_000_000.0
@@ -59,13 +62,22 @@ def test_replayed_and_late_samples_are_skipped_and_the_state_does_not_move(tmp_p
     asyncio.run(pipe.process([late, overlap]))
     m = engine.metrics
     assert value(m, "seqstream_skipped_total", reason="duplicate") == 10
+    assert value(m, "seqstream_replayed_total") == 10  # the replay: messages, silently
     assert value(m, "seqstream_skipped_total", reason="late") == 1 + 2
     assert value(m, "seqstream_samples_total") == 20 + 4
     assert before != asyncio.run(store.load(["a"]))[0]
+    # the late message is not a replay: it is dead-lettered with both times, never lost
+    (dead,) = sink.of("d")
+    assert (dead["reason"], dead["offset"]) == ("late", 20)
+    assert f"({T0 + 19:.3f})" in dead["detail"] and f"({T0 + 5:.3f})" in dead["detail"]
+    assert value(m, "seqstream_deadletters_total", reason="late") == 1
     preds = sink.of("p")
     assert len(preds) == 20 + 1  # nothing for the replay or the late one; one for the chunk
     chunk = preds[-1]
-    assert chunk["ts"] == T0 + 20 and len(chunk["forecast"]) == 4
+    assert chunk["ts"] == T0 + 20 and len(chunk["forecast"]) == 4 and chunk["skipped"] == 2
+    assert "skipped" not in preds[0]
+    jsonschema.validate(dead, schema("deadletter"))
+    jsonschema.validate(chunk, schema("prediction"))
     forecasts, _ = offline_forecasts(art_dir, values[:24])
     np.testing.assert_allclose(chunk["forecast"], forecasts[20:24], rtol=1e-5, atol=1e-5)
 
@@ -119,3 +131,20 @@ def test_values_that_overflow_after_scaling_and_oversized_chunks_are_dead_letter
     assert len(sink.of("p")) == 1
     assert value(engine.metrics, "seqstream_deadletters_total", reason="non_finite") == 1
     assert value(engine.metrics, "seqstream_deadletters_total", reason="too_large") == 1
+
+
+def test_the_wall_clock_bound_applies_to_a_chunks_last_sample_and_can_be_turned_off(
+        tmp_path, shared_data):
+    values = ecg(shared_data, "100", 0, 8)
+    art = load_artifact(make_artifact(tmp_path / "art", sample=values))
+    now = 1_800_000_000.0
+    batch = [msg("e", now - 1, values[:4].tolist(), 0, period=100.0),  # last sample 299 s ahead
+             msg("e", now + 300, values[4:8].tolist(), 1, period=1.0),  # last sample 303 s ahead
+             msg("f", T0, values[0].tolist(), 2)]  # a replay from 2023: event time, not refused
+    bounded = Engine(art, max_gap_s=0, max_future_s=300.0, clock=lambda: now)
+    prepared = bounded.prepare(batch)
+    assert [(d["reason"], d["offset"]) for d in prepared.deadletter_records] == [("future_ts", 1)]
+    assert "(1800000303.000, 303 s ahead)" in prepared.deadletter_records[0]["detail"]
+    assert [e.ts for e in prepared.events] == [now - 1, T0]
+    unbounded = Engine(art, max_gap_s=0, max_future_s=0, clock=lambda: now)
+    assert unbounded.prepare(batch).deadletter_records == []

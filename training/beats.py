@@ -49,8 +49,8 @@ from stream.errors import ConfigError
 from training.beatmodule import BeatModule
 from training.sources import Series, load_wfdb
 
-__all__ = ["DS1", "DS2", "RecordBeats", "aami_class", "beat_scores", "extract_record",
-           "train_beat_stage"]
+__all__ = ["DS1", "DS2", "RecordBeats", "aami_class", "beat_scores", "extract_record", "measure",
+           "table", "train_beat_stage"]
 
 DS1 = ("101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124", "201",
        "203", "205", "207", "208", "209", "215", "220", "223", "230")
@@ -280,12 +280,16 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
     return stage, section
 
 
-def _table(scores: dict[str, Any]) -> str:
+def table(scores: dict[str, Any]) -> str:
+    """The per-beat figures as a fixed-width text table."""
     lines = [f"{'':9s} {'Se':>6s} {'+P':>6s} {'F1':>6s} {'TP':>6s} {'FN':>6s} {'FP':>6s}"]
+    def rate(v: float | None) -> str:  # a card's JSON holds an undefined rate as null
+        return f"{v:6.3f}" if v is not None and math.isfinite(v) else f"{'-':>6s}"
+
     for name, label in (("V", "VEB"), ("S", "SVEB"), ("F", "F"), ("abnormal", "abnormal")):
         s = scores[name]
-        lines.append(f"{label:9s} {s['se']:6.3f} {s['ppv']:6.3f} {s['f1']:6.3f} {s['tp']:6d} "
-                     f"{s['fn']:6d} {s['fp']:6d}")
+        lines.append(f"{label:9s} {rate(s['se'])} {rate(s['ppv'])} {rate(s['f1'])} "
+                     f"{s['tp']:6d} {s['fn']:6d} {s['fp']:6d}")
     lines.append(f"false flags per hour {scores['false_flags_per_hour']:.1f} over "
                  f"{scores['hours']:.1f} h")
     return "\n".join(lines)
@@ -324,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = named or tuple(r for r in args.records.split(",") if r)
     present = [r for r in wanted if (Path(args.path) / f"{r}.hea").is_file()]
     print(f"records ({len(present)} of {len(wanted)} present): {' '.join(present)}")
-    print(_table(measure(args.artifact, args.path, present)))
+    print(table(measure(args.artifact, args.path, present)))
     return 0
 
 

@@ -119,6 +119,9 @@ class CalibrationConfig:
     entity_scale: bool = _f(False, "divide each entity's score by its running typical peak "
                             "(stream.entity_scale: peak hold 0.3 s, log average 10 s); the "
                             "threshold is then calibrated on the scaled scores")
+    sensor_warmup: int = _f(0, "samples of each entity's normal start that the sensor score "
+                            "learns from (stream.sensor_score: its own level, scale and "
+                            "threshold; the card's score.sensor); 0 = the 1-step residual score")
 
 
 @dataclass(frozen=True)
