@@ -7,7 +7,8 @@ the time split). From it:
 - **validation parts** ``[a, b)`` of the same entities set every detector's threshold, as they
   set the network's;
 - **test series** are the labelled series of the test data set that the network never saw:
-  every record (series, file) not among the training entities, paced ECG records left out. Each
+  every record (series, file) not among the training entities, paced ECG records left out, and
+  for MIT-BIH the DS1 records too (de Chazal's inter-patient split: tests are on DS2 only). Each
   is streamed from its first sample with a fresh state, exactly as the worker meets a new
   entity, and cut to its first ``minutes`` (0 = whole). Where the test data set has no unseen
   series, the test parts ``[b, T)`` of the training entities are used instead (also never seen in
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.labels import (
+    DS1,
     PACED_RECORDS,
     Labels,
     ecg_labels,
@@ -106,7 +108,7 @@ def _labels_of(source: str, directory: Path, entity: str, n: int) -> Labels:
 
 def _all_entities(source: str, directory: Path) -> list[str]:
     if source in ("mitdb", "wfdb"):
-        return ecg_records(directory, PACED_RECORDS if source == "mitdb" else ())
+        return ecg_records(directory, (*PACED_RECORDS, *DS1) if source == "mitdb" else ())
     files = sorted(str(p.relative_to(directory / "data"))
                    for p in (directory / "data").glob("*/*.csv"))
     if source == "skab":  # the anomaly-free run has no labels to score against
@@ -151,6 +153,10 @@ def load_eval_data(card: dict[str, Any], test_dir: str | Path | None = None,
     if entities and (set(entities) & set(trained)):
         raise ConfigError(f"--entities: expected series the network never saw, got "
                           f"{sorted(set(entities) & set(trained))} (trained on them)")
+    if entities and source == "mitdb" and set(entities) & set(DS1):
+        raise ConfigError(f"--entities: expected MIT-BIH DS2 records (tests never use DS1, the "
+                          f"records beat models learn from), got "
+                          f"{sorted(set(entities) & set(DS1))}")
     if chosen:
         loaded = load_source(source, directory, chosen, features)
         test = [EvalSeries(s.entity, s.values, _labels_of(source, directory, s.entity,

@@ -19,7 +19,8 @@ The paced records 102, 104, 107 and 217 are left out altogether, as EC57 allows 
 published MIT-BIH benchmarks do: nearly all their beats are paced (class Q). Beats during
 ventricular flutter episodes (between ``[`` and ``]``) become Q too, since EC57 scores those
 episodes separately, not beat by beat. Non-beat annotations (rhythm ``+``, noise ``~``, …) are not
-beats.
+beats. :data:`DS1` and :data:`DS2` are de Chazal's inter-patient split: an evaluation of MIT-BIH
+tests on DS2 records only, never on the DS1 records beat models learn from.
 
 **NAB.** ``labels/combined_windows.json`` gives each series' windows as first and last timestamp
 (inclusive); a window becomes the sample range ``[first row at or after start, last row at or
@@ -51,6 +52,8 @@ from stream.errors import ConfigError
 __all__ = [
     "AAMI",
     "BEAT_SYMBOLS",
+    "DS1",
+    "DS2",
     "PACED_RECORDS",
     "Labels",
     "aami_class",
@@ -64,6 +67,12 @@ __all__ = [
 AAMI = {"N": "NLRej", "SVEB": "AaJS", "VEB": "VE", "F": "F", "Q": "/fQ"}
 BEAT_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")  # wfdb's beat annotation codes
 PACED_RECORDS = ("102", "104", "107", "217")
+# de Chazal, O'Dwyer & Reilly (2004)'s inter-patient split of the non-paced MIT-BIH records:
+# beat models train and set thresholds on DS1 only and are tested on DS2
+DS1 = ("101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124", "201",
+       "203", "205", "207", "208", "209", "215", "220", "223", "230")
+DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "210", "212", "213",
+       "214", "219", "221", "222", "228", "231", "232", "233", "234")
 _CLASS_OF = {s: c for c, symbols in AAMI.items() for s in symbols}
 
 

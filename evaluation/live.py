@@ -10,8 +10,8 @@ its flag. :func:`compare` then checks them against the offline replay of the sam
 Two ways to reach a worker:
 
 - ``spawn`` (default): start ``seqstream worker`` for the artifact as a subprocess on private
-  topics and a private consumer group (``seqstream-eval-<run>``), with the evaluation's warm-up,
-  and stop it at the end. Needs only the running Kafka and Redis.
+  topics (its beat records too) and a private consumer group (``seqstream-eval-<run>``), with
+  the evaluation's warm-up, and stop it at the end. Needs only the running Kafka and Redis.
 - ``running``: publish to the configured events topic (``SEQSTREAM_TOPIC_EVENTS``) and read the
   configured predictions topic, where a worker the user started for *the same artifact* answers
   (checked: every prediction carries the model id).
@@ -66,6 +66,8 @@ class LiveRun:
     total_s: float
     mode: str
     topics: dict[str, str]
+    # per series, the beat records read back (artifacts with a beat model)
+    beats: list[list[dict]] = dataclasses.field(default_factory=list)
 
 
 class _Worker:
@@ -116,6 +118,7 @@ def _worker_env(settings, topics: dict[str, str], app_id: str, warmup: int,
         "SEQSTREAM_TOPIC_PREDICTIONS": topics["predictions"],
         "SEQSTREAM_TOPIC_ANOMALIES": topics["anomalies"],
         "SEQSTREAM_TOPIC_DEADLETTER": topics["deadletter"],
+        "SEQSTREAM_TOPIC_BEATS": topics["beats"],
         "SEQSTREAM_APP_ID": app_id, "SEQSTREAM_WARMUP_STEPS": str(warmup),
         "SEQSTREAM_METRICS_PORT": "0", "SEQSTREAM_STATE_TTL_S": "3600",
         "SEQSTREAM_MAX_GAP_S": "0", "SEQSTREAM_HOME": str(home),
@@ -234,10 +237,51 @@ async def _collect(settings, topic: str, start: dict, layouts: dict[str, _Layout
     return model_ids, records
 
 
+async def _collect_beats(settings, topic: str, start: dict, wanted: set[str]
+                         ) -> dict[str, list[dict]]:
+    """The beat records of the wanted entities, read once every prediction is in: the worker
+    sends a batch's beats with its predictions, so they are on the topic by then or a moment
+    later; read to the end offsets until a second look finds nothing new."""
+    from aiokafka import AIOKafkaConsumer
+
+    from stream.security import kafka_kwargs
+
+    out: dict[str, list[dict]] = {}
+    consumer = AIOKafkaConsumer(**kafka_kwargs(settings), group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = await _partitions(settings, topic)
+        consumer.assign(tps)
+        for tp in tps:
+            if tp in start:
+                consumer.seek(tp, start[tp])
+            else:
+                await consumer.seek_to_beginning(tp)
+        async def behind(end: dict) -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in tps])
+
+        while True:
+            end = await consumer.end_offsets(tps)
+            while await behind(end):
+                batch = await consumer.getmany(timeout_ms=500, max_records=20_000)
+                for messages in batch.values():
+                    for m in messages:
+                        rec = json.loads(m.value)
+                        if rec.get("entity_id") in wanted:
+                            out.setdefault(rec["entity_id"], []).append(rec)
+            await asyncio.sleep(1.0)
+            if await consumer.end_offsets(tps) == end:
+                return out
+    finally:
+        await consumer.stop()
+
+
 def run_live(settings, artifact_dir: Path, names: Sequence[str], series: Sequence[np.ndarray],
              period_s: float, horizon: int, warmup: int, samples_per_event: int, mode: str,
-             work: Path, timeout: float = 1800.0) -> LiveRun:
-    """Publish ``series`` as fresh entities, let a worker answer, lay its predictions out."""
+             work: Path, timeout: float = 1800.0, with_beats: bool = False) -> LiveRun:
+    """Publish ``series`` as fresh entities, let a worker answer, lay its predictions (and
+    with ``with_beats``, its beat records) out."""
     from seqstream.publish import Options, publish
     from seqstream.replay import fan_out
 
@@ -246,10 +290,11 @@ def run_live(settings, artifact_dir: Path, names: Sequence[str], series: Sequenc
     if mode == "spawn":
         base = f"seqstream-eval-{run_id}"
         topics = {k: f"{base}.{k}" for k in ("events", "predictions", "anomalies",
-                                               "deadletter")}
+                                               "deadletter", "beats")}
     elif mode == "running":
         topics = {"events": settings.topic_events, "predictions": settings.topic_predictions,
-                  "anomalies": settings.topic_anomalies, "deadletter": settings.topic_deadletter}
+                  "anomalies": settings.topic_anomalies, "deadletter": settings.topic_deadletter,
+                  "beats": settings.topic_beats}
     else:
         raise ValueError(f"live mode: expected spawn or running, got {mode!r}")
     pub_settings = dataclasses.replace(settings, topic_events=topics["events"])
@@ -268,14 +313,17 @@ def run_live(settings, artifact_dir: Path, names: Sequence[str], series: Sequenc
             asyncio.run(ensure_topics(dataclasses.replace(
                 settings, topic_events=topics["events"],
                 topic_predictions=topics["predictions"], topic_anomalies=topics["anomalies"],
-                topic_deadletter=topics["deadletter"])))
+                topic_deadletter=topics["deadletter"], topic_beats=topics["beats"])))
             worker = _Worker(artifact_dir, _worker_env(settings, topics, f"seqstream-eval-"
                                                        f"{run_id}", warmup, work / "home"),
                              work / "worker.log")
             worker.wait_ready(120.0)
             start: dict = {}
+            beats_start: dict = {}
         else:
             start = asyncio.run(_end_offsets(settings, topics["predictions"]))
+            beats_start = asyncio.run(_end_offsets(settings, topics["beats"])) if with_beats \
+                else {}
         t0 = time.monotonic()
         report = asyncio.run(publish(pub_settings, lanes, Options(
             rate="max", samples_per_event=samples_per_event, ts="source", progress=False)))
@@ -283,6 +331,8 @@ def run_live(settings, artifact_dir: Path, names: Sequence[str], series: Sequenc
         log.info("live: %s", report.summary().splitlines()[0])
         model_ids, records = asyncio.run(_collect(
             settings, topics["predictions"], start, layouts, period_s, timeout))
+        beats = asyncio.run(_collect_beats(settings, topics["beats"], beats_start,
+                                           set(entities))) if with_beats else {}
     finally:
         if worker is not None:
             code = worker.stop()
@@ -292,7 +342,8 @@ def run_live(settings, artifact_dir: Path, names: Sequence[str], series: Sequenc
     lay = [layouts[e] for e in entities]
     return LiveRun(entities, [x.forecasts for x in lay], [x.scores for x in lay],
                    [x.flags for x in lay], [x.received for x in lay], model_ids, report.events,
-                   records, publish_s, time.monotonic() - started, mode, topics)
+                   records, publish_s, time.monotonic() - started, mode, topics,
+                   [beats.get(e, []) for e in entities])
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> tuple[float, float, bool]:

@@ -1,4 +1,5 @@
-"""PNG plots of a few test records: signal, forecast, flags and labels, with the score below.
+"""PNG plots of a few test records: signal, forecast, flags and labels, with the score below;
+for ECG with a beat model, also the detected beats coloured by their class.
 
 Each plot shows ``seconds`` of one series around its densest stretch of labelled anomalies (the
 start when it has none), so a reader sees what a flag looks like next to what it should catch.
@@ -16,9 +17,11 @@ from evaluation.dataset import EvalSeries
 from evaluation.labels import Labels
 from evaluation.metrics import ABNORMAL
 
-__all__ = ["CLASS_COLOURS", "pick_stretch", "plot_series"]
+__all__ = ["BEAT_COLOURS", "CLASS_COLOURS", "pick_stretch", "plot_beats", "plot_series"]
 
 CLASS_COLOURS = {"SVEB": "tab:orange", "VEB": "tab:red", "F": "tab:purple"}
+# the beat classifier's letters, in the reference classes' colours (N grey)
+BEAT_COLOURS = {"N": "tab:gray", "S": "tab:orange", "V": "tab:red", "F": "tab:purple"}
 
 
 def _anomaly_samples(labels: Labels) -> np.ndarray:
@@ -97,3 +100,58 @@ def plot_series(path: Path, series: EvalSeries, forecast: np.ndarray | None,
     plt.close(fig)
     return {"file": path.name, "entity": series.entity, "from_s": lo * period_s,
             "to_s": hi * period_s, "flags": len(f)}
+
+
+
+def plot_beats(path: Path, series: EvalSeries, beats, period_s: float, lead: int,
+               lead_name: str, threshold: float, seconds: float, warmup: int,
+               title: str) -> dict:
+    """Draw one series' stretch with every detected beat coloured by the class the beat
+    classifier gave it (``beats``: :class:`evaluation.beateval.RecordBeats`), the reference
+    abnormal beats ringed in their class's colour, flagged beats crossed, and each beat's
+    ``p_abnormal`` against the threshold below; returns what was drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(series.values)
+    lo, hi = pick_stretch(series.labels, n, max(2, round(seconds / period_s)), warmup)
+    t = np.arange(lo, hi) * period_s
+    signal = series.values[:, lead]
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True,
+                                 gridspec_kw={"height_ratios": [3, 1.2]})
+    ax.plot(t, signal[lo:hi], lw=0.9, color="black", label=f"ECG ({lead_name}, mV)")
+    lab = series.labels
+    inside = (lab.r_peaks >= lo) & (lab.r_peaks < hi)
+    for cls, colour in CLASS_COLOURS.items():
+        r = lab.r_peaks[inside & (lab.classes == cls)]
+        if len(r):
+            ax.scatter(r * period_s, signal[r], s=150, facecolors="none", edgecolors=colour,
+                       lw=1.5, label=f"{cls} (reference)", zorder=3)
+    shown = (beats.samples >= lo) & (beats.samples < hi)
+    for cls, colour in BEAT_COLOURS.items():
+        r = beats.samples[shown & (beats.classes == cls)]
+        if len(r):
+            ax.scatter(r * period_s, signal[r], s=30, color=colour, zorder=4,
+                       label=f"called {cls}")
+    flagged = beats.samples[shown & beats.anomaly]
+    if len(flagged):
+        top = float(np.max(signal[lo:hi]))
+        ax.scatter(flagged * period_s, np.full(len(flagged), top + 0.15), marker="x", s=30,
+                   color="tab:red", label="flag", zorder=4)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8, ncol=4)
+    ax.set_title(title, fontsize=10)
+    bx.vlines(beats.samples[shown] * period_s, 0, beats.p_abnormal[shown], color="tab:blue",
+              lw=2, label="p_abnormal")
+    bx.axhline(threshold, color="tab:red", lw=0.8, ls="--", label=f"threshold {threshold:.3g}")
+    bx.set_ylim(0, 1.02)
+    bx.set_xlabel("seconds from the record's start")
+    bx.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return {"file": path.name, "entity": series.entity, "from_s": lo * period_s,
+            "to_s": hi * period_s, "beats": int(shown.sum()), "flags": len(flagged)}

@@ -95,6 +95,49 @@ def _forecast_rows(f: dict[str, Any]) -> list[str]:
     return ["| " + " | ".join(r) + " |" for r in (head, ["---"] * len(head), ours, naive)]
 
 
+def _beat_lines(beats: dict[str, Any]) -> list[str]:
+    """The beat-level tables (ECG with a beat model): the classifier per class, every
+    detector's flags on the same detected beats, and the classifier per record."""
+    if "missing" in beats:
+        return [f"Beats: {beats['missing']}."]
+    from evaluation.beateval import BEAT_STAGE
+
+    stage = beats["detectors"][BEAT_STAGE]
+    q = stage["qrs"]
+    lines = [f"**Beats** on {len(beats['per_record'])} records ({beats['from']}): the beat "
+             f"stage's detected beats matched to the reference beats (EC57, "
+             f"{beats['match_window_s'] * 1000:.0f} ms; Q beats ignored; gross counts). QRS "
+             f"detection: Se {_fmt(q['se'], 4)}, +P {_fmt(q['ppv'], 4)} "
+             f"({q['tp'] + q['fn']} reference beats, {q['fn']} missed, {q['fp']} extra "
+             "detections).", "",
+             "| beat classifier | Se | +P | F1 | TP | FN | FP |", "|---|---|---|---|---|---|---|"]
+    names = {"V": "VEB (V)", "S": "SVEB (S)", "F": "fusion (F)"}
+    for c, name in names.items():
+        m = stage["classes"][c]
+        lines.append(f"| {name} | {_fmt(m['se'])} | {_fmt(m['ppv'])} | **{_fmt(m['f1'])}** | "
+                     f"{m['tp']} | {m['fn']} | {m['fp']} |")
+    a = stage["abnormal"]
+    lines += [f"| abnormal (S+V+F), by the flag | {_fmt(a['se'])} | {_fmt(a['ppv'])} | "
+              f"**{_fmt(a['f1'])}** | {a['tp']} | {a['fn']} | {a['fp']} |", "",
+              "| flags on the detected beats | threshold (rule) | Se | +P | F1 | Se V | Se S | "
+              "Se F | false flags / h |", "|---|---|---|---|---|---|---|---|---|"]
+    for det in beats["detectors"].values():
+        a, se = det["abnormal"], det["flag_se"]
+        lines.append(f"| {det['label']} | {det['rule']} | {_fmt(a['se'])} | {_fmt(a['ppv'])} | "
+                     f"**{_fmt(a['f1'])}** | {_fmt(se['V'])} | {_fmt(se['S'])} | "
+                     f"{_fmt(se['F'])} | {_fmt(det['false_flags_per_hour'], 1)} |")
+    lines += ["", "| record | reference beats (N, S, V, F) | QRS Se | QRS +P | V Se | V +P | "
+                  "S Se | S +P | false flags |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in beats["per_record"].items():
+        k = r["counts"]
+        cl = r["classes"]
+        lines.append(f"| {name} | {r['reference_beats']} ({k['N']}, {k['SVEB']}, {k['VEB']}, "
+                     f"{k['F']}) | {_fmt(r['qrs']['se'], 4)} | {_fmt(r['qrs']['ppv'], 4)} | "
+                     f"{_fmt(cl['V']['se'])} | {_fmt(cl['V']['ppv'])} | {_fmt(cl['S']['se'])} "
+                     f"| {_fmt(cl['S']['ppv'])} | {r['false_flags']} |")
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The tables and the verdict, as shown in report.md and the README."""
     d, f, t = results["data"], results["forecast"], results["targets"]
@@ -127,6 +170,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"**{'met' if t['mase_met'] else 'not met'}** "
         f"(units: {', '.join(f['features'])} in user units).",
     ]
+    if results.get("beats"):
+        lines += ["", *_beat_lines(results["beats"])]
     live = results.get("live")
     if live:
         lines += ["", f"Live: {live['summary']}"]

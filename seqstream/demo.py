@@ -1,16 +1,20 @@
 """``seqstream demo``: the README's main job, end to end on real ECG.
 
 1. brings the local stack up (the parts that were not running);
-2. trains the small ``ecg`` GRU on the bundled MIT-BIH records if no artifact exists yet;
+2. loads the shipped ECG artifact (``stream/models/ecg``: the sample-level forecaster and the
+   beat classifier, trained on MIT-BIH DS1); ``--train`` trains the ``ecg`` config instead;
 3. starts a worker (``seqstream worker``) and waits until it serves ``/metrics``, and
    ``seqstream view`` (the live page of every patient, URL printed) until the replay ends;
-4. replays the *test part* of each bundled record (the last 15 %, never seen in training) in real
-   time, fanned out to several patients, as 100 ms chunks (36 samples at 360 Hz);
+4. replays the bundled MIT-BIH **DS2** records (100, 200, 232: patients the model never saw)
+   from their start in real time, fanned out to several patients, as 100 ms chunks (36 samples
+   at 360 Hz); a record the artifact's card says it trained on is left out;
 5. prints a live line every few seconds: events/s in and out, p50/p99 end-to-end latency read from
-   Prometheus, anomalies flagged;
+   Prometheus, anomalies flagged, beats classified;
 6. scores the flags against the cardiologists' beat labels (AAMI classes: a labelled abnormal beat
-   counts as caught when a flag falls inside its beat window) and writes a PNG of one patient's
-   signal, forecast and flags;
+   counts as caught when a flag falls inside its beat window) and, for an artifact with a beat
+   model, the beat records of the beats topic (matched to the labels by EC57, 150 ms: per
+   patient the beats, the classes called and the flags); writes a PNG of one patient's signal,
+   forecast and flags;
 7. stops the worker, and the stack parts it started (the stack is left as it was found).
 
 Real time matters: latency is measured from each event's timestamp, so replaying faster than the
@@ -31,6 +35,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,16 +47,21 @@ from stream.settings import Settings
 
 __all__ = ["configure", "run"]
 
-SPLIT_TEST = 0.85  # the ecg config's split [0.7, 0.15, 0.15]: test = the last 15 % of a record
 CHUNK = 36  # samples per event: 100 ms at 360 Hz
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "stream" / "models" / "ecg"
+SHARED_MITDB = REPO.parent / "shared" / "data" / "mitdb"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="artifacts/ecg", type=Path,
-                        help="artifact to stream with; trained with `seqstream train --config "
-                             "ecg` first if missing (default artifacts/ecg)")
+    parser.add_argument("--model", default=SHIPPED, type=Path,
+                        help="artifact to stream with (default: the shipped one, "
+                             "stream/models/ecg)")
+    parser.add_argument("--train", action="store_true",
+                        help="train the `ecg` config into --model first (default "
+                             "artifacts/ecg with --train; minutes on 2 cores)")
     parser.add_argument("--patients", type=int, default=12,
-                        help="entities to stream: the bundled records' test parts fanned out "
+                        help="entities to stream: the bundled DS2 records fanned out "
                              "(default 12)")
     parser.add_argument("--seconds", type=float, default=60.0,
                         help="how long to stream, real time (default 60)")
@@ -69,6 +79,7 @@ class Collected:
     scores: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     flags: dict[str, list[bool]] = field(default_factory=lambda: defaultdict(list))
     forecasts: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    beats: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
     records: int = 0
 
     @property
@@ -106,26 +117,38 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from stream.artifact import CARD, load_artifact
 
     print("== 2/5 model", flush=True)
-    if not (args.model / CARD).is_file():
-        print(f"   no artifact at {args.model}: training the `ecg-bundled` config on the bundled "
-              "MIT-BIH records (a few minutes on 2 cores)", flush=True)
+    if args.train and args.model == SHIPPED:
+        args.model = Path("artifacts/ecg")  # the shipped artifact is never overwritten
+    if args.train:
+        # the full `ecg` config (forecaster + beat classifier) needs MIT-BIH DS1 in ../shared
+        config = "ecg" if SHARED_MITDB.is_dir() else "ecg-bundled"
+        print(f"   training the `{config}` config into {args.model} (minutes on 2 cores)",
+              flush=True)
         t0 = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "seqstream", "train", "--config",
-                               "ecg-bundled", "--output", str(args.model),
-                               "--train-progress-bar", "false"],
+        done = subprocess.run([sys.executable, "-m", "seqstream", "train", "--config", config,
+                               "--output", str(args.model), "--train-progress-bar", "false"],
                               check=False)
         if done.returncode != 0:
             raise SeqstreamError(f"training failed (exit {done.returncode}); see above")
         print(f"   trained in {time.monotonic() - t0:.0f} s", flush=True)
+    elif not (args.model / CARD).is_file():
+        raise SeqstreamError(f"--model: expected an artifact directory (with {CARD}), got "
+                             f"{args.model}; `seqstream demo --train` trains one")
     artifact = load_artifact(args.model)
     card = artifact.card
     print(f"   {args.model}: {card['architecture']['cell']} "
           f"{card['architecture']['num_layers']}x{card['architecture']['hidden_size']}, "
           f"model_id {artifact.model_id[:12]}, threshold {artifact.threshold:.3g} "
           f"({card['threshold'].get('method', '?')})", flush=True)
+    stage = artifact.beats
+    print("   beat classifier: " + ("none in this artifact (sample-level flags only)"
+                                    if stage is None else
+                                    f"{', '.join(card['beats'].get('classes', []))} at "
+                                    f"p_abnormal ≥ {stage.threshold:.3g}"), flush=True)
 
     run_id = uuid.uuid4().hex[:6]
-    lanes, origin = _lanes(args.patients, f"demo-{run_id}-")
+    lanes, origin = _lanes(args.patients, f"demo-{run_id}-",
+                           card.get("data", {}).get("entities") or ())
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "worker.log"
     print(f"== 3/5 worker (log: {log_path})", flush=True)
@@ -141,7 +164,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"== 4/5 streaming {len(lanes)} patients for {args.seconds:.0f} s in real time "
               f"({CHUNK}-sample events to {settings.topic_events}); follow along with "
               "`seqstream tail` in another terminal", flush=True)
-        collected, report = asyncio.run(_stream(settings, lanes, args.seconds, worker))
+        collected, report = asyncio.run(_stream(settings, lanes, args.seconds, worker,
+                                                stage is not None))
     finally:
         _stop_view(view, args.out / "view.log")
         worker.terminate()
@@ -151,6 +175,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             worker.kill()
     print("== 5/5 results", flush=True)
     summary = _score(lanes, origin, collected, card, report)
+    if stage is not None:
+        summary["beat_records"] = _score_beats(lanes, origin, collected, card, stage.fs)
     summary["latency_s"] = _latency(settings, report.seconds)
     plot = _plot(lanes, origin, collected, args.out)
     summary["plot"] = str(plot)
@@ -160,21 +186,23 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _lanes(patients: int, prefix: str):
-    """The bundled records' test parts, fanned out to ``patients`` entities."""
+def _lanes(patients: int, prefix: str, trained: Sequence[str]):
+    """The bundled DS2 records the artifact never trained on, whole, fanned out to
+    ``patients`` entities."""
+    from evaluation.labels import DS2
     from seqstream.replay import fan_out
-    from training.sources import load_source
+    from training.sources import load_source, resolve_path
 
-    series = load_source("mitdb", "bundled:mitdb", features=["MLII"])
-    parts, origin = [], {}
-    for s in series:
-        start = int(len(s.values) * SPLIT_TEST)
-        parts.append((s.entity, s.values[start:], s.period_s))
-        origin[s.entity] = start
-    lanes = fan_out(parts, patients, prefix)
+    bundled = resolve_path("bundled:mitdb")
+    records = [r for r in DS2 if r not in set(trained) and (bundled / f"{r}.hea").is_file()]
+    if not records:
+        raise SeqstreamError(f"demo: expected a bundled DS2 record the artifact did not train "
+                             f"on; it trained on {sorted(trained)}")
+    series = load_source("mitdb", "bundled:mitdb", records, features=["MLII"])
+    lanes = fan_out([(s.entity, s.values, s.period_s) for s in series], patients, prefix)
     # entity -> (record, sample index in the record where its replay starts)
-    where = {lane.entity_id: (parts[i % len(parts)][0], origin[parts[i % len(parts)][0]]
-                              + lane.start) for i, lane in enumerate(lanes)}
+    where = {lane.entity_id: (series[i % len(series)].entity, lane.start)
+             for i, lane in enumerate(lanes)}
     return lanes, where
 
 
@@ -225,8 +253,10 @@ def _wait_for_metrics(settings: Settings, worker: subprocess.Popen, log: Path,
     raise StackError(f"the worker did not serve {url} within {timeout:.0f} s; see {log}")
 
 
-async def _stream(settings: Settings, lanes, seconds: float, worker: subprocess.Popen):
-    """Publish in real time while collecting predictions and printing a live line."""
+async def _stream(settings: Settings, lanes, seconds: float, worker: subprocess.Popen,
+                  with_beats: bool):
+    """Publish in real time while collecting predictions (and beat records) and printing a
+    live line."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from seqstream.publish import Options, publish
@@ -235,10 +265,11 @@ async def _stream(settings: Settings, lanes, seconds: float, worker: subprocess.
 
     wanted = {lane.entity_id for lane in lanes}
     collected = Collected()
-    partitions = await ensure_topic(settings, settings.topic_predictions)
+    topics = [settings.topic_predictions, *([settings.topic_beats] if with_beats else [])]
+    parts = [TopicPartition(topic, p) for topic in topics
+             for p in range(await ensure_topic(settings, topic))]
     consumer = AIOKafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
-    parts = [TopicPartition(settings.topic_predictions, p) for p in range(partitions)]
     consumer.assign(parts)
     await consumer.seek_to_end(*parts)
     for tp in parts:  # resolve the end offsets now, before anything is published
@@ -254,6 +285,9 @@ async def _stream(settings: Settings, lanes, seconds: float, worker: subprocess.
                     body = orjson.loads(record.value)
                     entity = body["entity_id"]
                     if entity not in wanted:
+                        continue
+                    if record.topic == settings.topic_beats:
+                        collected.beats[entity].append(body)
                         continue
                     collected.records += 1
                     chunk = "period" in body
@@ -279,9 +313,11 @@ async def _stream(settings: Settings, lanes, seconds: float, worker: subprocess.
             rate_out = (collected.records - last[1]) / (now - last[0])
             last = (now, collected.records)
             p50, p99 = _latency_now(settings)
+            beats = sum(map(len, collected.beats.values()))
             print(f"   t={now - t0:5.0f}s  predictions {collected.records:>6,} "
                   f"({rate_out:,.0f}/s, {collected.samples:,} samples)  anomalies "
-                  f"{collected.anomalies:>4}  latency p50 {p50} p99 {p99}", flush=True)
+                  f"{collected.anomalies:>4}  latency p50 {p50} p99 {p99}"
+                  + (f"  beats {beats:,}" if with_beats else ""), flush=True)
         report = publisher.result()
         sent_samples = report.samples
         deadline = time.monotonic() + 60
@@ -362,6 +398,66 @@ def _score(lanes, origin, collected: Collected, card: dict, report) -> dict:
             "flags": collected.anomalies, "beats": pooled, "patients": rows}
 
 
+def _score_beats(lanes, origin, collected: Collected, card: dict, fs: float) -> dict:
+    """The beat records per patient, matched to the labels (EC57, 150 ms), warm-up left out.
+
+    The stream stops mid-record, and a beat is decided only after the next one (or a cap)
+    arrives: reference beats past the last one decided are not counted."""
+    from evaluation.beateval import record_tally
+    from evaluation.beatmetrics import BeatTally
+
+    warmup = int(card["threshold"].get("warmup", 360))
+    period = 1.0 / fs
+    window = round(0.15 * fs)
+    rows, parts = [], []
+    for lane in lanes:
+        entity = lane.entity_id
+        record, start = origin[entity]
+        n = len(collected.flags.get(entity, []))
+        # at-least-once delivery may repeat a beat record: one per R peak
+        got = {b["sample"]: b for b in collected.beats.get(entity, [])}
+        det = np.array(sorted(got), dtype=np.int64)
+        if not n or not len(det):
+            continue
+        labels = _labels(record).part(start, start + n)
+        cls = np.array([got[s]["class"] for s in det], dtype="<U1")
+        flags = np.array([bool(got[s]["anomaly"]) for s in det])
+        stop = min(n, int(det[-1]) + window + 1)
+        tally = record_tally(labels, det, cls, flags, warmup, stop, period)
+        parts.append(tally)
+        kept = (det >= warmup) & (det < stop)
+        ref = labels.part(warmup, stop).counts()
+        rows.append({"entity": entity, "record": record, "seconds": (stop - warmup) * period,
+                     "reference": sum(ref[c] for c in ("N", "SVEB", "VEB", "F")),
+                     "abnormal": ref["SVEB"] + ref["VEB"] + ref["F"],
+                     "detected": int(kept.sum()),
+                     "called": {c: int((cls[kept] == c).sum()) for c in "NSVF"},
+                     "flagged": int(flags[kept].sum()), "caught": tally.abnormal.tp,
+                     "false_flags": tally.abnormal.fp})
+    return {"pooled": BeatTally.pool(parts).summary(), "patients": rows}
+
+
+def _print_beats(beats: dict) -> None:
+    print("   beat records (seqstream.beats), matched to the cardiologists' beats:")
+    print("   patient                  record  ref beats  detected  called N/S/V/F        "
+          "flagged  abnormal  caught  false flags")
+    for r in beats["patients"]:
+        called = "/".join(str(r["called"][c]) for c in "NSVF")
+        print(f"   {r['entity']:<24} {r['record']:>6} {r['reference']:>10} {r['detected']:>9}  "
+              f"{called:<20} {r['flagged']:>8} {r['abnormal']:>9} {r['caught']:>7} "
+              f"{r['false_flags']:>12}")
+    p = beats["pooled"]
+
+    def f(v: float) -> str:
+        return "n/a" if v != v else f"{v:.2f}"
+
+    v, s, a = p["classes"]["V"], p["classes"]["S"], p["abnormal"]
+    print(f"   beats: QRS Se {f(p['qrs']['se'])} +P {f(p['qrs']['ppv'])}; VEB Se {f(v['se'])} "
+          f"+P {f(v['ppv'])} F1 {f(v['f1'])}; SVEB Se {f(s['se'])} +P {f(s['ppv'])} F1 "
+          f"{f(s['f1'])}; abnormal flags Se {f(a['se'])} +P {f(a['ppv'])} F1 {f(a['f1'])}; "
+          f"{p['false_flags_per_hour']:.1f} false flags per hour")
+
+
 def _print_summary(summary: dict) -> None:
     beats = summary["beats"]
     lat = summary["latency_s"]
@@ -382,6 +478,8 @@ def _print_summary(summary: dict) -> None:
           f" (recall {beats['recall']:.2f}); flagged beats that were abnormal: precision "
           f"{beats['precision']:.2f}; F1 {beats['f1']:.2f}; false flags per hour of normal "
           f"rhythm {beats['false_per_hour']:.1f}")
+    if "beat_records" in summary:
+        _print_beats(summary["beat_records"])
 
 
 def _plot(lanes, origin, collected: Collected, out: Path) -> Path:
@@ -426,7 +524,7 @@ def _plot(lanes, origin, collected: Collected, out: Path) -> Path:
                    label="labelled abnormal beat" if i == 0 else None)
     ax.set_xlabel(f"seconds into {lane.entity_id}")
     ax.set_title(f"seqstream demo: {lane.entity_id} (MIT-BIH record "
-                 f"{origin[lane.entity_id][0]}, test part)")
+                 f"{origin[lane.entity_id][0]}, DS2: never trained on)")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     path = out / "ecg.png"

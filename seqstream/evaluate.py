@@ -154,9 +154,10 @@ def run(args: argparse.Namespace) -> int:
 
     from evaluation.assess import assess_detector, forecast_section
     from evaluation.baselines import make_baselines
+    from evaluation.beateval import BEAT_STAGE
     from evaluation.dataset import load_eval_data
     from evaluation.entity_scale import HALF_LIFE_S, TAU_S
-    from evaluation.plots import plot_series
+    from evaluation.plots import plot_beats, plot_series
     from evaluation.report import write_report
     from evaluation.runner import (
         ENTITY_SCALED,
@@ -189,34 +190,39 @@ def run(args: argparse.Namespace) -> int:
     if scaled_card:
         baselines.insert(0, unscaled_network(artifact, data))
 
-    live_section, streamed = None, None
+    live_section, streamed, live_run = None, None, None
     if args.live != "off":
         from evaluation.live import compare, run_live
         from stream.offline import replay_many, residual_scale_of
 
-        run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
-                       [s.values for s in data.test], data.period_s, artifact.model.horizon,
-                       warmup, args.samples_per_event, args.live, Path(args.out) / "live",
-                       args.live_timeout)
+        live_run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
+                            [s.values for s in data.test], data.period_s,
+                            artifact.model.horizon, warmup, args.samples_per_event, args.live,
+                            Path(args.out) / "live", args.live_timeout,
+                            with_beats=data.kind == "beats" and artifact.beats is not None)
         offline = replay_many(artifact, [s.values for s in data.test])
-        live_section = compare(run, [r.forecasts for r in offline], ours.test,
+        live_section = compare(live_run, [r.forecasts for r in offline], ours.test,
                                artifact.threshold, warmup, artifact.model_id,
                                float(min(residual_scale_of(artifact))))
         log.info("live: %s", live_section["summary"])
-        streamed = run.scores
+        streamed = live_run.scores
         ours.forecasts = [np.concatenate([np.full((1, fc.shape[2]), np.nan), fc[:-1, 0]])
-                          for fc in run.forecasts]
+                          for fc in live_run.forecasts]
 
     detectors = {OURS: assess_detector(ours, data, warmup, card["threshold"], streamed)}
     detectors[OURS]["scores_from"] = "the live stream" if streamed is not None else "offline"
+    test_scores = streamed if streamed is not None else ours.test
+    scored = {OURS: test_scores}  # each detector's test scores, for the beat-level table
     for sc in [ours, *baselines]:
         if sc.name != OURS:
             detectors[sc.name] = assess_detector(sc, data, warmup, card["threshold"])
+            scored[sc.name] = sc.test
         if sc.name in ENTITY_SCALED and not (scaled_card and sc.name == OURS):
             variant = entity_scaled_variant(sc, data, warmup)
             detectors[variant.name] = {
                 **assess_detector(variant, data, warmup, card["threshold"]),
                 "scores_from": "offline", **variant.extra}
+            scored[variant.name] = variant.test
     forecast = forecast_section(data, ours.forecasts, warmup)
     f1 = detectors[OURS]["calibrated"]["all"]["f1"]
     rivals = {(n, r): d[r]["all"]["f1"] for n, d in detectors.items()
@@ -237,8 +243,18 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
+    beats = _beats(artifact, data, detectors, scored, warmup, out) if data.kind == "beats" \
+        else None
+    if live_run is not None and beats and "found" in beats:
+        from evaluation.beateval import compare_beats
+
+        check = compare_beats(live_run.beats, beats["found"], data.period_s)
+        log.info("live beats: %s", check["summary"])
+        live_section["beats"] = check
+        live_section["passed"] = live_section["passed"] and check["passed"]
+        live_section["summary"] += "; " + check["summary"]
+        beats["from"] = "the offline pass, checked against the live stream's beat records"
     plots = []
-    test_scores = streamed if streamed is not None else ours.test
     order = sorted(range(len(data.test)),
                    key=lambda i: -_events(data.test[i].labels, max(warmup, data.test[i].start)))
     seconds = args.plot_seconds if data.kind == "beats" else max(200 * data.period_s,
@@ -247,6 +263,13 @@ def run(args: argparse.Namespace) -> int:
         s = data.test[i]
         flags = flags_of(test_scores[i], artifact.threshold, warmup)
         safe = s.entity.replace("/", "_").replace(".csv", "")
+        if beats and "found" in beats:
+            plots.append(plot_beats(
+                out / "plots" / f"{safe}-beats.png", s, beats["found"][i], data.period_s,
+                artifact.beats.lead, data.features[artifact.beats.lead],
+                beats["threshold"], seconds, max(warmup, s.start),
+                f"{s.entity}: detected beats coloured by the class seqstream gave them; rings: "
+                "the cardiologists' abnormal beats"))
         plots.append(plot_series(
             out / "plots" / f"{safe}.png", s, ours.forecasts[i], test_scores[i], flags,
             artifact.threshold, data.period_s, data.features, seconds, max(warmup, s.start),
@@ -269,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
         "forecast": forecast,
         "targets": targets,
         "live": live_section,
+        "beats": {k: v for k, v in beats.items() if k != "found"} if beats else None,
         "plots": plots,
         "wall_s": round(time.perf_counter() - started, 1),
     }
@@ -278,10 +302,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"seqstream: precision {a['precision']:.3f} recall {a['recall']:.3f} F1 {f1:.3f} "
           f"(best baseline {targets['best_baseline']}: F1 {best_f1:.3f}); MASE "
           f"{forecast['mase']:.3f}")
+    if beats and "detectors" in beats:
+        b = beats["detectors"][BEAT_STAGE]
+        print(f"beats: QRS Se {b['qrs']['se']:.4f} +P {b['qrs']['ppv']:.4f}; F1 VEB "
+              f"{b['classes']['V']['f1']:.3f} SVEB {b['classes']['S']['f1']:.3f} abnormal "
+              f"{b['abnormal']['f1']:.3f}; {b['false_flags_per_hour']:.1f} false flags/h; "
+              f"CSVs in {out / 'beats'}")
+    elif beats:
+        print(f"beats: {beats['missing']}")
     if live_section:
         print("live: " + live_section["summary"].replace("**", ""))
     print(f"report {md} ({results['wall_s']:.0f} s)")
     return 0 if live_section is None or live_section["passed"] else 1
+
+
+def _beats(artifact, data, detectors: dict[str, Any], scored: dict[str, list],
+           warmup: int, out: Path) -> dict[str, Any]:
+    """The beat-level section: the beat stage and every sample-level detector, under each
+    threshold rule, scored on the beat stage's detected beats (:mod:`evaluation.beateval`)."""
+    from evaluation.beateval import beat_section, detect_beats
+    from evaluation.runner import OURS
+    from evaluation.thresholds import flags_of
+
+    if artifact.beats is None:
+        return {"missing": "the artifact has no beat model (no `beats` section in its card): "
+                           "no beat-level figures and no beats/<record>.csv"}
+    found = detect_beats(artifact, data, scored[OURS])
+    sample_flags = {}
+    for name, det in detectors.items():
+        for rule, label in (("calibrated", "calibrated"), ("best_f1", "best val. F1")):
+            if det[rule] is not None:
+                threshold = det[rule]["threshold"]
+                sample_flags[f"{name}:{rule}"] = (
+                    f"{det['label']} (`{name}`)", f"{threshold:.3f} ({label})",
+                    [flags_of(s, threshold, warmup) for s in scored[name]])
+    section = beat_section(artifact, data, found, sample_flags, warmup, out)
+    section["from"] = "the offline pass"
+    section["found"] = found  # for the plots and the live check; not written to report.json
+    return section
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:

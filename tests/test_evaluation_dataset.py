@@ -1,5 +1,6 @@
 """Which samples an evaluation uses: validation parts by the training split, test records the
-network never saw (paced ones left out), cut to the first minutes (fast tier, real MIT-BIH)."""
+network never saw (paced and DS1 ones left out), cut to the first minutes (fast tier, real
+MIT-BIH)."""
 
 from __future__ import annotations
 
@@ -27,15 +28,15 @@ def _subset(folder: Path, mitdb: Path, records: tuple[str, ...]) -> Path:
 
 @pytest.fixture
 def mitdb_subset(tmp_path: Path, bundled_data: Path) -> Path:
-    """The bundled records 100 (trained on), 106 and 215."""
-    return _subset(tmp_path, bundled_data / "mitdb", ("100", "106", "215"))
+    """The bundled records 100 (trained on by CARD), 106 (DS1) and 200 (DS2)."""
+    return _subset(tmp_path, bundled_data / "mitdb", ("100", "106", "200"))
 
 
-def test_unseen_records_are_the_test_set(mitdb_subset: Path) -> None:
+def test_unseen_ds2_records_are_the_test_set(mitdb_subset: Path) -> None:
     data = load_eval_data(CARD, mitdb_subset, minutes=0.5)
-    assert [s.entity for s in data.test] == ["106", "215"]
+    assert [s.entity for s in data.test] == ["200"]
     assert all(len(s.values) == 0.5 * 60 * 360 for s in data.test)
-    ann = wfdb.rdann(str(mitdb_subset / "106"), "atr")
+    ann = wfdb.rdann(str(mitdb_subset / "200"), "atr")
     beats = [s for s, sym in zip(ann.sample, ann.symbol, strict=True)
              if sym in BEAT_SYMBOLS and s < 0.5 * 60 * 360]
     assert data.test[0].labels.r_peaks.tolist() == beats
@@ -44,7 +45,7 @@ def test_unseen_records_are_the_test_set(mitdb_subset: Path) -> None:
 def test_paced_records_are_left_out_of_the_test_set(tmp_path: Path, shared_data: Path) -> None:
     subset = _subset(tmp_path, shared_data / "mitdb", ("100", "101", "102", "103"))
     data = load_eval_data(CARD, subset, minutes=0.5)
-    assert [s.entity for s in data.test] == ["101", "103"]  # 102 is paced
+    assert [s.entity for s in data.test] == ["103"]  # 101 is DS1, 102 is paced
 
 
 def test_validation_is_the_training_split_of_the_trained_records(mitdb_subset: Path) -> None:
@@ -61,6 +62,11 @@ def test_validation_is_the_training_split_of_the_trained_records(mitdb_subset: P
 def test_trained_records_are_refused_as_test_entities(mitdb_subset: Path) -> None:
     with pytest.raises(ConfigError, match="never saw"):
         load_eval_data(CARD, mitdb_subset, entities=["100"])
+
+
+def test_ds1_records_are_refused_as_test_entities(mitdb_subset: Path) -> None:
+    with pytest.raises(ConfigError, match=r"expected MIT-BIH DS2 records.*'106'"):
+        load_eval_data(CARD, mitdb_subset, entities=["106", "200"])
 
 
 def test_without_unseen_records_the_test_parts_are_used(tmp_path: Path,
