@@ -12,9 +12,14 @@ are excluded from both; the lead is picked by name (MLII; record 114 has its lea
    matching no reference beat (false detections), are *ignored*: no loss, no score.
 2. Features are standardised with the training patients' mean and std; the network trains on
    windows of ``window`` consecutive beats (stride ``window/2``) from a zero state, with the
-   weighting of :mod:`training.beatmodule`; early stopping on the validation patients' loss.
-3. The threshold on ``p_abnormal`` maximises the pooled abnormal F1 over the validation
-   patients' beats, each record replayed from its start as the worker streams it.
+   weighting of :mod:`training.beatmodule`.
+3. Either (``val`` records) early stopping on the validation patients' loss, and the threshold
+   on ``p_abnormal`` that maximises the pooled abnormal F1 over their beats; or (``cv_folds``)
+   leave-patients-out CV over the training patients: each fold trains ``epochs`` epochs, the
+   held-out patients' predictions after every epoch are pooled over the folds, the epoch and
+   threshold with the highest pooled abnormal F1 are kept, and the network is refit on every
+   training patient for that many epochs of the same cosine schedule. Predictions always replay
+   each record from its start, as the worker streams it.
 
 Scores (:func:`beat_scores`): for class ``c`` in V (VEB), S (SVEB), F, over the reference beats
 that are not Q: ``TP`` = matched beats of class ``c`` given ``c``; ``FN`` = beats of class ``c``
