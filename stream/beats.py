@@ -23,12 +23,20 @@ entity's own running references so that one network fits every patient:
 
 - rhythm: pre-RR and post-RR over the running short RR average (``s ← s + (rr - s)/8`` over
   every beat), pre-RR over the long one (``l ← l + (rr - l)·min(1, rr/300 s)``, about 5 minutes,
-  over normal-looking beats: pre-RR within 0.8–1.25 of ``s``); post/pre; s/l;
+  over normal-looking beats: pre-RR within 0.8–1.25 of ``s``); post/pre; s/l (de Chazal's set);
+  and, scale-free, against the *local* rhythm of the last 16 pre-RRs ``q``: pre-RR over
+  ``m = median(q)``, and ``z(pre)``, ``z(post)`` with ``z(x) = slog((x - m)/σ)``,
+  ``σ = max(median|Δq|, 0.025·m)`` (median absolute successive difference) and
+  ``slog(z) = sign(z)·log(1 + |z|)``. In atrial fibrillation ``σ`` is large, so an irregular
+  but normal beat is not far from its neighbours; in sinus rhythm ``σ`` is small and a
+  premature beat stands out, whatever the patient's rate;
 - morphology: the window ``r_i ± H`` (about ±267 ms) minus its median (baseline), averaged in
   ``M = 32`` blocks of ``step`` samples → ``w``; the entity's running dominant-beat template
   ``t`` (exponential, ``α = max(1/(k+1), 1/16)`` over the beats it has taken) and its
   peak-to-peak ``a = max(ptp t, 0.05 mV)``: correlation(w, t), rms(w - t)/a, ptp(w)/a and
-  ``(w - t)/a`` (32 values);
+  ``(w - t)/a`` (32 values); and ``slog((dist - μ)/max(δ, 0.01))`` with ``μ``, ``δ`` the
+  running mean and mean absolute deviation of ``dist`` over the beats the template took (same
+  ``α``): the distance in units of this patient's own beat-to-beat variation;
 - QRS: the half-amplitude width of the baseline-removed central ±150 ms over the template's
   running width, log of the energy of the central ±50 ms and of the steepest slope over the
   template's running values.
@@ -46,8 +54,8 @@ used as a feature.
 
 **State size.** One row holds the detector's state, a float32 ring of ``C + D + H + 2`` samples
 (the largest part: at 360 Hz and a 2 s cap about 3 kB; :attr:`BeatFeatures.ring_bytes`), up to
-``PENDING`` undecided R peaks, the RR averages, the template (``M`` float64) and the network's
-hidden state.
+``PENDING`` undecided R peaks, the RR averages, the last 16 pre-RRs, the template (``M``
+float64) and the network's hidden state.
 
 >>> feats = BeatFeatures(360.0, detector=_Demo())
 >>> sig = np.zeros(3600); sig[[100, 460, 820, 1180, 1500, 1900, 2260]] = 1.0
@@ -55,7 +63,7 @@ hidden state.
 >>> [(b.sample, b.rr_s, b.decided) for b in beats][:3]
 [(100, None, 461), (460, 1.0, 821), (820, 1.0, 1181)]
 >>> len(FEATURES), round(float(beats[4].features[FEATURES.index("pre_rr_short")]), 3)
-(43, 0.889)
+(47, 0.889)
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -76,8 +85,10 @@ __all__ = ["FEATURES", "BeatFeatures", "BeatOut", "BeatStage", "DecidedBeat", "o
 
 M = 32  # morphology blocks
 PENDING = 32  # most undecided R peaks one entity may hold
-RR_FEATURES = ("pre_rr_short", "post_rr_short", "pre_rr_long", "post_pre", "short_long")
-SHAPE_FEATURES = ("corr", "dist", "amp", "width_ratio", "log_energy_ratio", "log_slope_ratio")
+RR_FEATURES = ("pre_rr_short", "post_rr_short", "pre_rr_long", "post_pre", "short_long",
+               "pre_rr_local", "pre_rr_z", "post_rr_z")
+SHAPE_FEATURES = ("corr", "dist", "amp", "width_ratio", "log_energy_ratio", "log_slope_ratio",
+                  "dist_z")
 FEATURES = (*RR_FEATURES, *SHAPE_FEATURES, *(f"d{j}" for j in range(M)))
 AMP_FLOOR_MV = 0.05
 TEMPLATE_WARMUP = 8
@@ -86,6 +97,22 @@ SHORT_ALPHA = 1 / 8
 LONG_TAU_S = 300.0
 NORMAL_RR = (0.8, 1.25)
 TEMPLATE_CORR = 0.7
+RR_HISTORY = 16  # pre-RRs behind the local median and dispersion
+RR_DISP_FLOOR = 0.025  # the local RR dispersion is at least this fraction of the local median
+DIST_DISP_FLOOR = 0.01  # the template-distance dispersion is at least this (amplitude units)
+
+
+def _median(xs: list[float]) -> float:
+    """Median of a short list (16 values: plain Python is several times faster than numpy)."""
+    o = sorted(xs)
+    h = len(o) // 2
+    return o[h] if len(o) % 2 else (o[h - 1] + o[h]) / 2
+
+
+def _slog(z: float) -> float:
+    """``sign(z)·log(1 + |z|)``: a standardised deviation compressed, so a 40-sigma beat does
+    not dominate the feature's scale."""
+    return math.copysign(math.log1p(abs(z)), z)
 
 
 class BeatOut(NamedTuple):
@@ -161,7 +188,8 @@ class BeatFeatures:
             ("pending", np.int64, (PENDING,)), ("n_pending", np.int64), ("prev_r", np.int64),
             ("rr_short", np.float64), ("rr_long", np.float64), ("template", np.float64, (M,)),
             ("n_template", np.int64), ("tmpl_width", np.float64), ("tmpl_energy", np.float64),
-            ("tmpl_slope", np.float64)])
+            ("tmpl_slope", np.float64), ("rr_hist", np.float64, (RR_HISTORY,)),
+            ("n_rr", np.int64), ("dist_mean", np.float64), ("dist_disp", np.float64)])
 
     @property
     def fs(self) -> float:
@@ -245,6 +273,12 @@ class BeatFeatures:
         rr = [pre_eff / short_eff, post_s / short_eff, pre_eff / long_eff, post_s / pre_eff,
               short_eff / long_eff]
         rr_normal = NORMAL_RR[0] <= pre_eff / short_eff <= NORMAL_RR[1]
+        hist = st["rr_hist"][i]
+        past = hist[RR_HISTORY - min(int(st["n_rr"][i]), RR_HISTORY):].tolist()
+        med = _median(past) if past else short_eff
+        masd = _median([abs(y - x) for x, y in pairwise(past)]) if len(past) > 1 else 0.0
+        scale = max(masd, RR_DISP_FLOOR * med)
+        rr += [pre_eff / med, _slog((pre_eff - med) / scale), _slog((post_s - med) / scale)]
 
         seg = seg - np.median(seg)
         w = seg.reshape(M, g.step).mean(axis=1)
@@ -265,11 +299,15 @@ class BeatFeatures:
         tw, te, ts = (float(st[k][i]) for k in ("tmpl_width", "tmpl_energy", "tmpl_slope"))
         if not nt:
             tw, te, ts = width, energy, slope
+        dm, dd = (float(st["dist_mean"][i]), float(st["dist_disp"][i])) if nt else (dist, 0.0)
         shape = [corr, dist, float(np.ptp(w)) / a, width / tw, math.log(energy / te),
-                 math.log(slope / ts)]
+                 math.log(slope / ts), _slog((dist - dm) / max(dd, DIST_DISP_FLOOR))]
         feats = np.concatenate([rr, shape, (w - t) / a])
 
         if pre_s is not None:
+            hist[:-1] = hist[1:].copy()
+            hist[-1] = pre_s
+            st["n_rr"][i] += 1
             st["rr_short"][i] = pre_s if not math.isfinite(short) else short + (
                 pre_s - short) * SHORT_ALPHA
             if rr_normal:
@@ -281,6 +319,8 @@ class BeatFeatures:
             st["tmpl_width"][i] = tw + (width - tw) * alpha
             st["tmpl_energy"][i] = te + (energy - te) * alpha
             st["tmpl_slope"][i] = ts + (slope - ts) * alpha
+            st["dist_disp"][i] = dd + (abs(dist - dm) - dd) * alpha
+            st["dist_mean"][i] = dm + (dist - dm) * alpha
             st["n_template"][i] = nt + 1
         st["prev_r"][i] = r
         return DecidedBeat(r, pre_s, decided, feats)

@@ -12,14 +12,14 @@ import pytest
 
 from seqstream.cli import main
 from stream.artifact import CARD, load_artifact
-from training.beats import DS1, DS2
+from training.beats import DS1, DS2, train_beat_stage
 
 TINY = ["--data-entities", "106", "--model-hidden-size", "8", "--data-max-windows", "96",
         "--train-max-epochs", "1", "--train-limit-train-batches", "3",
         "--train-limit-val-batches", "2", "--train-progress-bar", "false",
         "--train-threads", "1", "--beats-train-records", "124,223",
-        "--beats-val-records", "215", "--beats-epochs", "2", "--beats-hidden-size", "8",
-        "--beats-embed-size", "8"]
+        "--beats-val-records", "215", "--beats-cv-folds", "0", "--beats-epochs", "2",
+        "--beats-hidden-size", "8", "--beats-embed-size", "8"]
 
 
 @pytest.mark.slow
@@ -51,3 +51,20 @@ def test_tiny_ecg_training_exports_a_beat_stage(tmp_path: Path, shared_data: Pat
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert int(done.stdout) > 60  # record 215 runs at ~110 beats per minute
+
+
+@pytest.mark.slow
+def test_cross_validation_picks_the_epochs_and_threshold_then_refits_on_all(
+        shared_data: Path) -> None:
+    records = ["124", "215", "223"]  # any two of them hold beats of every class
+    stage, section = train_beat_stage(shared_data / "mitdb", records, [], epochs=2,
+                                      hidden_size=8, embed_size=8, cv_folds=3, log=lambda m: None)
+    cv = section["cross_validation"]
+    assert sorted(r for fold in cv["folds"] for r in fold) == records
+    assert [r["epoch"] for r in cv["per_epoch"]] == [1, 2]
+    chosen = cv["per_epoch"][cv["chosen_epoch"] - 1]
+    assert chosen["abnormal_f1"] == max(r["abnormal_f1"] for r in cv["per_epoch"])
+    assert stage.threshold == section["threshold"]["value"] == chosen["threshold"]
+    assert section["training"]["epochs"] == cv["chosen_epoch"]
+    assert section["data"]["train_records"] == records and section["data"]["val_records"] == []
+    assert section["metrics"]["cross_validation"]["abnormal"]["f1"] == chosen["abnormal_f1"]

@@ -12,9 +12,14 @@ are excluded from both; the lead is picked by name (MLII; record 114 has its lea
    matching no reference beat (false detections), are *ignored*: no loss, no score.
 2. Features are standardised with the training patients' mean and std; the network trains on
    windows of ``window`` consecutive beats (stride ``window/2``) from a zero state, with the
-   weighting of :mod:`training.beatmodule`; early stopping on the validation patients' loss.
-3. The threshold on ``p_abnormal`` maximises the pooled abnormal F1 over the validation
-   patients' beats, each record replayed from its start as the worker streams it.
+   weighting of :mod:`training.beatmodule`.
+3. Either (``val`` records) early stopping on the validation patients' loss, and the threshold
+   on ``p_abnormal`` that maximises the pooled abnormal F1 over their beats; or (``cv_folds``)
+   leave-patients-out CV over the training patients: each fold trains ``epochs`` epochs, the
+   held-out patients' predictions after every epoch are pooled over the folds, the epoch and
+   threshold with the highest pooled abnormal F1 are kept, and the network is refit on every
+   training patient for that many epochs of the same cosine schedule. Predictions always replay
+   each record from its start, as the worker streams it.
 
 Scores (:func:`beat_scores`): for class ``c`` in V (VEB), S (SVEB), F, over the reference beats
 that are not Q: ``TP`` = matched beats of class ``c`` given ``c``; ``FN`` = beats of class ``c``
@@ -190,33 +195,40 @@ class _EpochLog(pl.Callback):
                  f"({time.perf_counter() - self.started:.0f} s)")
 
 
-def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
-                     lead: str = "MLII", window: int = 64, hidden_size: int = 32,
-                     embed_size: int = 32, cell: str = "gru", epochs: int = 30,
-                     patience: int = 6, lr: float = 3e-3, weight_decay: float = 1e-4,
-                     dropout: float = 0.0, noise: float = 0.0,
-                     batch_size: int = 32, seed: int = 0,
-                     cap_s: float = 2.0, block_s: float = 1 / 60, progress: bool = False,
-                     log=print) -> tuple[BeatStage, dict[str, Any]]:
-    """Train on ``train`` records, early-stop and calibrate on ``val`` (all from DS1); return
-    the stage and the card's ``beats`` section (less what :meth:`BeatStage.card` adds)."""
+class _HeldOut(pl.Callback):
+    """After every training epoch, the held-out records' ``(p_abnormal, logits)`` as streamed."""
+
+    def __init__(self, held: Sequence[np.ndarray]) -> None:
+        self.held, self.per_epoch = held, []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        net = module.net.eval()
+        self.per_epoch.append([_sequence_probs(net, x) for x in self.held])
+        net.train()
+
+
+def _folds(names: Sequence[str], k: int) -> list[list[str]]:
+    """``k`` disjoint patient groups: the names sorted, then dealt out in turn (a fixed rule,
+    no look at the labels)."""
+    if not 2 <= k <= len(names):
+        raise ConfigError(f"beats cv_folds: expected 2..{len(names)} (the training records), "
+                          f"got {k}")
+    ordered = sorted(names)
+    return [ordered[i::k] for i in range(k)]
+
+
+def _fit(tr: Sequence[RecordBeats], va: Sequence[RecordBeats], *, window: int,
+         hidden_size: int, embed_size: int, cell: str, epochs: int, schedule_epochs: int,
+         patience: int, lr: float, weight_decay: float, dropout: float, noise: float,
+         batch_size: int, seed: int, progress: bool, log,
+         held: Sequence[RecordBeats] = ()) -> dict[str, Any]:
+    """Standardise on ``tr``, train (early stopping on ``va`` when given, else exactly
+    ``epochs`` epochs of a cosine schedule over ``schedule_epochs``); the net, its
+    normalisation, the weights and, per epoch, ``held``'s predictions."""
     from pytorch_lightning.callbacks import EarlyStopping
 
     from training.fit import BestState
 
-    overlap = sorted(set(train) & set(val))
-    if overlap or not train or not val:
-        raise ConfigError(f"beats: expected disjoint, non-empty training and validation records,"
-                          f" got train {list(train)}, val {list(val)}")
-    started = time.perf_counter()
-    records = {}
-    for s in load_wfdb(path, [*train, *val], [lead]):
-        records[s.entity] = extract_record(s, cap_s, block_s)
-    extract_s = time.perf_counter() - started
-    log(f"beats: {sum(len(r.samples) for r in records.values())} beats detected in "
-        f"{len(records)} records ({extract_s:.0f} s)")
-    tr = [records[r] for r in train]
-    va = [records[r] for r in val]
     rows = np.concatenate([r.features for r in tr])
     mean, std = rows.mean(0), rows.std(0)
     std = np.where(std > 1e-6, std, 1.0)
@@ -234,49 +246,151 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
     pl.seed_everything(seed, workers=True, verbose=False)
     net = BeatNet(len(FEATURES), hidden_size, cell, embed_size, dropout)
     module = BeatModule(net, class_weight, pos_weight, lr=lr, weight_decay=weight_decay,
-                        max_epochs=epochs, noise=noise)
+                        max_epochs=schedule_epochs, noise=noise)
     gen = torch.Generator().manual_seed(seed)
     train_dl = DataLoader(BeatWindows([(norm(r), r.labels) for r in tr], window),
                           batch_size=batch_size, shuffle=True, generator=gen)
-    val_dl = DataLoader(BeatWindows([(norm(r), r.labels) for r in va], window),
-                        batch_size=batch_size, shuffle=False)
-    best = BestState("val_loss")
-    early = EarlyStopping(monitor="val_loss", mode="min", patience=patience)
+    watch = _HeldOut([norm(r) for r in held])
+    callbacks: list[pl.Callback] = [watch, _EpochLog(log)]
+    val_dl = None
+    best = None
+    early = None
+    if va:
+        val_dl = DataLoader(BeatWindows([(norm(r), r.labels) for r in va], window),
+                            batch_size=batch_size, shuffle=False)
+        best = BestState("val_loss")
+        early = EarlyStopping(monitor="val_loss", mode="min", patience=patience)
+        callbacks += [early, best]
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, deterministic=True,
-                         gradient_clip_val=1.0, callbacks=[early, best, _EpochLog(log)],
-                         logger=False,
+                         gradient_clip_val=1.0, callbacks=callbacks, logger=False,
                          enable_checkpointing=False, enable_progress_bar=progress,
-                         enable_model_summary=progress, num_sanity_val_steps=0)
-    fit_started = time.perf_counter()
+                         enable_model_summary=progress, num_sanity_val_steps=0,
+                         limit_val_batches=1.0 if va else 0)
+    started = time.perf_counter()
     trainer.fit(module, train_dl, val_dl)
-    train_s = time.perf_counter() - fit_started
-    module.load_state_dict(best.state)
-    net = module.net.eval()
+    if best is not None:
+        module.load_state_dict(best.state)
+    return {"net": module.net.eval(), "mean": mean, "std": std, "counts": counts,
+            "class_weight": class_weight, "pos_weight": pos_weight,
+            "epochs": int(trainer.current_epoch), "train_s": time.perf_counter() - started,
+            "best_val_loss": best.best if best is not None else None,
+            "stopped_early": bool(early.stopped_epoch) if early is not None else False,
+            "held": watch.per_epoch, "norm": norm}
 
-    outs = [_sequence_probs(net, norm(r)) for r in va]
-    threshold, _ = _best_threshold(va, [p for p, _ in outs], [g for _, g in outs])
-    stage = BeatStage(BeatFeatures(records[train[0]].fs, cap_s, block_s,
-                                   detector=None), net, mean, std, threshold)
-    val_scores = beat_scores(va, [_predictions(p, g, threshold) for p, g in outs])
-    per_class = counts.astype(int).tolist()
+
+def cross_validate(records: dict[str, RecordBeats], names: Sequence[str], folds: int,
+                   log=print, **fit_args: Any) -> dict[str, Any]:
+    """Leave-patients-out CV over ``names``: each fold trains on the others for
+    ``fit_args['epochs']`` epochs; the held-out patients' predictions after every epoch are
+    pooled over the folds. Returns, per epoch, the pooled scores at the threshold that
+    maximises pooled abnormal F1, and the best epoch (the highest such F1; the earliest on
+    ties)."""
+    groups = _folds(names, folds)
+    per_fold = []
+    for k, held in enumerate(groups):
+        train = [n for n in names if n not in held]
+        log(f"beats cv: fold {k + 1}/{folds} holds out {' '.join(held)}")
+        out = _fit([records[n] for n in train], [], held=[records[n] for n in held],
+                   schedule_epochs=fit_args["epochs"], log=log, **fit_args)
+        per_fold.append((held, out["held"]))
+    order = [n for held, _ in per_fold for n in held]
+    recs = [records[n] for n in order]
+    epochs = []
+    for e in range(len(per_fold[0][1])):
+        outs = [o for _, per_epoch in per_fold for o in per_epoch[e]]
+        probs, logits = [p for p, _ in outs], [g for _, g in outs]
+        threshold, f1 = _best_threshold(recs, probs, logits)
+        scores = beat_scores(recs, [_predictions(p, g, threshold)
+                                    for p, g in zip(probs, logits, strict=True)])
+        epochs.append({"epoch": e + 1, "threshold": threshold, "scores": scores})
+        log(f"beats cv: epoch {e + 1} threshold {threshold:.3f} abnormal F1 {f1:.3f} VEB F1 "
+            f"{scores['V']['f1']:.3f} SVEB F1 {scores['S']['f1']:.3f} false flags/h "
+            f"{scores['false_flags_per_hour']:.1f}")
+    best = max(epochs, key=lambda r: (r["scores"]["abnormal"]["f1"], -r["epoch"]))
+    return {"folds": [held for held, _ in per_fold], "per_epoch": epochs, "best": best}
+
+
+def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
+                     lead: str = "MLII", window: int = 64, hidden_size: int = 32,
+                     embed_size: int = 32, cell: str = "gru", epochs: int = 30,
+                     patience: int = 6, lr: float = 3e-3, weight_decay: float = 1e-4,
+                     dropout: float = 0.0, noise: float = 0.0,
+                     batch_size: int = 32, seed: int = 0, cv_folds: int = 0,
+                     cap_s: float = 2.0, block_s: float = 1 / 60, progress: bool = False,
+                     log=print) -> tuple[BeatStage, dict[str, Any]]:
+    """Train on ``train`` records and return the stage and the card's ``beats`` section (less
+    what :meth:`BeatStage.card` adds), all from DS1.
+
+    With ``val`` records: early stopping and the threshold on them. With ``cv_folds`` (and no
+    ``val``): leave-patients-out CV over ``train`` picks the epoch count and the threshold
+    (:func:`cross_validate`), then the network is refit on every ``train`` record for that
+    many epochs of the same schedule."""
+    if set(train) & set(val) or not train or bool(val) == bool(cv_folds):
+        raise ConfigError(f"beats: expected non-empty training records and either disjoint "
+                          f"validation records or cv_folds, got train {list(train)}, val "
+                          f"{list(val)}, cv_folds {cv_folds}")
+    started = time.perf_counter()
+    records = {}
+    for s in load_wfdb(path, [*train, *val], [lead]):
+        records[s.entity] = extract_record(s, cap_s, block_s)
+    extract_s = time.perf_counter() - started
+    log(f"beats: {sum(len(r.samples) for r in records.values())} beats detected in "
+        f"{len(records)} records ({extract_s:.0f} s)")
+    fit_args = {"window": window, "hidden_size": hidden_size, "embed_size": embed_size,
+                "cell": cell, "patience": patience, "lr": lr, "weight_decay": weight_decay,
+                "dropout": dropout, "noise": noise, "batch_size": batch_size, "seed": seed,
+                "progress": progress}
+    tr = [records[r] for r in train]
+    va = [records[r] for r in val]
+    if cv_folds:
+        cv = cross_validate(records, list(train), cv_folds, log=log, epochs=epochs, **fit_args)
+        chosen = cv["best"]
+        out = _fit(tr, [], epochs=chosen["epoch"], schedule_epochs=epochs, log=log, **fit_args)
+        threshold = chosen["threshold"]
+        metrics = {"cross_validation": chosen["scores"]}
+        method = (f"max pooled abnormal F1 on the out-of-fold predictions of {cv_folds}-fold "
+                  f"leave-patients-out CV over the training records")
+        cv_section = {"folds": cv["folds"], "epochs_tried": epochs,
+                      "chosen_epoch": chosen["epoch"],
+                      "per_epoch": [{"epoch": r["epoch"], "threshold": r["threshold"],
+                                     "abnormal_f1": r["scores"]["abnormal"]["f1"],
+                                     "veb_f1": r["scores"]["V"]["f1"],
+                                     "sveb_f1": r["scores"]["S"]["f1"],
+                                     "false_flags_per_hour":
+                                         r["scores"]["false_flags_per_hour"]}
+                                    for r in cv["per_epoch"]]}
+    else:
+        out = _fit(tr, va, epochs=epochs, schedule_epochs=epochs, log=log, **fit_args)
+        outs = [_sequence_probs(out["net"], out["norm"](r)) for r in va]
+        threshold, _ = _best_threshold(va, [p for p, _ in outs], [g for _, g in outs])
+        metrics = {"validation": beat_scores(va, [_predictions(p, g, threshold)
+                                                  for p, g in outs])}
+        method = ("max pooled abnormal F1 on the validation records (DS1 held-out patients), "
+                  "each replayed from its start")
+        cv_section = None
+    stage = BeatStage(BeatFeatures(records[train[0]].fs, cap_s, block_s, detector=None),
+                      out["net"], out["mean"], out["std"], threshold)
+    per_class = out["counts"].astype(int).tolist()
     section = {
         "lead": lead,
-        "threshold": {"value": threshold, "method": "max pooled abnormal F1 on the validation "
-                      "records (DS1 held-out patients), each replayed from its start"},
+        "threshold": {"value": threshold, "method": method},
         "labels": "EC57 match (150 ms) of detected to reference beats; unmatched detections "
                   "and Q beats ignored",
         "data": {"path": str(path), "split": "de Chazal 2004 DS1 (inter-patient)",
                  "train_records": list(train), "val_records": list(val),
                  "train_beats_per_class": dict(zip(CLASSES, per_class, strict=True))},
-        "training": {"window_beats": window, "epochs": int(trainer.current_epoch),
-                     "best_val_loss": best.best, "stopped_early": bool(early.stopped_epoch),
-                     "train_s": round(train_s, 1), "extract_s": round(extract_s, 1),
+        "training": {"window_beats": window, "epochs": out["epochs"],
+                     "best_val_loss": out["best_val_loss"],
+                     "stopped_early": out["stopped_early"],
+                     "train_s": round(out["train_s"], 1), "extract_s": round(extract_s, 1),
                      "seed": seed, "lr": lr, "weight_decay": weight_decay,
                      "dropout": dropout, "noise": noise,
-                     "batch_size": batch_size,
-                     "class_weight": class_weight, "pos_weight": pos_weight},
-        "metrics": {"validation": val_scores},
+                     "batch_size": batch_size, "class_weight": out["class_weight"],
+                     "pos_weight": out["pos_weight"]},
+        "metrics": metrics,
     }
+    if cv_section is not None:
+        section["cross_validation"] = cv_section
     return stage, section
 
 

@@ -139,7 +139,11 @@ class BeatsConfig:
     lead: str = _f("MLII", "ECG lead, by name (one of data.features)")
     train_records: tuple[str, ...] = _f((), "records to train on (absent ones are skipped "
                                         "with a line)")
-    val_records: tuple[str, ...] = _f((), "held-out records: early stopping and the threshold")
+    val_records: tuple[str, ...] = _f((), "held-out records: early stopping and the threshold "
+                                      "(empty with cv_folds)")
+    cv_folds: int = _f(0, "leave-patients-out CV folds over train_records choosing the epoch "
+                       "count and the threshold, then a refit on all of them (0 = use "
+                       "val_records)")
     window: int = _f(64, "consecutive beats per training window")
     cell: str = _f("gru", "recurrent cell", ("gru", "lstm"))
     hidden_size: int = _f(32, "hidden units")

@@ -197,7 +197,7 @@ def _beats(cfg: Config, names: list[str]) -> tuple[Any, dict[str, Any] | None]:
                             hidden_size=b.hidden_size, embed_size=b.embed_size, cell=b.cell,
                             epochs=b.epochs, patience=b.patience, lr=b.lr,
                             weight_decay=b.weight_decay, dropout=b.dropout, noise=b.noise,
-                            batch_size=b.batch_size,
+                            batch_size=b.batch_size, cv_folds=b.cv_folds,
                             seed=cfg.train.seed, cap_s=b.cap_s, progress=cfg.train.progress_bar,
                             log=log.info)
 
