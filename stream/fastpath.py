@@ -36,6 +36,14 @@ Offsets and acks keep faust's semantics, in faust's own structures:
 So a crash replays at most the batches not yet acked: the at-least-once contract the worker's
 watermark already makes idempotent.
 
+Where a claimed partition starts is the source's ``positioner``'s to say when it has one: after
+faust seeks every partition to its committed offset (``perform_seek``, on each assignment),
+:class:`BatchConsumer` asks the positioner for each claimed partition's start offset (the worker
+reads the checkpoints stored with the states in Redis) and seeks there (:data:`EARLIEST`: the
+earliest retained offset). :meth:`BatchSource.rewind` does the same mid-stream after a refused
+state save: it drops the waiting batches and every batch fetched before the seek (an ``epoch``
+stamped on each batch), then seeks, so records are never applied out of order.
+
 Adoption: call :func:`install` with the app and the events topic before the app starts, then
 consume the source in an ``app.task``; see :func:`run_batches`.
 
@@ -56,13 +64,21 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.utils.futures import notify
 
 from stream.errors import ConfigError
+from stream.state import CheckpointMoved
 
 if TYPE_CHECKING:
     import faust
     from faust.types import TP
 
-__all__ = ["BatchConsumer", "BatchSource", "BatchTransport", "InFlight", "RecordBatch",
+__all__ = ["EARLIEST", "BatchConsumer", "BatchSource", "BatchTransport", "InFlight", "RecordBatch",
            "install", "run_batches"]
+
+
+EARLIEST = -2
+"""A positioner's answer for "the earliest offset the topic still retains"."""
+
+Positioner = Callable[[dict["TP", "int | None"]], Awaitable[dict["TP", "int | None"]]]
+"""``{tp: Kafka committed offset or None}`` → ``{tp: offset to start at, or None to stay}``."""
 
 
 class InFlight:
@@ -82,12 +98,14 @@ class InFlight:
 class RecordBatch:
     """Records of one fetch, in partition order; ``offsets`` per partition for the acks."""
 
-    __slots__ = ("generation", "marker", "offsets", "records")
+    __slots__ = ("epoch", "generation", "marker", "offsets", "records")
 
-    def __init__(self, records: list[Any], offsets: dict[TP, list[int]], generation: int) -> None:
+    def __init__(self, records: list[Any], offsets: dict[TP, list[int]], generation: int,
+                 epoch: int = 0) -> None:
         self.records = records
         self.offsets = offsets
         self.generation = generation
+        self.epoch = epoch
         self.marker = InFlight(len(records))
 
     @property
@@ -109,6 +127,8 @@ class BatchSource:
         self.app, self.topic, self.max_batch = app, topic, max_batch
         self._queue: asyncio.Queue[RecordBatch] | None = None
         self.depth = depth
+        self.positioner: Positioner | None = None
+        self.epoch = 0  # bumped by every seek this source asks for: older batches are stale
 
     @property
     def queue(self) -> asyncio.Queue[RecordBatch]:
@@ -118,7 +138,7 @@ class BatchSource:
 
     def _stale(self, batch: RecordBatch) -> bool:
         consumer = self.app.consumer
-        return (not consumer.flow_active
+        return (not consumer.flow_active or batch.epoch != self.epoch
                 or batch.generation != self.app.consumer_generation_id)
 
     async def __aiter__(self) -> AsyncIterator[RecordBatch]:
@@ -130,14 +150,16 @@ class BatchSource:
                 continue
             yield batch
 
-    def done(self, batch: RecordBatch) -> None:
+    def done(self, batch: RecordBatch, skip: frozenset[int] = frozenset()) -> None:
         """Mark every offset of ``batch`` acked (call after outputs are acknowledged and states
-        saved); faust's commit loop commits them."""
+        saved), except those of the partitions in ``skip``; faust's commit loop commits them."""
         consumer = self.app.consumer
         committed_of, acked_of, index_of = (consumer._committed_offset, consumer._acked,
                                             consumer._acked_index)
         n = 0
         for tp, offsets in batch.offsets.items():
+            if tp.partition in skip:
+                continue
             committed = committed_of[tp]
             if committed is not None and offsets[0] < committed:
                 offsets = [o for o in offsets if o >= committed]
@@ -161,8 +183,16 @@ class BatchSource:
         consumer._unacked_messages.discard(batch.marker)
         notify(consumer._waiting_for_ack)
 
+    async def rewind(self) -> None:
+        """Seek every assigned partition of the topic to where the positioner says, dropping
+        every batch fetched before (after a refused state save)."""
+        consumer = self.app.consumer
+        self.epoch += 1
+        self.clear()
+        await consumer.seek_claimed(self)  # type: ignore[attr-defined]
+
     def clear(self) -> None:
-        """Drop every waiting batch (flow stopped for a rebalance)."""
+        """Drop every waiting batch (flow stopped for a rebalance, or a seek)."""
         if self._queue is None:
             return
         while not self._queue.empty():
@@ -177,6 +207,34 @@ class BatchConsumer(faust_aiokafka.Consumer):
         for source in self.transport.batch_sources.values():  # type: ignore[attr-defined]
             source.clear()
 
+    async def perform_seek(self) -> None:
+        """faust's seek to the committed offsets, then each source's positioner decides."""
+        await super().perform_seek()
+        for source in self.transport.batch_sources.values():  # type: ignore[attr-defined]
+            if source.positioner is not None:
+                source.epoch += 1
+                source.clear()
+                await self.seek_claimed(source)
+
+    async def seek_claimed(self, source: BatchSource) -> None:
+        """Seek the assigned partitions of ``source``'s topic where its positioner says."""
+        if source.positioner is None:
+            return
+        tps = [tp for tp in self.assignment() if tp.topic == source.topic]
+        if not tps:
+            return
+        committed = self._committed_offset
+        starts = await source.positioner({tp: committed.get(tp) for tp in tps})
+        earliest = [tp for tp, at in starts.items() if at == EARLIEST]
+        first = await self.earliest_offsets(*earliest) if earliest else {}
+        for tp, at in starts.items():
+            if at is None:
+                continue
+            at = first.get(tp, 0) if at == EARLIEST else at
+            await self.seek(tp, at)
+            # the next commit counts from here: faust commits nothing past a hole at the head
+            committed[tp] = at
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs Kafka
         sources: dict[str, BatchSource] = self.transport.batch_sources  # type: ignore[attr-defined]
         consumer_should_stop = self._stopped.is_set
@@ -185,10 +243,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
+                epochs = [s.epoch for s in sources.values()]
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if records is None or self.should_stop:
                     continue
+                if epochs != [s.epoch for s in sources.values()]:
+                    continue  # fetched before a seek: read again from the new position
                 if not self.flow_active:
                     try:
                         await self.perform_seek()
@@ -202,7 +263,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                                     and tp not in self._buffered_partitions):
                         continue
                     if tp.topic in sources:
-                        recs = await self._take(tp, recs)
+                        recs = await self._take(tp, recs, sources[tp.topic].epoch)
                         if recs:
                             claimed.setdefault(tp.topic, []).append((tp, recs))
                     else:
@@ -231,8 +292,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(CONSUMER_FETCHING)
 
-    async def _take(self, tp: TP, recs: list[Any]) -> list[Any]:
-        """The records of ``tp`` not read before, with faust's read-offset and gap bookkeeping."""
+    async def _take(self, tp: TP, recs: list[Any], epoch: int) -> list[Any]:
+        """The records of ``tp`` not read before, with faust's read-offset and gap bookkeeping
+        (none if a seek happened meanwhile)."""
         r_offset = self._read_offset[tp]
         if r_offset is not None and recs[0].offset < r_offset:
             recs = [r for r in recs if r.offset >= r_offset]
@@ -249,6 +311,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     if r.offset - prev > 1:
                         await self._add_gap(tp, prev + 1, r.offset)
                     prev = r.offset
+        if self.transport.batch_sources[tp.topic].epoch != epoch:  # type: ignore[attr-defined]
+            return []
         monitor = self.app.monitor
         monitor.track_tp_end_offset(tp, self.highwater(tp))
         monitor.stream_inbound_time[tp] = time.monotonic()
@@ -258,7 +322,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _deliver(self, source: BatchSource, parts: list[tuple[TP, list[Any]]],
                        generation: int) -> bool:
         """Queue ``parts`` as batches of at most ``source.max_batch``; False if flow stopped."""
-        limit = source.max_batch
+        limit, epoch = source.max_batch, source.epoch
         records: list[Any] = []
         offsets: dict[TP, list[int]] = {}
         pending = []
@@ -271,10 +335,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 offsets.setdefault(tp, []).extend(r.offset for r in piece)
                 at += len(piece)
                 if len(records) >= limit:
-                    pending.append(RecordBatch(records, offsets, generation))
+                    pending.append(RecordBatch(records, offsets, generation, epoch))
                     records, offsets = [], {}
         if records:
-            pending.append(RecordBatch(records, offsets, generation))
+            pending.append(RecordBatch(records, offsets, generation, epoch))
         unacked = self._unacked_messages
         for i, batch in enumerate(pending):
             unacked.add(batch.marker)
@@ -348,9 +412,16 @@ async def run_batches(source: BatchSource, handle: Callable[[Sequence[Any]], Awa
 
     ``handle`` must return only once the batch's outputs are acknowledged and its states saved;
     if it raises, the batch stays unacked (replayed after a restart) and the error propagates.
+    A refused save (:class:`~stream.state.CheckpointMoved`) acks the partitions that were saved
+    and seeks the source back (:meth:`BatchSource.rewind`) instead.
     """
     async for batch in source:
-        await handle(batch.records)
+        try:
+            await handle(batch.records)
+        except CheckpointMoved as ex:
+            source.done(batch, skip=frozenset(ex.stored))
+            await source.rewind()
+            continue
         source.done(batch)
         if after is not None:
             after(batch)

@@ -183,6 +183,10 @@ class Settings:
                               "worker")
     state_ttl_s: int = _setting(7 * 24 * 3600, _int(0), "idle expiry of entity state, seconds "
                                 "(0 = never)", "worker")
+    state_loss: str = _setting(
+        "rebuild", _choice("rebuild", "reset"), "a partition with a committed Kafka offset but "
+        "no Redis checkpoint (Redis flushed or new): rebuild = reread from the earliest retained "
+        "offset, reset = go on from the committed offset with fresh states", "worker")
     warmup_steps: int = _setting(360, _int(0), "steps after first event or reset with no flag",
                                  "worker")
     max_gap_s: float = _setting(60.0, _float(0.0), "a gap longer than this resets the entity, "

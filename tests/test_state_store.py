@@ -14,6 +14,8 @@ import redis.asyncio as aioredis
 from stream.state import (
     FLAG_FORECAST,
     HEADER_BYTES,
+    UNCHECKED,
+    CheckpointMoved,
     MemoryStateStore,
     RedisStateStore,
     StateCodec,
@@ -52,7 +54,7 @@ def make_store(request, settings, unique):
     yield make
     if request.param == "redis":
         client = redis.Redis.from_url(settings.redis_url)
-        keys = list(client.scan_iter(match=f"{unique}:*"))
+        keys = list(client.scan_iter(match="{" + unique + ":*"))
         if keys:
             client.delete(*keys)
 
@@ -105,6 +107,42 @@ def test_states_of_another_model_are_invisible(make_store):
     asyncio.run(go())
 
 
+def test_states_and_checkpoint_are_kept_per_partition(make_store):
+    async def go():
+        store = await make_store()
+        a, b = CODEC.encode(states(2, wm=3.0))
+        await store.save({"x": a, "y": b}, {"x": 1, "y": 2}, {1: (UNCHECKED, 10), 2: (None, 7)})
+        assert await store.load(["x", "y", "x"], [1, 2, 2]) == [a, b, None]
+        assert await store.checkpoints([1, 2, 3]) == {1: 10, 2: 7, 3: None}
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_save_whose_checkpoint_moved_is_refused_for_that_partition_only(make_store):
+    """Partition 1's stored checkpoint is 10 (as after Redis came back from an older copy) while
+    the worker expects 20: partition 1 writes nothing, partition 2 is saved."""
+    async def go():
+        store = await make_store()
+        old = CODEC.encode(states(2, wm=3.0))
+        await store.save({"x": old[0], "y": old[1]}, {"x": 1, "y": 2},
+                         {1: (None, 10), 2: (None, 5)})
+        new = CODEC.encode(states(2, wm=4.0, seed=1))
+        with pytest.raises(CheckpointMoved) as info:
+            await store.save({"x": new[0], "y": new[1]}, {"x": 1, "y": 2},
+                             {1: (20, 30), 2: (5, 9)})
+        assert info.value.stored == {1: 10} and info.value.expected == {1: 20}
+        assert await store.load(["x", "y"], [1, 2]) == [old[0], new[1]]
+        assert await store.checkpoints([1, 2]) == {1: 10, 2: 9}
+        # an absent checkpoint is expected as None: a worker expecting one is refused too
+        with pytest.raises(CheckpointMoved) as info:
+            await store.save({}, {}, {3: (4, 8)})
+        assert info.value.stored == {3: None}
+        await store.close()
+
+    asyncio.run(go())
+
+
 def test_an_idle_state_expires_after_its_ttl(make_store):
     async def go():
         store = await make_store(ttl_s=1)
@@ -139,8 +177,8 @@ def test_redis_batches_are_one_mget_and_one_script_call(settings, unique):
         await store.close()
 
     asyncio.run(go())
-    assert 3500 < sync.ttl(f"{prefix}:{ids[0]}") <= 3600
-    sync.delete(*[f"{prefix}:{i}" for i in ids])
+    assert 3500 < sync.ttl(f"{{{prefix}:0}}:{ids[0]}") <= 3600
+    sync.delete(*[f"{{{prefix}:0}}:{i}" for i in ids])
 
 
 @pytest.mark.integration
