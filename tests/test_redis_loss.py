@@ -127,3 +127,48 @@ def test_a_running_worker_rewinds_when_redis_comes_back_from_an_older_copy(
     print(f"{len(records)} events; checkpoints {at_copy} at the copy, {len(sources)} at the end;"
           f" {len(got)} prediction records for {len(final)} events; rewinds logged "
           f"{log.count('partition sought back')}")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_state_loss_rebuild_rereads_the_partitions_after_a_flushall(tmp_path, shared_data,
+                                                                    settings, unique):
+    """The worker is stopped, its private Redis flushed (committed offsets stay in Kafka), and
+    started again: with SEQSTREAM_STATE_LOSS=rebuild every partition is read again from the
+    earliest offset, so the final states equal the uninterrupted run's."""
+    server = RedisServer(tmp_path / "redis", free_port(), appendfsync="always")
+    server.start()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    events = EventSet(shared_data, entities=12, per_entity=200, t0=time.time(), chunk_every=4)
+    art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
+                        sample=np.concatenate(list(events.values.values())[:6]))
+    artifact = load_artifact(art)
+    prefix = namespace(unique, artifact.model_id)
+    names = topic_names(unique)
+    asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
+    worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
+                           redis_url=url, partitions=2, batch_max=100,
+                           extra_env={"SEQSTREAM_STATE_LOSS": "rebuild"})
+    records = events.interleaved(seed=9)
+    half = len(records) // 2
+    sources = asyncio.run(produce(settings.kafka_bootstrap, names["events"], records[:half]))
+    try:
+        worker.start().wait_ready()
+        wait_checkpoints(url, prefix, 2, len(sources), timeout=60)
+        time.sleep(4.0)  # past a Kafka commit interval: the committed offsets are there
+        assert worker.stop() == 0, worker.log()[-3000:]
+        redis.Redis.from_url(url).flushall()
+        worker.start().wait_ready()
+        sources += asyncio.run(produce(settings.kafka_bootstrap, names["events"],
+                                       records[half:]))
+        wait_checkpoints(url, prefix, 2, len(sources), timeout=120)
+        states = redis_states(url, unique, artifact.model_id, sorted(events.values))
+    finally:
+        code = worker.stop()
+        server.stop()
+    log = worker.log()
+    assert code == 0, log[-3000:]
+    assert log.count("SEQSTREAM_STATE_LOSS=rebuild") == 2, log[-3000:]  # one line per partition
+    _, want_states = reference_run(art, records, sources, names["events"])
+    assert_states_equal(StateCodec(artifact.model.state_size, artifact.n_features), states,
+                        want_states)
