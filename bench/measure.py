@@ -87,7 +87,8 @@ class Run:
 def _names(tag: str) -> dict[str, str]:
     run = f"{tag}-{uuid.uuid4().hex[:8]}"
     return {"group": f"bench-{run}", "in": f"bench.{run}.events", "out": f"bench.{run}.out",
-            "anomalies": f"bench.{run}.anomalies", "deadletter": f"bench.{run}.deadletter"}
+            "anomalies": f"bench.{run}.anomalies", "deadletter": f"bench.{run}.deadletter",
+            "beats": f"bench.{run}.beats"}
 
 
 def _config(pipeline: str, names: dict[str, str], settings: Settings, model: Path,
@@ -97,6 +98,7 @@ def _config(pipeline: str, names: dict[str, str], settings: Settings, model: Pat
            "SEQSTREAM_TOPIC_EVENTS": names["in"], "SEQSTREAM_TOPIC_PREDICTIONS": names["out"],
            "SEQSTREAM_TOPIC_ANOMALIES": names["anomalies"],
            "SEQSTREAM_TOPIC_DEADLETTER": names["deadletter"], "SEQSTREAM_APP_ID": names["group"],
+           "SEQSTREAM_TOPIC_BEATS": names["beats"],
            "SEQSTREAM_PARTITIONS": str(partitions), "SEQSTREAM_METRICS_PORT": "0",
            "SEQSTREAM_BATCH_MAX": str(batch_max), "SEQSTREAM_MAX_GAP_S": "0",
            "SEQSTREAM_WARMUP_STEPS": "0", "SEQSTREAM_LOG_LEVEL": "WARNING",
@@ -211,7 +213,8 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
     names = _names(f"{pipeline}-{shape}-{entities}-{workers}")
     cfg = _config(pipeline, names, settings, model, partitions, batch_max)
     await kafka.create_topics(settings, [names["in"]],
-                              [names["out"], names["anomalies"], names["deadletter"]], partitions)
+                              [names["out"], names["anomalies"], names["deadletter"],
+                               names["beats"]], partitions)
     run = Run(pipeline, shape, entities, workers, len(events), events[0].samples)
     procs: list[subprocess.Popen] = []
     try:
@@ -264,7 +267,8 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
     names = _names(f"lat-{pipeline}-{shape}-{entities}-{workers}")
     cfg = _config(pipeline, names, settings, model, partitions, batch_max)
     await kafka.create_topics(settings, [names["in"]],
-                              [names["out"], names["anomalies"], names["deadletter"]], partitions)
+                              [names["out"], names["anomalies"], names["deadletter"],
+                               names["beats"]], partitions)
     run = Run(pipeline, shape, entities, workers, len(events), events[0].samples, load=load)
     procs: list[subprocess.Popen] = []
     try:

@@ -107,11 +107,12 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     print("== 2/5 model", flush=True)
     if not (args.model / CARD).is_file():
-        print(f"   no artifact at {args.model}: training the `ecg` config on the bundled "
+        print(f"   no artifact at {args.model}: training the `ecg-bundled` config on the bundled "
               "MIT-BIH records (a few minutes on 2 cores)", flush=True)
         t0 = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "seqstream", "train", "--config", "ecg",
-                               "--output", str(args.model), "--train-progress-bar", "false"],
+        done = subprocess.run([sys.executable, "-m", "seqstream", "train", "--config",
+                               "ecg-bundled", "--output", str(args.model),
+                               "--train-progress-bar", "false"],
                               check=False)
         if done.returncode != 0:
             raise SeqstreamError(f"training failed (exit {done.returncode}); see above")

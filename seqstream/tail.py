@@ -1,4 +1,4 @@
-"""``seqstream tail``: follow the predictions (or anomalies) topic as a live table or JSON lines.
+"""``seqstream tail``: follow the predictions, anomalies or beats topic as a table or JSON lines.
 
 A prediction record (``stream/schemas/prediction.json``) carries, per sample, the forecast of the
 next H samples made after it, the anomaly score of the sample against the forecast made for it one
@@ -13,10 +13,21 @@ gives a row per sample). ``--json`` prints one object per sample, always flat::
 
     {"entity_id", "ts", "value", "forecast", "score", "anomaly", "threshold", "model_id"}
 
+For an ECG model with a beat stage, ``--beats`` follows the beats topic instead: one row per
+decided heartbeat (its R peak's time, the RR interval before it, the AAMI class, p_abnormal and
+the flag; ``--json`` prints the beat record itself, ``stream/schemas/beat.json``), and with
+``--anomalies-only`` the flagged beats only. The anomalies topic carries flagged beats beside
+flagged samples (told apart by ``"kind": "beat"``); without ``--beats`` they show there as beat
+rows among the sample rows.
+
 >>> rec = {"entity_id": "100", "ts": 10.0, "period": 0.5, "forecast": [[[1.0]], [[2.0]]],
 ...        "score": [None, 3.5], "anomaly": [False, True], "threshold": 3.0, "model_id": "ab"}
 >>> [(s.ts, s.forecast, s.score, s.anomaly) for s in samples(rec)]
 [(10.0, [[1.0]], None, False), (10.5, [[2.0]], 3.5, True)]
+>>> print(format_beat(Beat({"kind": "beat", "entity_id": "100", "ts": 10.0, "sample": 3600,
+...     "rr": 0.61, "class": "V", "p_abnormal": 0.97, "anomaly": True, "threshold": 0.5,
+...     "model_id": "ab", "decided_ts": 11.2})))
+10.000 s                100                          V   0.610      0.970  ABNORMAL
 """
 
 from __future__ import annotations
@@ -41,8 +52,8 @@ from seqstream.topics import started
 from stream.security import kafka_kwargs
 from stream.settings import Settings, add_flags
 
-__all__ = ["HEADER", "Sample", "ValueIndex", "configure", "follow", "format_row", "run",
-           "samples", "to_json"]
+__all__ = ["BEAT_HEADER", "HEADER", "Beat", "Sample", "ValueIndex", "configure", "follow",
+           "format_beat", "format_row", "run", "samples", "to_json"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,17 @@ class Sample:
     threshold: float
     model_id: str
     value: list[float] | None = None  # the observed sample, when its event was seen
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One beat record (``stream/schemas/beat.json``), as read from the beats or anomalies
+    topic."""
+
+    record: dict[str, Any]
+
+
+Row = list[Sample] | Beat
 
 
 def samples(record: dict[str, Any]) -> list[Sample]:
@@ -162,6 +184,18 @@ def format_row(group: list[Sample]) -> str:
             f"{(f'{max(scores):.2f}' if scores else '-'):>8}  {flag}")
 
 
+BEAT_HEADER = (f"{'time (UTC)':<23} {'entity':<24} {'class':>5} {'RR (s)':>7} "
+               f"{'p_abnormal':>10}  flag")
+
+
+def format_beat(beat: Beat) -> str:
+    """One table line for a beat."""
+    r = beat.record
+    rr = "-" if r["rr"] is None else f"{r['rr']:.3f}"
+    return (f"{_clock(r['ts']):<23} {_entity(r['entity_id']):<24} {r['class']:>5} {rr:>7} "
+            f"{r['p_abnormal']:>10.3f}  {'ABNORMAL' if r['anomaly'] else ''}").rstrip()
+
+
 def to_json(sample: Sample) -> bytes:
     """One JSON line for ``--json``."""
     return orjson.dumps({"entity_id": sample.entity_id, "ts": sample.ts, "value": sample.value,
@@ -172,7 +206,10 @@ def to_json(sample: Sample) -> bytes:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anomalies-only", action="store_true",
-                        help="read the anomalies topic: flagged samples only")
+                        help="read the anomalies topic: flagged samples (and beats) only")
+    parser.add_argument("--beats", action="store_true",
+                        help="follow the beats topic: one row per detected heartbeat (ECG models "
+                             "with a beat stage); with --anomalies-only the flagged ones")
     parser.add_argument("--entity", action="append", default=[], metavar="ID",
                         help="show only this entity (repeatable)")
     parser.add_argument("--json", action="store_true",
@@ -187,16 +224,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float,
                         help="stop after this many seconds (default: until Ctrl-C)")
     add_flags(parser, ["kafka_bootstrap", "topic_predictions", "topic_anomalies",
-                       "topic_events"])
+                       "topic_events", "topic_beats"])
 
 
-async def follow(settings: Settings, emit: Callable[[list[Sample]], None], *,
+def _topic(settings: Settings, anomalies_only: bool, beats: bool) -> str:
+    if anomalies_only:
+        return settings.topic_anomalies
+    return settings.topic_beats if beats else settings.topic_predictions
+
+
+async def follow(settings: Settings, emit: Callable[[Row], None], *,
                  anomalies_only: bool = False, entities: Iterable[str] = (),
                  per_sample: bool = False, from_beginning: bool = False, values: bool = True,
-                 count: int | None = None, timeout_s: float | None = None) -> int:
-    """Consume predictions (or anomalies) and call ``emit`` with each row's samples; returns
-    the number of rows emitted."""
-    topic = settings.topic_anomalies if anomalies_only else settings.topic_predictions
+                 count: int | None = None, timeout_s: float | None = None,
+                 beats: bool = False) -> int:
+    """Consume predictions (or anomalies, or with ``beats`` the beats) and call ``emit`` with
+    each row: a prediction's samples, or a :class:`Beat`; returns the number of rows emitted."""
+    topic = _topic(settings, anomalies_only, beats)
+    values = values and not beats
     topics = [topic, settings.topic_events] if values else [topic]
     wanted = set(entities)
     index = ValueIndex()
@@ -223,6 +268,14 @@ async def follow(settings: Settings, emit: Callable[[list[Sample]], None], *,
                 if record.topic == settings.topic_events and record.topic != topic:
                     index.add_event(body)
                     continue
+                if isinstance(body, dict) and body.get("kind") == "beat":
+                    emit(Beat(body))
+                    rows += 1
+                    if count is not None and rows >= count:
+                        return rows
+                    continue
+                if beats:
+                    continue  # a flagged sample on the anomalies topic
                 try:
                     flat = samples(body)
                 except (KeyError, TypeError, ValueError):
@@ -246,26 +299,31 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
 
     if args.json:
-        def emit(group: list[Sample]) -> None:
-            for s in group:
+        def emit(row: Row) -> None:
+            if isinstance(row, Beat):
+                out.write(orjson.dumps(row.record).decode() + "\n")
+            for s in row if isinstance(row, list) else ():
                 out.write(to_json(s).decode() + "\n")
             out.flush()
     else:
         printed = 0
+        header = ""
 
-        def emit(group: list[Sample]) -> None:
-            nonlocal printed
-            if printed % 40 == 0:
-                out.write(HEADER + "\n")
-            out.write(format_row(group) + "\n")
+        def emit(row: Row) -> None:
+            nonlocal printed, header
+            want = BEAT_HEADER if isinstance(row, Beat) else HEADER
+            if printed % 40 == 0 or want != header:
+                out.write(want + "\n")
+                header = want
+            out.write((format_beat(row) if isinstance(row, Beat) else format_row(row)) + "\n")
             out.flush()
             printed += 1
 
-        topic = settings.topic_anomalies if args.anomalies_only else settings.topic_predictions
+        topic = _topic(settings, args.anomalies_only, args.beats)
         print(f"following {topic} on {settings.kafka_bootstrap} (Ctrl-C to stop)",
               file=sys.stderr)
     asyncio.run(follow(settings, emit, anomalies_only=args.anomalies_only,
                        entities=args.entity, per_sample=args.per_sample or args.json,
                        from_beginning=args.from_beginning, values=not args.no_values,
-                       count=args.count, timeout_s=args.timeout))
+                       count=args.count, timeout_s=args.timeout, beats=args.beats))
     return 0

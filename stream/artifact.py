@@ -6,7 +6,10 @@ A directory with two files, and nothing that can execute code when read:
 - ``card.json``: how to rebuild and use them — ``architecture`` (the :class:`Forecaster` arguments),
   ``features`` (name and unit each), ``scaler`` (per-feature mean and std of the training part),
   ``period_s``, ``score`` and ``threshold`` (see :mod:`stream.scoring`), the ``data`` it was trained
-  on, test ``metrics``, ``created_at``, ``version`` and ``model_id``.
+  on, test ``metrics``, ``created_at``, ``version`` and ``model_id``; for ECG models optionally
+  ``beats``: the beat classifier (:class:`stream.beats.BeatStage`: fs, lead name, features and
+  their normalisation, threshold, classes, training data and validation figures), whose tensors
+  sit in the same weights file under ``beat.``. ``Artifact.beats`` is None without it.
 
 ``model_id`` is the sha256 over the weights file's bytes and the card's canonical JSON (sorted keys,
 without ``model_id`` itself), so any edit to either changes the id and a load that recomputes it
@@ -28,6 +31,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from stream.beats import BeatStage
 from stream.errors import ArtifactError
 from stream.model import Forecaster
 
@@ -37,6 +41,7 @@ WEIGHTS = "weights.safetensors"
 CARD = "card.json"
 FORMAT = "seqstream-artifact/1"
 REQUIRED = ("architecture", "features", "scaler", "period_s", "score", "threshold")
+BEAT_PREFIX = "beat."
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Artifact:
     model_id: str
     mean: np.ndarray  # per-feature scaler, float32
     std: np.ndarray
+    beats: BeatStage | None = None
 
     @property
     def n_features(self) -> int:
@@ -73,9 +79,11 @@ def _model_id(weights: bytes, card: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def save_artifact(model: Forecaster, card: dict[str, Any], directory: str | Path) -> str:
+def save_artifact(model: Forecaster, card: dict[str, Any], directory: str | Path,
+                  beats: BeatStage | None = None) -> str:
     """Write ``model`` and ``card`` (without architecture/model_id; both are filled in) to
-    ``directory``; return the model_id."""
+    ``directory``, with the beat stage's network and card section when given (``card["beats"]``
+    then adds to it, and must name the ``lead``); return the model_id."""
     missing = [k for k in REQUIRED if k not in card and k != "architecture"]
     if missing:
         raise ArtifactError(f"card: expected fields {', '.join(REQUIRED)}, missing "
@@ -83,6 +91,18 @@ def save_artifact(model: Forecaster, card: dict[str, Any], directory: str | Path
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    card = dict(card)
+    if beats is not None:
+        if "lead" not in card.get("beats", {}):
+            raise ArtifactError("card beats: expected the ECG lead's name (beats.lead) with a "
+                                "beat stage, got none")
+        tensors.update({BEAT_PREFIX + k: v.detach().cpu().contiguous()
+                        for k, v in beats.net.state_dict().items()})
+        card["beats"] = {**beats.card(), **card["beats"]}
+        card["beats"]["threshold"] = {**card["beats"].get("threshold", {}),
+                                      "value": beats.threshold}
+    elif "beats" in card:
+        raise ArtifactError("card beats: expected a beat stage with a beats section, got none")
     save_file(tensors, str(directory / WEIGHTS))
     full = {"format": FORMAT, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             **card, "architecture": model.config()}
@@ -115,8 +135,10 @@ def load_artifact(directory: str | Path) -> Artifact:
                             f"(model_id {card['model_id'][:12]}… differs from the sha256 of "
                             "their contents: one was edited or they come from different exports)")
     try:
+        tensors = load_file(str(directory / WEIGHTS))
         model = Forecaster(**card["architecture"])
-        model.load_state_dict(load_file(str(directory / WEIGHTS)), strict=True)
+        model.load_state_dict({k: v for k, v in tensors.items()
+                               if not k.startswith(BEAT_PREFIX)}, strict=True)
     except (SafetensorError, RuntimeError, TypeError) as ex:
         first = str(ex).strip().splitlines()[0]
         raise ArtifactError(f"artifact {directory}: weights do not fit the card's architecture "
@@ -130,4 +152,17 @@ def load_artifact(directory: str | Path) -> Artifact:
     if len(card["features"]) != model.n_features:
         raise ArtifactError(f"artifact {directory}: card lists {len(card['features'])} features,"
                             f" the network takes {model.n_features}")
-    return Artifact(model.eval(), card, card["model_id"], mean, std)
+    beat_tensors = {k[len(BEAT_PREFIX):]: v for k, v in tensors.items()
+                    if k.startswith(BEAT_PREFIX)}
+    beats = None
+    if "beats" in card:
+        names = [f["name"] for f in card["features"]]
+        lead = card["beats"].get("lead")
+        if lead not in names:
+            raise ArtifactError(f"artifact {directory}: beats.lead expected one of the card's "
+                                f"features {names}, got {lead!r}")
+        beats = BeatStage.from_card(card["beats"], beat_tensors, names.index(lead))
+    elif beat_tensors:
+        raise ArtifactError(f"artifact {directory}: {WEIGHTS} holds {BEAT_PREFIX}* tensors but "
+                            f"{CARD} has no beats section")
+    return Artifact(model.eval(), card, card["model_id"], mean, std, beats)

@@ -37,8 +37,11 @@ numbers ``p``, ``μ`` live in the entity's state and restart at ``0``, ``μ_0`` 
 the section the score is ``score_t`` itself and they stay 0.
 
 A reset inside a batch starts a new row from a zero state, so an entity may own several rows;
-only its last row's final state is saved. A stored value that cannot be decoded is counted as a
-``corrupt`` reset and the entity restarts from zero rather than stopping the worker.
+only its last row's final state is saved. For an artifact with a beat model the rows then go
+through the beat stage (:mod:`stream.beatstep`: beat records on the beats topic, the stage's row
+saved in the entity's state), which restarts with the rest of the state. A stored value that
+cannot be decoded is counted as a ``corrupt`` reset and the entity restarts from zero rather than
+stopping the worker.
 
 >>> import numpy as np, torch
 >>> from stream.artifact import Artifact
@@ -74,6 +77,7 @@ import numpy as np
 import orjson
 import torch
 
+from stream.beatstep import BeatStep
 from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError, RecordError
 from stream.records import TS_MAX, Event, deadletter_record, parse_event
@@ -120,6 +124,7 @@ class Batch:
     sources: list[tuple[int, int]]  # (partition, offset) per event
     spans: list[tuple[int, int]]  # the event's samples in ``scaled``
     scaled: np.ndarray  # [samples, F] float32, every sample of every valid event
+    values: np.ndarray  # [samples, F] float64, the same samples in user units (the beat path's)
     groups: dict[str, list[int]]  # entity → indexes of its events, in arrival order
     deadletter_records: list[dict[str, Any]]
     deadletter_keys: list[bytes | None]
@@ -145,6 +150,7 @@ class Outcome:
 
     predictions: list[tuple[bytes, bytes]] = field(default_factory=list)
     anomalies: list[tuple[bytes, bytes]] = field(default_factory=list)
+    beats: list[tuple[bytes, bytes]] = field(default_factory=list)
     deadletters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     states: dict[str, bytes] = field(default_factory=dict)
     last_ts: list[float] = field(default_factory=list)  # per prediction: its last sample's ts
@@ -156,6 +162,7 @@ class Outcome:
                                                              "version": 0,
                                                              "future_watermark": 0})
     step_seconds: float = 0.0
+    abnormal_beats: dict[str, int] = field(default_factory=dict)  # flagged beats by class
 
 
 class _Row:
@@ -182,7 +189,6 @@ class Engine:
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.n_features = artifact.n_features
-        self.codec = StateCodec(self.model.state_size, self.n_features)
         self.model_id = artifact.model_id
         self.threshold = artifact.threshold
         section = artifact.card.get("score", {})
@@ -193,6 +199,11 @@ class Engine:
         self.residual_scale = scale
         self.entity_scale = EntityScale.from_card(artifact.card)
         self.period_s = float(artifact.card.get("period_s") or 0.0)
+        self.beats = None if artifact.beats is None else BeatStep(
+            artifact.beats, n_features=self.n_features, period_s=self.period_s,
+            threshold=artifact.beats.threshold, model_id=self.model_id)
+        self.codec = StateCodec(self.model.state_size, self.n_features,
+                                None if self.beats is None else self.beats.dtype)
         if self.entity_scale is not None and not self.period_s > 0:
             raise ArtifactError(f"card period_s: expected the sampling period in seconds (the "
                                 f"per-entity scale decays by it), got "
@@ -246,10 +257,11 @@ class Engine:
                 scaled = self.artifact.scale(values)
             finite = np.isfinite(scaled).all(axis=1)
             if not finite.all():
-                events, sources, spans, scaled = self._drop_overflow(
-                    messages, events, sources, spans, scaled, finite, dead)
+                events, sources, spans, scaled, values = self._drop_overflow(
+                    messages, events, sources, spans, scaled, values, finite, dead)
         else:
             scaled = np.zeros((0, f), dtype=np.float32)
+            values = np.zeros((0, f), dtype=np.float64)
         groups: dict[str, list[int]] = {}
         for i, e in enumerate(events):
             groups.setdefault(e.entity_id, []).append(i)
@@ -257,8 +269,8 @@ class Engine:
             dead.sort(key=lambda d: (d[1].topic, d[1].partition, d[1].offset))
         records = [deadletter_record(ex, m.value, m.topic, m.partition, m.offset)
                    for ex, m in dead]
-        return Batch(events, sources, spans, scaled, groups, records, [m.key for _, m in dead],
-                     len(messages), messages, now)
+        return Batch(events, sources, spans, scaled, values, groups, records,
+                     [m.key for _, m in dead], len(messages), messages, now)
 
     def _future(self, e: Event, now: float) -> RecordError:
         last = e.ts + e.period * (len(e.rows) - 1)
@@ -269,10 +281,10 @@ class Engine:
 
     def _drop_overflow(self, messages: list[RawMessage], events: list[Event],
                        sources: list[tuple[int, int]], spans: list[tuple[int, int]],
-                       scaled: np.ndarray, finite: np.ndarray,
+                       scaled: np.ndarray, values: np.ndarray, finite: np.ndarray,
                        dead: list[tuple[RecordError, RawMessage]]) -> tuple[Any, ...]:
         by_source = {(m.partition, m.offset): m for m in messages}
-        keep_e, keep_s, keep_sp, parts = [], [], [], []
+        keep_e, keep_s, keep_sp, parts, raw = [], [], [], [], []
         at = 0
         for e, src, (lo, hi) in zip(events, sources, spans, strict=True):
             if finite[lo:hi].all():
@@ -280,14 +292,16 @@ class Engine:
                 keep_s.append(src)
                 keep_sp.append((at, at + hi - lo))
                 parts.append(scaled[lo:hi])
+                raw.append(values[lo:hi])
                 at += hi - lo
             else:
                 dead.append((RecordError("non_finite", "values: expected numbers that stay "
                                          "finite in float32 after the model's scaling, got one "
                                          "that overflows"), by_source[src]))
-        joined = (np.concatenate(parts) if parts
-                  else np.zeros((0, self.n_features), dtype=np.float32))
-        return keep_e, keep_s, keep_sp, joined
+        if not parts:
+            return (keep_e, keep_s, keep_sp, np.zeros((0, self.n_features), dtype=np.float32),
+                    np.zeros((0, self.n_features), dtype=np.float64))
+        return keep_e, keep_s, keep_sp, np.concatenate(parts), np.concatenate(raw)
 
     # -- 2. step, score, emit ------------------------------------------------------------------
 
@@ -311,6 +325,8 @@ class Engine:
             out.resets["corrupt"] += int((undecodable & ~stale).sum())
         if self.entity_scale is not None:
             rows_state["log_mu"][~found] = self.entity_scale.mu0
+        if self.beats is not None:
+            self.beats.prime(rows_state, found)
         seq_rows, emits, final = self._plan(batch, rows_state, out)
         if seq_rows:
             self._run(batch, seq_rows, emits, final, rows_state, out)
@@ -454,7 +470,11 @@ class Engine:
         user = self.artifact.unscale(forecasts)
         out.samples = int(row_of.size)
         self._emit(batch, rows, emits, lengths, user, scores, flags, out)
-        self._save(batch, rows, final, lengths, packed, y, out, scale_state)
+        beat_rows = None
+        if self.beats is not None:
+            beat_rows = self.beats.step(batch, entity_of_row, fresh, steps0, lengths, sample_of,
+                                        scores, st["beat"], out)
+        self._save(batch, rows, final, lengths, packed, y, out, scale_state, beat_rows)
 
     def _entity_scaled(self, scores: np.ndarray, row_of: np.ndarray, pos_of: np.ndarray,
                        n_rows: int, longest: int, entity_of_row: np.ndarray, fresh: np.ndarray,
@@ -526,7 +546,8 @@ class Engine:
     def _save(self, batch: Batch, rows: list[_Row],
               final: dict[int, tuple[int, float, int, int]], lengths: np.ndarray,
               packed: np.ndarray, y: np.ndarray, out: Outcome,
-              scale_state: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+              scale_state: tuple[np.ndarray, np.ndarray] | None = None,
+              beat_rows: np.ndarray | None = None) -> None:
         ents = list(final)
         last = np.array(list(final.values()), dtype=np.float64).reshape(len(ents), 4)
         rs = last[:, 0].astype(np.int64)
@@ -536,6 +557,8 @@ class Engine:
         new["forecast"] = y[rs, lengths[rs] - 1, 0]
         if scale_state is not None:
             new["peak"], new["log_mu"] = scale_state[0][rs], scale_state[1][rs]
+        if beat_rows is not None:
+            new["beat"] = beat_rows[rs]
         steps0 = np.fromiter((rows[r].steps for r in rs.tolist()), dtype=np.int64,
                              count=len(ents))
         new["steps"] = np.minimum(steps0 + lengths[rs], _STEPS_MAX)
@@ -554,7 +577,11 @@ class Engine:
         m.samples.inc(out.samples)
         m.predictions.inc(len(out.predictions))
         anomalies = out.anomalies
-        m.anomalies.inc(len(anomalies))
+        m.anomalies.inc(len(anomalies) - sum(out.abnormal_beats.values()))
+        if out.beats:
+            m.beats.inc(len(out.beats))
+            for cls, n in out.abnormal_beats.items():
+                m.abnormal_beats.labels(cls).inc(n)
         for record in batch.deadletter_records:
             m.deadletters.labels(reason=record["reason"]).inc()
         if out.late:

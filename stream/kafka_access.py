@@ -59,6 +59,7 @@ WORKER_ACLS = (
     ("topic_events", "topic", ("READ", "DESCRIBE")),
     ("topic_predictions", "topic", ("WRITE", "DESCRIBE")),
     ("topic_anomalies", "topic", ("WRITE", "DESCRIBE")),
+    ("topic_beats", "topic", ("WRITE", "DESCRIBE")),
     ("topic_deadletter", "topic", ("WRITE", "DESCRIBE")),
     ("app_id", "group", ("READ",)),
 )

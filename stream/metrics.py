@@ -3,7 +3,8 @@
 Names follow client_python conventions (``*_seconds``, ``*_total``; counters are declared without
 the suffix, which client_python appends). Labels come from small fixed sets only — a reason from
 :data:`stream.records.REASONS`, ``duplicate``/``late``, :data:`RESET_REASONS`, a
-partition number, the model's id — and never an entity id, whose cardinality is unbounded.
+partition number, the model's id, an AAMI beat class — and never an entity id, whose cardinality
+is unbounded.
 Every labelled child is created at start-up so dashboards see zeros instead of missing series.
 
 Latency buckets are millisecond-scale: an event should become a prediction within tens of
@@ -27,6 +28,7 @@ from stream.records import REASONS
 
 __all__ = [
     "BATCH_SIZE_BUCKETS",
+    "BEAT_CLASSES",
     "LATENCY_BUCKETS",
     "RESET_REASONS",
     "SKIP_REASONS",
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 SKIP_REASONS = ("duplicate", "late")
+BEAT_CLASSES = ("N", "S", "V", "F")  # AAMI classes the beat network tells apart
 RESET_REASONS = ("gap", "corrupt", "version", "future_watermark", "state_lost")
 STATE_LOSS_ACTIONS = ("rebuild", "reset")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -59,6 +62,12 @@ class Metrics:
                                    "prediction records produced (one per event)", registry=r)
         self.anomalies = Counter("seqstream_anomalies", "samples flagged as anomalous",
                                  registry=r)
+        self.beats = Counter("seqstream_beats", "heartbeats detected and decided (ECG models "
+                             "with a beat stage; one record each on the beats topic)", registry=r)
+        self.abnormal_beats = Counter("seqstream_abnormal_beats",
+                                      "beats flagged abnormal (p_abnormal at or over the beat "
+                                      "threshold), by the AAMI class the beat network gave",
+                                      ["class"], registry=r)
         self.deadletters = Counter("seqstream_deadletters", "events refused, by reason",
                                    ["reason"], registry=r)
         self.skipped = Counter("seqstream_skipped",
@@ -110,6 +119,8 @@ class Metrics:
             self.resets.labels(reason=reason)
         for action in STATE_LOSS_ACTIONS:
             self.state_lost.labels(action=action)
+        for cls in BEAT_CLASSES:
+            self.abnormal_beats.labels(cls)
 
     def set_model(self, model_id: str, cell: str, version: str) -> None:
         """Publish which model this worker serves."""

@@ -14,6 +14,11 @@ With a ``score.entity_scale`` section in the card the scores are divided by each
 running typical peak (:mod:`stream.entity_scale`, from ``0``, ``μ_0`` at the first sample), as
 the worker publishes them; ``entity_scale=False`` gives the unscaled ones.
 
+For an artifact with a beat model, :func:`replay_beats` gives the beat records the worker
+publishes for a series: the beat stage over the whole lead in ONE call from its initial state,
+fed the replay's published scores, each beat timed from its deciding sample as the worker does
+(:func:`stream.records.beat_record`).
+
 Series are processed in time chunks with the recurrent state carried across, so memory stays
 bounded on 30-minute, 360 Hz records; several entities are batched by padding the shorter ones at
 their end, which causality makes harmless to their real samples.
@@ -38,8 +43,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from stream.beats import offline_beats
 from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError
+from stream.records import beat_record
 from stream.scoring import score
 
 if TYPE_CHECKING:
@@ -47,7 +54,7 @@ if TYPE_CHECKING:
 
     from stream.artifact import Artifact
 
-__all__ = ["Replay", "replay", "replay_many", "residual_scale_of"]
+__all__ = ["Replay", "replay", "replay_beats", "replay_many", "residual_scale_of"]
 
 CHUNK = 32_768
 
@@ -124,3 +131,23 @@ def replay_many(artifact: Artifact, series: Sequence[np.ndarray], chunk: int = C
     return [Replay(artifact.unscale(out[i, :len(a)].astype(np.float64)),
                    all_scores[i, :len(a)].copy(), all_residuals[i])
             for i, a in enumerate(arrays)]
+
+
+def replay_beats(artifact: Artifact, entity_id: str, values: np.ndarray,
+                 ts: np.ndarray) -> list[dict]:
+    """The beat records (``stream/schemas/beat.json``) of one series ``values`` ``[T, F]`` (user
+    units) whose sample ``t`` is at ``ts[t]``, as the worker writes them when no reset
+    intervenes; ``[]`` for an artifact without a beat model."""
+    stage = artifact.beats
+    if stage is None:
+        return []
+    values = np.asarray(values, dtype=np.float64)
+    ts = np.asarray(ts, dtype=np.float64)
+    if ts.shape != (len(values),):
+        raise ValueError(f"ts: expected one time per sample ({len(values)}), got shape "
+                         f"{list(ts.shape)}")
+    scores = replay(artifact, values).scores
+    beats = offline_beats(stage, values[:, stage.lead], scores)
+    period = float(artifact.card["period_s"])
+    return [beat_record(entity_id, b, float(ts[b.decided]), period, stage.threshold,
+                        artifact.model_id) for b in beats]

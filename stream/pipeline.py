@@ -1,6 +1,7 @@
 """One micro-batch end to end, in the order that makes a crash harmless, independent of Faust.
 
-    prepare → load states (1 round trip) → apply (1 network call) → produce and AWAIT acks
+    prepare → load states (1 round trip) → apply (1 network call, and the beat stage's)
+            → produce predictions, beats, anomalies, dead letters and AWAIT acks
             → save states (1 round trip, with watermarks) → return (the caller then acks offsets)
 
 Why this order: if the process dies before the save, the states still hold the previous
@@ -8,7 +9,8 @@ watermark, the offsets were not committed, and the replayed messages are recompu
 states into the same predictions. If it dies after the save but before the offsets are committed,
 the replayed samples are at or below the saved watermark and are skipped (counted as duplicates),
 so no sample is applied twice and none is lost; their predictions were acknowledged before the
-save, so none is missing either.
+save, so none is missing either. Beat records go the same way: a beat decided by a sample whose
+state was never saved is decided again, identically, when that sample is replayed.
 
 A store or broker that is unreachable is waited for with capped exponential backoff, inside the
 batch: nothing is returned — hence nothing acknowledged or committed — until every step succeeds.
@@ -58,11 +60,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Topics:
-    """Where the three kinds of output records go."""
+    """Where the four kinds of output records go."""
 
     predictions: str
     anomalies: str
     deadletter: str
+    beats: str
 
 
 class Pipeline:
@@ -94,6 +97,7 @@ class Pipeline:
         topics = self.topics
         records: list[tuple[str, bytes | None, bytes]] = [
             (topics.predictions, k, v) for k, v in outcome.predictions]
+        records += [(topics.beats, k, v) for k, v in outcome.beats]
         records += [(topics.anomalies, k, v) for k, v in outcome.anomalies]
         records += [(topics.deadletter, k, v) for k, v in outcome.deadletters]
         if records:

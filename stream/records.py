@@ -40,11 +40,14 @@ import math
 from datetime import datetime
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from stream.errors import RecordError
+
+if TYPE_CHECKING:
+    from stream.beats import BeatOut
 
 __all__ = [
     "FLOAT32_MAX",
@@ -53,6 +56,7 @@ __all__ = [
     "REASONS",
     "TS_MAX",
     "Event",
+    "beat_record",
     "deadletter_record",
     "parse_event",
     "schema",
@@ -265,8 +269,26 @@ def deadletter_record(error: RecordError, raw: bytes, topic: str, partition: int
     }
 
 
+def beat_record(entity_id: str, beat: BeatOut, decided_ts: float, period_s: float,
+                threshold: float, model_id: str) -> dict[str, Any]:
+    """The record of one decided beat (``stream/schemas/beat.json``).
+
+    ``decided_ts`` is the time of the sample at which the beat was decided; the R peak's time is
+    counted back from it by the card's period, ``decided_ts - (decided - sample) * period_s``,
+    always, even when the R peak's own sample is at hand: its sample may have come in an earlier
+    batch (only the beat stage's state remembers it), and one formula for every beat makes the
+    time independent of how the stream was cut into batches (the offline replay uses it too).
+    """
+    sample, rr = int(beat.sample), beat.rr_s
+    return {"kind": "beat", "entity_id": entity_id,
+            "ts": decided_ts - (int(beat.decided) - sample) * period_s, "sample": sample,
+            "rr": None if rr is None else float(rr), "class": str(beat.cls),
+            "p_abnormal": float(beat.p_abnormal), "anomaly": bool(beat.anomaly),
+            "threshold": threshold, "model_id": model_id, "decided_ts": decided_ts}
+
+
 @cache
 def schema(name: str) -> dict[str, Any]:
-    """The JSON Schema ``stream/schemas/<name>.json`` (event, prediction or deadletter)."""
+    """The JSON Schema ``stream/schemas/<name>.json`` (event, prediction, beat or deadletter)."""
     text = resources.files("stream").joinpath("schemas", f"{name}.json").read_text("utf-8")
     return json.loads(text)

@@ -5,7 +5,7 @@ the old state or the new one, never a hidden state from one batch with the water
 The value is a fixed 32-byte little-endian header followed by float32 arrays::
 
     offset  type  field
-    0       u8    version (2)
+    0       u8    version (3)
     1       u8    flags (bit 0: the last forecast is valid; cleared on a fresh start or reset)
     2       u16   partition of the message that carried the last applied sample
     4       u32   steps applied since the entity's first sample or last reset (saturating)
@@ -15,10 +15,13 @@ The value is a fixed 32-byte little-endian header followed by float32 arrays::
     28      f32   log_mu: the running log average ``μ`` of the peak (0 unused)
     32      f32[S]  hidden state, ``Forecaster.pack_state`` layout (S = state_size)
     32+4S   f32[F]  the 1-step forecast for the next sample, scaled units
+    32+4S+4F  B bytes  the beat stage's row (``BeatStage.state_dtype``; B = 0 without a beat
+                       model): QRS detector, beat features, beat network, beats awaiting a decision
 
 A value of another length or version is treated as absent by the engine, never fed to the
-network: one of an older layout (version 1 had no ``peak``/``log_mu``, 24-byte header) is
-counted as a ``version`` reset, anything else as ``corrupt``.
+network: one of an older layout (version 1 had no ``peak``/``log_mu``, 24-byte header; version 2
+had no beat part) is counted as a ``version`` reset, anything else as ``corrupt``. The beat part
+comes last so that the watermark keeps its byte offset, which the Lua save reads.
 
 Keys carry the entity's Kafka partition in a Redis Cluster hash tag::
 
@@ -89,9 +92,10 @@ __all__ = [
     "parse_key",
 ]
 
-VERSION = 2
-# bytes an older version's value is shorter than this version's, for the same model
-OLDER_VERSIONS = {1: 8}
+VERSION = 3
+# bytes an older version's value is shorter than this version's, for the same model, before the
+# beat part (which no older version has)
+OLDER_VERSIONS = {1: 8, 2: 0}
 FLAG_FORECAST = 1
 HEADER_FIELDS = [("version", "u1"), ("flags", "u1"), ("partition", "<u2"), ("steps", "<u4"),
                  ("wm_ts", "<f8"), ("wm_offset", "<i8"), ("peak", "<f4"), ("log_mu", "<f4")]
@@ -140,13 +144,17 @@ class CheckpointMoved(Exception):
 
 
 class StateCodec:
-    """Packs states of many entities to bytes and back with one numpy call each way."""
+    """Packs states of many entities to bytes and back with one numpy call each way;
+    ``beat_dtype`` (a beat stage's fixed-size row) adds the ``beat`` field at the end."""
 
-    def __init__(self, state_size: int, n_features: int) -> None:
+    def __init__(self, state_size: int, n_features: int,
+                 beat_dtype: np.dtype | None = None) -> None:
         self.state_size, self.n_features = state_size, n_features
+        beat = [("beat", beat_dtype)] if beat_dtype is not None else []
         self.dtype = np.dtype([*HEADER_FIELDS, ("state", "<f4", (state_size,)),
-                               ("forecast", "<f4", (n_features,))])
+                               ("forecast", "<f4", (n_features,)), *beat])
         self.size = self.dtype.itemsize
+        self.beat_bytes = beat_dtype.itemsize if beat_dtype is not None else 0
         self.raw_bytes = 4 * (state_size + n_features)
 
     def empty(self, n: int) -> np.ndarray:
@@ -184,7 +192,7 @@ class StateCodec:
 
     def stale(self, blobs: Sequence[bytes | None]) -> np.ndarray:
         """Mask of values laid out as an older version's state of the same model."""
-        size = self.size
+        size = self.size - self.beat_bytes
         return np.fromiter((b is not None and len(b) > 0 and b[0] in OLDER_VERSIONS
                             and len(b) == size - OLDER_VERSIONS[b[0]] for b in blobs),
                            dtype=bool, count=len(blobs))

@@ -74,17 +74,18 @@ def quiet_loggers() -> None:
 
 
 def output_topics(settings: Settings) -> Topics:
-    return Topics(settings.topic_predictions, settings.topic_anomalies, settings.topic_deadletter)
+    return Topics(settings.topic_predictions, settings.topic_anomalies, settings.topic_deadletter,
+                  settings.topic_beats)
 
 
 async def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create the four topics where missing (``SEQSTREAM_PARTITIONS`` partitions, replication
+    """Create the five topics where missing (``SEQSTREAM_PARTITIONS`` partitions, replication
     up to 3); return each one's partition count. Existing topics are left as they are."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
     names = [settings.topic_events, settings.topic_predictions, settings.topic_anomalies,
-             settings.topic_deadletter]
+             settings.topic_deadletter, settings.topic_beats]
     admin = AIOKafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=15_000)
     try:
         await admin.start()

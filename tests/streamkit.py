@@ -26,6 +26,8 @@ import orjson
 import torch
 
 from stream.artifact import load_artifact, save_artifact
+from stream.beatnet import BeatNet
+from stream.beats import FEATURES, BeatFeatures, BeatStage, offline_beats
 from stream.model import Forecaster
 
 __all__ = [
@@ -35,10 +37,12 @@ __all__ = [
     "WorkerProcess",
     "assert_predictions_match",
     "assert_states_equal",
+    "beat_stage",
     "consume",
     "create_topics",
     "ecg",
     "free_port",
+    "live_slots",
     "make_artifact",
     "offline_forecasts",
     "produce",
@@ -65,9 +69,10 @@ def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layer
                   horizon: int = 3, seed: int = 0, threshold: float = 4.0,
                   sample: np.ndarray | None = None, n_features: int = 2,
                   residual_scale: Sequence[float] | None = None,
-                  entity_scale: dict | None = None) -> Path:
+                  entity_scale: dict | None = None, beats: BeatStage | None = None) -> Path:
     """A randomly initialised Forecaster saved as an artifact; scaler from ``sample`` if given;
-    ``entity_scale`` becomes the card's ``score.entity_scale`` section."""
+    ``entity_scale`` becomes the card's ``score.entity_scale`` section; ``beats`` a beat stage
+    on feature 0 (MLII in most MIT-BIH records)."""
     torch.manual_seed(seed)
     model = Forecaster(cell, n_features=n_features, hidden_size=hidden, num_layers=layers,
                        horizon=horizon).eval()
@@ -87,8 +92,25 @@ def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layer
         "metrics": {},
         "version": "test",
     }
-    save_artifact(model, card, directory)
+    if beats is not None:
+        card["beats"] = {"lead": "lead0"}
+    save_artifact(model, card, directory, beats=beats)
     return directory
+
+
+def beat_stage(leads: Sequence[np.ndarray], seed: int = 7) -> BeatStage:
+    """A seeded, untrained beat stage (the real features and network) normalised on ``leads``
+    (MLII, mV), its threshold at their median ``p_abnormal`` so that both flags and non-flags
+    occur (training is separate)."""
+    torch.manual_seed(seed)
+    feats = BeatFeatures(360.0)
+    rows = np.concatenate([np.stack([b.features for b in feats.extract(feats.initial(1), [x])[0]])
+                           for x in leads])
+    net = BeatNet(len(FEATURES), hidden_size=8, embed_size=8)
+    stage = BeatStage(feats, net, rows.mean(0), np.maximum(rows.std(0), 1e-6), 0.5)
+    stage.threshold = float(np.median([b.p_abnormal for x in leads
+                                       for b in offline_beats(stage, x)]))
+    return stage
 
 
 def offline_forecasts(artifact_dir: Path, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +142,9 @@ def free_port() -> int:
 
 
 def topic_names(unique: str) -> dict[str, str]:
-    """The worker's four topic settings, named after the test."""
-    return {k: f"{unique}.{k}" for k in ("events", "predictions", "anomalies", "deadletter")}
+    """The worker's five topic settings, named after the test."""
+    return {k: f"{unique}.{k}" for k in ("events", "predictions", "anomalies", "deadletter",
+                                          "beats")}
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
@@ -190,6 +213,7 @@ class WorkerProcess:
             "SEQSTREAM_TOPIC_PREDICTIONS": names["predictions"],
             "SEQSTREAM_TOPIC_ANOMALIES": names["anomalies"],
             "SEQSTREAM_TOPIC_DEADLETTER": names["deadletter"],
+            "SEQSTREAM_TOPIC_BEATS": names["beats"],
             "SEQSTREAM_PARTITIONS": str(partitions), "SEQSTREAM_APP_ID": app_id or unique,
             "SEQSTREAM_BATCH_MAX": str(batch_max),
             "SEQSTREAM_WARMUP_STEPS": str(warmup_steps), "SEQSTREAM_MAX_GAP_S": str(max_gap_s),
@@ -352,7 +376,8 @@ def redis_states(redis_url: str, app_id: str, model_id: str, names: Sequence[str
 def assert_states_equal(codec: Any, got: dict[str, bytes | None], want: dict[str, bytes],
                         atol: float = 1e-5) -> None:
     """Same steps, watermark and source offset exactly; float parts to ``atol`` (a batch of
-    another composition rounds the last float32 bit differently)."""
+    another composition rounds the last float32 bit differently); a beat stage's part too: its
+    feature state exactly, its network's hidden state to ``atol``."""
     names = sorted(want)
     g, g_found = codec.decode([got[n] for n in names])
     w, w_found = codec.decode([want[n] for n in names])
@@ -362,6 +387,18 @@ def assert_states_equal(codec: Any, got: dict[str, bytes | None], want: dict[str
         np.testing.assert_array_equal(g[field], w[field], err_msg=field)
     np.testing.assert_allclose(g["state"], w["state"], rtol=0, atol=atol)
     np.testing.assert_allclose(g["forecast"], w["forecast"], rtol=0, atol=atol)
+    if "beat" in (g.dtype.names or ()):
+        assert live_slots(g["beat"]["feat"]).tobytes() == live_slots(w["beat"]["feat"]).tobytes()
+        np.testing.assert_allclose(g["beat"]["hidden"], w["beat"]["hidden"], rtol=0, atol=atol)
+
+
+def live_slots(feat: np.ndarray) -> np.ndarray:
+    """The beat features' state with the R peak queue's unused slots zeroed: the stage leaves
+    popped entries there (never read again), so two equal states may differ in those bytes."""
+    out = feat.copy()
+    unused = np.arange(out["pending"].shape[1]) >= out["n_pending"][:, None]
+    out["pending"][unused] = 0
+    return out
 
 
 def assert_predictions_match(got: Sequence[dict], want: dict, threshold: float,

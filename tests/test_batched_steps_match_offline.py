@@ -19,7 +19,7 @@ from stream.pipeline import Pipeline, Topics
 from stream.records import schema
 from stream.state import MemoryStateStore, StateCodec
 
-TOPICS = Topics("p", "a", "d")
+TOPICS = Topics("p", "a", "d", "b")
 
 
 class Sink:

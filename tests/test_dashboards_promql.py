@@ -23,7 +23,8 @@ PROMTOOL = shutil.which("promtool")
 
 COUNTERS = ("seqstream_events_total", "seqstream_samples_total", "seqstream_predictions_total",
             "seqstream_anomalies_total", "seqstream_deadletters_total",
-            "seqstream_skipped_total", "seqstream_resets_total")
+            "seqstream_skipped_total", "seqstream_resets_total", "seqstream_beats_total",
+            "seqstream_abnormal_beats_total")
 HISTOGRAMS = ("seqstream_latency_seconds", "seqstream_batch_seconds",
               "seqstream_redis_load_seconds", "seqstream_redis_save_seconds",
               "seqstream_model_step_seconds", "seqstream_batch_size")

@@ -25,7 +25,7 @@ WARMUP = 360
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval") / "artifact"
-    assert main(["train", "--config", "ecg", "--output", str(out), *TINY]) == 0
+    assert main(["train", "--config", "ecg-bundled", "--output", str(out), *TINY]) == 0
     return out
 
 

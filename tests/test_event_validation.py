@@ -87,7 +87,7 @@ def test_a_dead_letter_keeps_the_raw_start_as_text_and_locates_the_message():
 
 
 def test_the_schemas_are_valid_and_agree_with_the_validator():
-    for name in ("event", "prediction", "deadletter"):
+    for name in ("event", "prediction", "beat", "deadletter"):
         jsonschema.Draft202012Validator.check_schema(schema(name))
     assert tuple(schema("deadletter")["properties"]["reason"]["enum"]) == REASONS
     for example in schema("event")["examples"]:

@@ -11,6 +11,7 @@ from stream.metrics import LATENCY_BUCKETS, Metrics, observe_many
 EXPECTED = {
     "seqstream_events_total": set(), "seqstream_samples_total": set(),
     "seqstream_predictions_total": set(), "seqstream_anomalies_total": set(),
+    "seqstream_beats_total": set(), "seqstream_abnormal_beats_total": {"class"},
     "seqstream_deadletters_total": {"reason"}, "seqstream_skipped_total": {"reason"},
     "seqstream_resets_total": {"reason"}, "seqstream_replayed_total": set(),
     "seqstream_state_rewinds_total": set(), "seqstream_state_lost_total": {"action"},

@@ -34,13 +34,13 @@ def test_every_config_field_has_a_flag() -> None:
             assert f"{f.name}_{inner.name}" in dests
 
 
-@pytest.mark.parametrize("name", ["ecg", "ecg-large", "nab", "skab"])
+@pytest.mark.parametrize("name", ["ecg", "ecg-bundled", "ecg-large", "nab", "skab"])
 def test_shipped_configs_load_and_point_at_real_data(name: str, shared_data: Path) -> None:
     cfg = load_config(name)
     assert cfg.name == name and cfg.output == f"artifacts/{name}"
     assert (CONFIG_DIR / f"{name}.yaml").is_file()
     d = cfg.data
-    if name == "ecg":
+    if name == "ecg-bundled":
         assert d.path == "bundled:mitdb"  # works on a machine without ../shared
     else:
         path = d.path.replace("../shared/data", str(shared_data))

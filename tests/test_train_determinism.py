@@ -14,7 +14,7 @@ from training.fit import fit
 
 
 def _tiny(out: Path, seed: int):
-    cfg = load_config("ecg", {"data_entities": "106", "model_hidden_size": "8",
+    cfg = load_config("ecg-bundled", {"data_entities": "106", "model_hidden_size": "8",
                               "data_max_windows": "64", "train_max_epochs": "2",
                               "train_limit_train_batches": "3", "train_limit_val_batches": "2",
                               "train_progress_bar": "false", "train_threads": "1",

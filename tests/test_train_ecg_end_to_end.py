@@ -1,5 +1,5 @@
-"""``seqstream train --config ecg`` at a tiny size: artifact, report and plot are written, and the
-artifact loads and replays in a process that never imports Lightning."""
+"""``seqstream train --config ecg-bundled`` at a tiny size: artifact, report and plot are
+written, and the artifact loads and replays in a process that never imports Lightning."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ TINY = ["--model-hidden-size", "8", "--data-max-windows", "96", "--train-max-epo
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ecg") / "artifact"
-    assert main(["train", "--config", "ecg", "--output", str(out), *TINY]) == 0
+    assert main(["train", "--config", "ecg-bundled", "--output", str(out), *TINY]) == 0
     return out
 
 
@@ -36,7 +36,7 @@ def test_ecg_config_writes_artifact_report_and_plot(trained: Path) -> None:
     report = json.loads((trained / "report.json").read_text())
     card = json.loads((trained / CARD).read_text())
     assert report["model_id"] == card["model_id"]
-    assert card["data"]["path"] == "bundled:mitdb"  # the ecg config needs no ../shared
+    assert card["data"]["path"] == "bundled:mitdb"  # the ecg-bundled config needs no ../shared
     assert card["data"]["entities"] == sorted(p.stem for p in BUNDLED_MITDB.glob("*.hea"))
     assert card["features"] == [{"name": "MLII", "unit": "mV"}]
     assert card["period_s"] == pytest.approx(1 / 360)

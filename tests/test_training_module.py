@@ -63,7 +63,7 @@ def test_gaussian_loss_needs_the_variance_head_and_bidirectional_is_refused() ->
     ("rnn", "mae", "sgd"), ("lstm", "gaussian_nll", "rmsprop"), ("gru", "mse", "adam")])
 def test_every_cell_trains_and_exports(tmp_path: Path, cell: str, loss: str,
                                        optimizer: str) -> None:
-    cfg = load_config("ecg", {
+    cfg = load_config("ecg-bundled", {
         "data_entities": "106", "data_window": "180", "data_max_windows": "64",
         "model_cell": cell, "model_hidden_size": "8", "model_num_layers": "2",
         "model_horizon": "3", "model_gaussian": str(loss == "gaussian_nll"),

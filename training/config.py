@@ -1,10 +1,11 @@
 """Training configuration: YAML files in ``training/configs``, every field also a flag.
 
-A config has five sections (``data``, ``model``, ``train``, ``calibration``, ``evaluation``) and
-two top-level fields (``name``, ``output``). Each field is declared once below with its type,
-default and help; :func:`add_flags` turns them into ``--section-field`` flags, and
-:func:`load_config` applies defaults < YAML < flags. Unknown keys are errors, so a typo in a
-config never trains silently with a default.
+A config has six sections (``data``, ``model``, ``train``, ``calibration``, ``evaluation``,
+``beats``: the optional beat classifier, :mod:`training.beats`) and two top-level fields
+(``name``, ``output``). Each field is declared once below with its type, default and help;
+:func:`add_flags` turns them into ``--section-field`` flags, and :func:`load_config` applies
+defaults < YAML < flags. Unknown keys are errors, so a typo in a config never trains silently
+with a default.
 
 >>> cfg = load_config("ecg", {"model_hidden_size": "16", "data_entities": "100,106"})
 >>> cfg.name, cfg.model.hidden_size, cfg.data.entities, cfg.output
@@ -28,6 +29,7 @@ from stream.errors import ConfigError
 
 __all__ = [
     "CONFIG_DIR",
+    "BeatsConfig",
     "CalibrationConfig",
     "Config",
     "DataConfig",
@@ -127,6 +129,28 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class BeatsConfig:
+    enabled: bool = _f(False, "also train the beat classifier (ECG: needs annotated WFDB "
+                       "records) and put it in the same artifact")
+    path: str = _f("../shared/data/mitdb", "WFDB directory of the beat records")
+    lead: str = _f("MLII", "ECG lead, by name (one of data.features)")
+    train_records: tuple[str, ...] = _f((), "records to train on (absent ones are skipped "
+                                        "with a line)")
+    val_records: tuple[str, ...] = _f((), "held-out records: early stopping and the threshold")
+    window: int = _f(64, "consecutive beats per training window")
+    cell: str = _f("gru", "recurrent cell", ("gru", "lstm"))
+    hidden_size: int = _f(32, "hidden units")
+    embed_size: int = _f(32, "per-beat embedding units")
+    epochs: int = _f(30, "most epochs")
+    patience: int = _f(6, "early stopping: epochs without val_loss improvement")
+    lr: float = _f(3e-3, "learning rate")
+    weight_decay: float = _f(1e-4, "L2 weight decay")
+    batch_size: int = _f(32, "windows per batch")
+    cap_s: float = _f(2.0, "a beat is decided at most this long after its R peak (plus the "
+                      "detector's delay) when no next beat comes")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = _f("custom", "config name (and default output folder)")
     output: str = _f("", "artifact directory (empty = artifacts/<name>)")
@@ -135,6 +159,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    beats: BeatsConfig = field(default_factory=BeatsConfig)
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -147,7 +172,8 @@ class Config:
 
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
-                  "calibration": CalibrationConfig, "evaluation": EvaluationConfig}
+                  "calibration": CalibrationConfig, "evaluation": EvaluationConfig,
+                  "beats": BeatsConfig}
 
 
 def _coerce(value: Any, hint: Any, where: str, choices: tuple[str, ...]) -> Any:

@@ -12,7 +12,9 @@
    with ``calibration.entity_scale`` the per-entity scale's ``μ_0`` (:mod:`stream.entity_scale`:
    the mean log peak hold over those samples) and the scores scaled by it as the worker will,
    then the threshold on those scores (:mod:`training.calibrate`).
-4. Evaluate the test parts (:mod:`training.evaluate`), export the artifact
+4. With ``beats.enabled``, train the beat classifier (:mod:`training.beats`: its own records,
+   DS1 patients, with their own validation patients) into the same artifact.
+5. Evaluate the test parts (:mod:`training.evaluate`), export the artifact
    (:func:`stream.artifact.save_artifact`), reload it the way the worker does and check that it
    replays to the same forecasts, and write ``report.json`` and ``plot.png`` beside it.
 """
@@ -44,7 +46,7 @@ from training.data import SeriesDataModule
 from training.evaluate import beat_outcomes, estimate_season, flag_metrics, forecast_metrics
 from training.module import ForecastModule, build_network
 from training.plot import plot_test_stretch
-from training.sources import Series, load_source
+from training.sources import Series, load_source, resolve_path
 
 __all__ = ["FitResult", "fit"]
 
@@ -166,6 +168,35 @@ def _season(cfg: Config, dm: SeriesDataModule) -> int | None:
     return season
 
 
+def _beats(cfg: Config, names: list[str]) -> tuple[Any, dict[str, Any] | None]:
+    """The beat stage and its card section when ``beats.enabled`` (else None, None)."""
+    b = cfg.beats
+    if not b.enabled:
+        return None, None
+    if b.lead not in names:
+        raise ConfigError(f"beats.lead: expected one of the features {names}, got {b.lead!r}")
+    path = resolve_path(b.path)
+    if not path.is_dir():
+        raise ConfigError(f"beats.path: expected the WFDB directory of the beat records, got "
+                          f"{path} (not found); without ../shared use --config ecg-bundled")
+    chosen = []
+    for part in (b.train_records, b.val_records):
+        there = [r for r in part if (path / f"{r}.hea").is_file()]
+        absent = [r for r in part if r not in there]
+        if absent:
+            log.warning("beats: records %s are not in %s; training without them",
+                        " ".join(absent), path)
+        chosen.append(there)
+    from training.beats import train_beat_stage
+
+    return train_beat_stage(path, chosen[0], chosen[1], lead=b.lead, window=b.window,
+                            hidden_size=b.hidden_size, embed_size=b.embed_size, cell=b.cell,
+                            epochs=b.epochs, patience=b.patience, lr=b.lr,
+                            weight_decay=b.weight_decay, batch_size=b.batch_size,
+                            seed=cfg.train.seed, cap_s=b.cap_s, progress=cfg.train.progress_bar,
+                            log=log.info)
+
+
 def fit(cfg: Config) -> FitResult:
     """Run the whole pipeline for ``cfg``; outputs go to ``cfg.output``."""
 
@@ -248,7 +279,13 @@ def fit(cfg: Config) -> FitResult:
         "training": {**training, "config": cfg.as_dict()},
         "version": __version__,
     }
-    model_id = save_artifact(net, _finite(card), out)
+    stage, beats_section = _beats(cfg, names)
+    if stage is not None:
+        card["beats"] = beats_section
+        report_beats = {"beats": beats_section}
+    else:
+        report_beats = {}
+    model_id = save_artifact(net, _finite(card), out, beats=stage)
     loaded = load_artifact(out)
     check = replay_many(loaded, [s.values[a:a + REPLAY_CHECK] for s, (a, _) in
                                  zip(series, dm.parts, strict=True)])
@@ -282,6 +319,7 @@ def fit(cfg: Config) -> FitResult:
         "data": card["data"],
         "plot": {"file": "plot.png", "entity": s.entity, **drawn},
         "replay_check_max_abs_diff": drift,
+        **report_beats,
         "wall_s": round(time.perf_counter() - started, 2),
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
