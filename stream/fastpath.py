@@ -55,12 +55,14 @@ consume the source in an ``app.task``; see :func:`run_batches`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import tuples as faust_tuples
 from mode.utils.futures import notify
 
 from stream.errors import ConfigError
@@ -79,6 +81,11 @@ EARLIEST = -2
 
 Positioner = Callable[[dict["TP", "int | None"]], Awaitable[dict["TP", "int | None"]]]
 """``{tp: Kafka committed offset or None}`` → ``{tp: offset to start at, or None to stay}``."""
+
+
+# faust's lock around its ack bookkeeping (``_acked``, ``_acked_index``, ``_n_acked``), where the
+# installed faust has one: the batch acks below take it as faust's own ``Consumer.ack`` does
+ACK_LOCK: Any = getattr(faust_tuples, "ack_lock", None) or contextlib.nullcontext()
 
 
 class InFlight:
@@ -150,28 +157,29 @@ class BatchSource:
                 continue
             yield batch
 
-    def done(self, batch: RecordBatch, skip: frozenset[int] = frozenset()) -> None:
+    def done(self, batch: RecordBatch, partitions: frozenset[int] | None = None) -> None:
         """Mark every offset of ``batch`` acked (call after outputs are acknowledged and states
-        saved), except those of the partitions in ``skip``; faust's commit loop commits them."""
-        consumer = self.app.consumer
-        committed_of, acked_of, index_of = (consumer._committed_offset, consumer._acked,
-                                            consumer._acked_index)
-        n = 0
-        for tp, offsets in batch.offsets.items():
-            if tp.partition in skip:
-                continue
-            committed = committed_of[tp]
-            if committed is not None and offsets[0] < committed:
-                offsets = [o for o in offsets if o >= committed]
-            index = index_of[tp]
-            if not index.isdisjoint(offsets):
-                offsets = [o for o in offsets if o not in index]
-            if offsets:
-                index.update(offsets)
-                acked_of[tp].extend(offsets)
-                n += len(offsets)
-        consumer._n_acked += n
-        self._release(batch)
+        saved), or only those of ``partitions``; faust's commit loop commits them."""
+        with ACK_LOCK:
+            consumer = self.app.consumer
+            committed_of, acked_of, index_of = (consumer._committed_offset, consumer._acked,
+                                                consumer._acked_index)
+            n = 0
+            for tp, offsets in batch.offsets.items():
+                if partitions is not None and tp.partition not in partitions:
+                    continue
+                committed = committed_of[tp]
+                if committed is not None and offsets[0] < committed:
+                    offsets = [o for o in offsets if o >= committed]
+                index = index_of[tp]
+                if not index.isdisjoint(offsets):
+                    offsets = [o for o in offsets if o not in index]
+                if offsets:
+                    index.update(offsets)
+                    acked_of[tp].extend(offsets)
+                    n += len(offsets)
+            consumer._n_acked += n
+            self._release(batch)
 
     def drop(self, batch: RecordBatch) -> None:
         """Give ``batch`` up unacked: its records are read again from the committed offset."""
@@ -179,8 +187,9 @@ class BatchSource:
 
     def _release(self, batch: RecordBatch) -> None:
         consumer = self.app.consumer
-        batch.marker.acked = True
-        consumer._unacked_messages.discard(batch.marker)
+        with ACK_LOCK:
+            batch.marker.acked = True
+            consumer._unacked_messages.discard(batch.marker)
         notify(consumer._waiting_for_ack)
 
     async def rewind(self) -> None:
@@ -412,14 +421,14 @@ async def run_batches(source: BatchSource, handle: Callable[[Sequence[Any]], Awa
 
     ``handle`` must return only once the batch's outputs are acknowledged and its states saved;
     if it raises, the batch stays unacked (replayed after a restart) and the error propagates.
-    A refused save (:class:`~stream.state.CheckpointMoved`) acks the partitions that were saved
-    and seeks the source back (:meth:`BatchSource.rewind`) instead.
+    A refused load or save (:class:`~stream.state.CheckpointMoved`) acks only the partitions that
+    were saved and seeks the source back (:meth:`BatchSource.rewind`) instead.
     """
     async for batch in source:
         try:
             await handle(batch.records)
         except CheckpointMoved as ex:
-            source.done(batch, skip=frozenset(ex.stored))
+            source.done(batch, partitions=ex.saved)
             await source.rewind()
             continue
         source.done(batch)

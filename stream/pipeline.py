@@ -23,7 +23,11 @@ seeks an assigned partition). A refused save (Redis lost acknowledged writes, or
 now belongs to another worker) raises :class:`~stream.state.CheckpointMoved` after the other
 partitions are saved: the caller acks none of the refused partitions' offsets and seeks them
 back to the stored checkpoints (:func:`stream.fastpath.run_batches`), so those events are read
-and applied again from the restored states. Partitions missing from ``positions`` (a pipeline
+and applied again from the restored states. The load reads the same checkpoints in its round trip
+and refuses the same way before anything is computed or produced, so a rollback that happened
+between two batches costs no wrong prediction; one between a batch's load and its save produces
+that batch's predictions from the rolled-back states, and the replay after the seek produces them
+again, right (the later record wins). Partitions missing from ``positions`` (a pipeline
 driven without a consumer, as in the benchmark) write their checkpoint without comparing.
 
 The caller supplies ``send``: an async callable taking ``[(topic, key, value), ...]`` that returns
@@ -88,10 +92,17 @@ class Pipeline:
         ids = batch.entity_ids
         sources = batch.sources
         part_of = {e: sources[idx[-1]][0] for e, idx in batch.groups.items()}
+        checkpoints = self._checkpoints(messages)
+        expected = {p: want for p, (want, _) in checkpoints.items() if want != UNCHECKED}
         t = time.perf_counter()
-        blobs = await self._until_done("Redis load",
-                                       lambda i: self.store.load(i, list(part_of.values())), ids,
-                                       errors=self.store.transient_errors)
+        try:
+            blobs = await self._until_done(
+                "Redis load",
+                lambda i: self.store.load_checked(i, list(part_of.values()), expected), ids,
+                errors=self.store.transient_errors)
+        except CheckpointMoved as ex:
+            self._moved(ex)
+            raise
         load_s = time.perf_counter() - t
         outcome = self.engine.apply(batch, blobs)
         topics = self.topics
@@ -104,24 +115,15 @@ class Pipeline:
             await self._until_done("Kafka produce", self.send, records, errors=self.send_errors)
         acked_at = time.time()
         t = time.perf_counter()
-        checkpoints = self._checkpoints(messages)
         if outcome.states or checkpoints:
             try:
                 await self._until_done(
                     "Redis save", lambda s: self.store.save(s, part_of, checkpoints),
                     outcome.states, errors=self.store.transient_errors)
             except CheckpointMoved as ex:
-                for p, (_, write) in checkpoints.items():
-                    if p not in ex.stored:
-                        self.positions[p] = write
-                for p in sorted(ex.stored):
-                    self.positions[p] = ex.stored[p]
-                    log.warning("partition %d: stored checkpoint %s, this worker last wrote %s "
-                                "(Redis lost acknowledged writes, or another worker owns the "
-                                "partition): its part of the batch is dropped unacked and the "
-                                "partition sought back", p, ex.stored[p], ex.expected[p])
-                if self.metrics is not None:
-                    self.metrics.state_rewinds.inc(len(ex.stored))
+                for p in ex.saved:
+                    self.positions[p] = checkpoints[p][1]
+                self._moved(ex)
                 raise
             for p, (_, write) in checkpoints.items():
                 self.positions[p] = write
@@ -137,6 +139,17 @@ class Pipeline:
             m.batch_size.observe(len(messages))
             m.batch.observe(time.perf_counter() - began)
         return outcome
+
+    def _moved(self, ex: CheckpointMoved) -> None:
+        """A refused load or save: one line per partition, counted; expect what is stored."""
+        for p in sorted(ex.stored):
+            self.positions[p] = ex.stored[p]
+            log.warning("partition %d: stored checkpoint %s, this worker last wrote %s (Redis "
+                        "lost acknowledged writes, or another worker owns the partition): its "
+                        "part of the batch is dropped unacked and the partition sought back", p,
+                        ex.stored[p], ex.expected[p])
+        if self.metrics is not None:
+            self.metrics.state_rewinds.inc(len(ex.stored))
 
     def _checkpoints(self, messages: Sequence[RawMessage]) -> dict[int, tuple[int | None, int]]:
         """Each partition's (expected stored checkpoint, next offset to read after the batch)."""

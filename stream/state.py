@@ -132,12 +132,13 @@ def parse_key(key: str) -> tuple[str, int, str | None] | None:
 class CheckpointMoved(Exception):
     """A save refused for ``partitions``: their stored checkpoints are not the expected ones.
 
-    ``stored`` maps each refused partition to its checkpoint in the store (``None``: absent).
+    ``stored`` maps each refused partition to its checkpoint in the store (``None``: absent);
+    ``saved`` names the partitions of the same batch that were saved all the same.
     """
 
-    def __init__(self, stored: Mapping[int, int | None], expected: Mapping[int, int | None]
-                 ) -> None:
-        self.stored, self.expected = dict(stored), dict(expected)
+    def __init__(self, stored: Mapping[int, int | None], expected: Mapping[int, int | None],
+                 saved: frozenset[int] = frozenset()) -> None:
+        self.stored, self.expected, self.saved = dict(stored), dict(expected), saved
         super().__init__("state save refused: partition checkpoints moved "
                          + ", ".join(f"{p}: expected {expected[p]}, stored {stored[p]}"
                                      for p in sorted(stored)))
@@ -198,6 +199,10 @@ class StateCodec:
                            dtype=bool, count=len(blobs))
 
 
+def _int_or_none(raw: bytes | str | None) -> int | None:
+    return int(raw) if raw not in (None, b"", "") else None  # type: ignore[arg-type]
+
+
 Checkpoints = Mapping[int, tuple[int | None, int]]
 """``{partition: (expected stored checkpoint or None if absent, checkpoint to write)}``; an
 expected :data:`UNCHECKED` writes without comparing."""
@@ -244,6 +249,25 @@ class StateStore(ABC):
     async def checkpoints(self, partitions: Sequence[int]) -> dict[int, int | None]:
         """The stored checkpoint (next offset to read) of each partition, ``None`` if absent."""
 
+    @abstractmethod
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The values of ``keys`` in one round trip."""
+
+    async def load_checked(self, entity_ids: Sequence[str], partitions: Sequence[int],
+                           expected: Mapping[int, int | None]) -> list[bytes | None]:
+        """:meth:`load`, in the same round trip reading the checkpoints of ``expected``'s
+        partitions: raises :class:`CheckpointMoved` (nothing saved) when one is not the expected
+        one, so a batch is not computed, let alone produced, from states Redis has rolled back."""
+        parts = list(expected)
+        keys = [self.checkpoint_key(p) for p in parts]
+        keys += [self.key(e, p) for e, p in zip(entity_ids, partitions, strict=True)]
+        values = await self._get_many(keys)
+        moved = {p: _int_or_none(v) for p, v in zip(parts, values, strict=False)
+                 if _int_or_none(v) != expected[p]}
+        if moved:
+            raise CheckpointMoved(moved, {p: expected[p] for p in moved})
+        return values[len(parts):]
+
     async def close(self) -> None:  # noqa: B027 - optional hook, a no-op where nothing to release
         """Release connections."""
 
@@ -272,12 +296,9 @@ class MemoryStateStore(StateStore):
 
     async def load(self, entity_ids: Sequence[str], partitions: Sequence[int] | None = None
                    ) -> list[bytes | None]:
-        now, out = time.monotonic(), []
         parts = partitions if partitions is not None else [0] * len(entity_ids)
-        for entity_id, p in zip(entity_ids, parts, strict=True):
-            item = self._data.get(self.key(entity_id, p))
-            out.append(item[0] if item is not None and item[1] > now else None)
-        return out
+        return await self._get_many([self.key(e, p) for e, p in zip(entity_ids, parts,
+                                                                     strict=True)])
 
     async def save(self, states: Mapping[str, bytes], partitions: Mapping[str, int] | None = None,
                    checkpoints: Checkpoints | None = None) -> int:
@@ -301,15 +322,18 @@ class MemoryStateStore(StateStore):
                                                       float("inf"))
         if refused:
             raise CheckpointMoved({p: stored[p] for p in refused},
-                                  {p: checkpoints[p][0] for p in refused})  # type: ignore[index]
+                                  {p: checkpoints[p][0] for p in refused},  # type: ignore[index]
+                                  frozenset(checkpoints or ()) - refused)
         return written
 
     async def checkpoints(self, partitions: Sequence[int]) -> dict[int, int | None]:
-        out: dict[int, int | None] = {}
-        for p in partitions:
-            item = self._data.get(self.checkpoint_key(p))
-            out[p] = int(item[0]) if item is not None else None
-        return out
+        values = await self._get_many([self.checkpoint_key(p) for p in partitions])
+        return {p: _int_or_none(v) for p, v in zip(partitions, values, strict=True)}
+
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        now, get = time.monotonic(), self._data.get
+        return [item[0] if (item := get(k)) is not None and item[1] > now else None
+                for k in keys]
 
 
 # KEYS[1]: the partition's checkpoint key; KEYS[2..]: its state keys.
@@ -336,10 +360,6 @@ end
 if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3]); stored = ARGV[3] end
 return {written, stored}
 """
-
-
-def _int_or_none(raw: bytes | str | None) -> int | None:
-    return int(raw) if raw not in (None, b"", "") else None  # type: ignore[arg-type]
 
 
 class RedisStateStore(StateStore):
@@ -385,7 +405,8 @@ class RedisStateStore(StateStore):
                 written += n
         if refused:
             raise CheckpointMoved(refused, {p: checkpoints[p][0]  # type: ignore[index]
-                                            for p in refused})
+                                            for p in refused},
+                                  frozenset(checkpoints or ()) - set(refused))
         return written
 
     async def checkpoints(self, partitions: Sequence[int]) -> dict[int, int | None]:
@@ -393,6 +414,9 @@ class RedisStateStore(StateStore):
             return {}
         values = await self.client.mget([self.checkpoint_key(p) for p in partitions])
         return {p: _int_or_none(v) for p, v in zip(partitions, values, strict=True)}
+
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        return await self.client.mget(keys) if keys else []
 
     async def close(self) -> None:
         await self.client.aclose()

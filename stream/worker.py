@@ -42,7 +42,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from stream import fastpath
+from stream import fastpath, seam
 from stream.batchsend import batch_send
 from stream.engine import Engine
 from stream.errors import StackError
@@ -243,6 +243,7 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     from prometheus_client import start_http_server
 
     quiet_loggers()
+    seam.check()  # the private faust/aiokafka names the fast path uses: one line if one is gone
     metrics = Metrics()
     engine = Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
                     max_payload_bytes=settings.max_payload_bytes,
@@ -273,6 +274,7 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
                              f" expected a free port (SEQSTREAM_METRICS_PORT, 0 = off), got "
                              f"{ex.strerror or ex}") from ex
     app = build_app(settings, engine, redis_client)
+    seam.check_instance(app.consumer)
     log.info("seqstream worker: model %s (%s, %d features, horizon %d), topics %s, Redis state "
              "%s:*, checks took %.1f s", artifact.model_id[:16], cell, artifact.n_features,
              artifact.model.horizon, counts, namespace(settings.app_id, artifact.model_id),

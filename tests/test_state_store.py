@@ -202,3 +202,17 @@ def test_a_stored_state_is_within_1_3x_of_its_raw_float32_bytes(settings, unique
           f"(x{usage / codec.raw_bytes:.2f})")
     assert stored == codec.size == codec.raw_bytes + HEADER_BYTES
     assert stored <= 1.3 * codec.raw_bytes
+
+
+def test_a_load_reads_the_checkpoints_and_refuses_a_moved_one(make_store):
+    async def go():
+        store = await make_store()
+        (a,) = CODEC.encode(states(1, wm=3.0))
+        await store.save({"x": a}, {"x": 1}, {1: (None, 10)})
+        assert await store.load_checked(["x"], [1], {1: 10}) == [a]
+        with pytest.raises(CheckpointMoved) as info:
+            await store.load_checked(["x"], [1], {1: 25})
+        assert info.value.stored == {1: 10} and info.value.saved == frozenset()
+        await store.close()
+
+    asyncio.run(go())
