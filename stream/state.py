@@ -362,15 +362,24 @@ return {written, stored}
 """
 
 
+def _slot_tag(key: str) -> str:
+    return key[:key.find("}") + 1] if key.startswith("{") else key
+
+
 class RedisStateStore(StateStore):
     """States in Redis: ``MGET`` to load, one Lua ``EVALSHA`` per partition to save, pipelined
-    (see module docstring)."""
+    (see module docstring). On a Redis Cluster client (``redis.asyncio.RedisCluster``) reads are
+    one ``MGET`` per partition (one hash slot each), pipelined, since a cluster refuses an
+    ``MGET`` across slots."""
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str, ttl_s: int = 0) -> None:
+    def __init__(self, client: redis.asyncio.Redis | redis.asyncio.RedisCluster, prefix: str,
+                 ttl_s: int = 0) -> None:
         from redis import exceptions
+        from redis.asyncio import RedisCluster
 
         super().__init__(prefix, ttl_s)
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self._save = client.register_script(_SAVE_LUA)
         self.transient_errors = (exceptions.ConnectionError, exceptions.TimeoutError,
                                  exceptions.BusyLoadingError, ConnectionError, OSError)
@@ -381,21 +390,24 @@ class RedisStateStore(StateStore):
             return []
         parts = partitions if partitions is not None else [0] * len(entity_ids)
         key = self.key
-        return await self.client.mget([key(e, p) for e, p in zip(entity_ids, parts,
-                                                                  strict=True)])
+        return await self._get_many([key(e, p) for e, p in zip(entity_ids, parts, strict=True)])
 
     async def save(self, states: Mapping[str, bytes], partitions: Mapping[str, int] | None = None,
                    checkpoints: Checkpoints | None = None) -> int:
         groups = _by_partition(states, partitions, checkpoints)
         if not groups:
             return 0
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline() if self.cluster else self.client.pipeline(
+            transaction=False)
         for p, ids in groups.items():
             want, write = checkpoints[p] if checkpoints and p in checkpoints else (UNCHECKED, "")
             keys = [self.checkpoint_key(p), *(self.key(e, p) for e in ids)]
             args = [self.ttl_s, "*" if want == UNCHECKED else "" if want is None else want, write,
                     *(states[e] for e in ids)]
-            await self._save(keys=keys, args=args, client=pipe)
+            if self.cluster:  # scripts are not cached per node through a cluster pipeline
+                pipe.eval(_SAVE_LUA, len(keys), *keys, *args)
+            else:
+                await self._save(keys=keys, args=args, client=pipe)
         results = await pipe.execute()
         written, refused = 0, {}
         for p, (n, stored) in zip(groups, results, strict=True):
@@ -412,11 +424,25 @@ class RedisStateStore(StateStore):
     async def checkpoints(self, partitions: Sequence[int]) -> dict[int, int | None]:
         if not partitions:
             return {}
-        values = await self.client.mget([self.checkpoint_key(p) for p in partitions])
+        values = await self._get_many([self.checkpoint_key(p) for p in partitions])
         return {p: _int_or_none(v) for p, v in zip(partitions, values, strict=True)}
 
     async def _get_many(self, keys: list[str]) -> list[bytes | None]:
-        return await self.client.mget(keys) if keys else []
+        if not keys:
+            return []
+        if not self.cluster:
+            return await self.client.mget(keys)
+        slots: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            slots.setdefault(_slot_tag(k), []).append(i)
+        pipe = self.client.pipeline()
+        for at in slots.values():
+            pipe.execute_command("MGET", *[keys[i] for i in at])  # one slot: not blocked
+        out: list[bytes | None] = [None] * len(keys)
+        for at, values in zip(slots.values(), await pipe.execute(), strict=True):
+            for i, v in zip(at, values, strict=True):
+                out[i] = v
+        return out
 
     async def close(self) -> None:
         await self.client.aclose()

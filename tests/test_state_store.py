@@ -1,15 +1,18 @@
-"""Both state stores behave the same: batched load/save, one value per entity, monotonic saves,
-idle TTL, model-scoped keys. The Redis one is checked against the real shared Redis (one MGET and
-one script call per batch; bytes per entity close to the raw state size)."""
+"""The state stores behave the same (memory, one Redis, a 3-master Redis Cluster): batched
+load/save, one value per entity, monotonic saves, idle TTL, model-scoped keys, per-partition
+checkpoints with a compare-and-set. The Redis one is checked against the real shared Redis (one
+MGET and one script call per batch; bytes per entity close to the raw state size)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis_private import start_cluster, stop
 
 from stream.state import (
     FLAG_FORECAST,
@@ -38,7 +41,17 @@ def states(n: int, wm: float, seed: int = 0) -> np.ndarray:
     return rows
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(scope="module")
+def cluster_port(tmp_path_factory) -> Iterator[int]:
+    """A private 3-master Redis Cluster on loopback (never the shared Redis)."""
+    procs, ports = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield ports[0]
+    for proc in procs:
+        stop(proc)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration),
+                        pytest.param("cluster", marks=pytest.mark.integration)])
 def make_store(request, settings, unique):
     made: list[StateStore] = []
 
@@ -46,6 +59,10 @@ def make_store(request, settings, unique):
         prefix = namespace(unique, model_id)
         if request.param == "memory":
             store: StateStore = MemoryStateStore(prefix, ttl_s)
+        elif request.param == "cluster":
+            port = request.getfixturevalue("cluster_port")
+            store = RedisStateStore(aioredis.RedisCluster(host="127.0.0.1", port=port), prefix,
+                                    ttl_s)
         else:
             store = RedisStateStore(aioredis.Redis.from_url(settings.redis_url), prefix, ttl_s)
         made.append(store)
