@@ -97,8 +97,10 @@ def _jvm_size(raw: str) -> str:
 
 
 def _redis_url(raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("a redis://, rediss:// or unix:// URL")
+    if not raw.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
+                           "rediss+cluster://")):
+        raise ValueError("a redis://, rediss://, unix:// URL, or redis+cluster:// "
+                         "(rediss+cluster://) naming one node of a Redis Cluster")
     return raw
 
 
@@ -161,7 +163,8 @@ class Settings:
                                "kafka")
     app_id: str = _setting("seqstream", _text, "Faust app id = Kafka consumer group", "kafka")
     # Redis
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", _redis_url, "Redis URL for entity state",
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", _redis_url, "Redis URL for entity state "
+                              "(redis+cluster://host:port: a Redis Cluster, from any one node)",
                               "redis")
     redis_port: int = _setting(6379, _int(1, 65535), "port of the local stack's Redis", "stack")
     redis_appendfsync: str = _setting("everysec", _choice("always", "everysec", "no"),

@@ -382,7 +382,8 @@ class RedisStateStore(StateStore):
         self.cluster = isinstance(client, RedisCluster)
         self._save = client.register_script(_SAVE_LUA)
         self.transient_errors = (exceptions.ConnectionError, exceptions.TimeoutError,
-                                 exceptions.BusyLoadingError, ConnectionError, OSError)
+                                 exceptions.BusyLoadingError, exceptions.ClusterDownError,
+                                 exceptions.TryAgainError, ConnectionError, OSError)
 
     async def load(self, entity_ids: Sequence[str], partitions: Sequence[int] | None = None
                    ) -> list[bytes | None]:

@@ -254,9 +254,11 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     redis_client = loop.run_until_complete(connect_redis(settings))
     # A hung (not dead) Redis must fail a command, so the batch is retried, rather than block it
     # forever: later connections get socket timeouts.
-    redis_client.connection_pool.connection_kwargs.update(
-        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-    loop.run_until_complete(redis_client.connection_pool.disconnect())
+    pool = getattr(redis_client, "connection_pool", None)  # a cluster client: one pool per node
+    if pool is not None:
+        pool.connection_kwargs.update(socket_timeout=REDIS_TIMEOUT_S,
+                                      socket_connect_timeout=REDIS_TIMEOUT_S)
+        loop.run_until_complete(pool.disconnect())
     # a wrong password, an untrusted certificate or a missing ACL: one line now, not a retry loop
     loop.run_until_complete(check_access(settings, needs(settings)))
     counts = loop.run_until_complete(ensure_topics(settings))

@@ -34,7 +34,7 @@ from streamkit import (
 
 from seqstream.stack import RedisServer
 from stream.artifact import load_artifact
-from stream.state import StateCodec, namespace
+from stream.state import StateCodec, namespace, parse_key
 
 
 def checkpoint_sum(url: str, prefix: str, partitions: int) -> int:
@@ -170,5 +170,67 @@ def test_state_loss_rebuild_rereads_the_partitions_after_a_flushall(tmp_path, sh
     assert code == 0, log[-3000:]
     assert log.count("SEQSTREAM_STATE_LOSS=rebuild") == 2, log[-3000:]  # one line per partition
     _, want_states = reference_run(art, records, sources, names["events"])
+    assert_states_equal(StateCodec(artifact.model.state_size, artifact.n_features), states,
+                        want_states)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_worker_streams_on_a_redis_cluster_and_resumes_from_its_checkpoints(
+        tmp_path, shared_data, settings, unique):
+    """SEQSTREAM_REDIS_URL=redis+cluster://: a private 3-master cluster on loopback. Half the
+    stream, a restart (the worker seeks to the checkpoints read from the cluster), the rest:
+    every prediction and final state equal the offline run's."""
+    from redis_private import start_cluster, stop
+
+    procs, ports = start_cluster(tmp_path / "cluster")
+    url = f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    events = EventSet(shared_data, entities=12, per_entity=200, t0=time.time(), chunk_every=4)
+    art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
+                        sample=np.concatenate(list(events.values.values())[:6]))
+    artifact = load_artifact(art)
+    names = topic_names(unique)
+    asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 4))
+    worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
+                           redis_url=url, partitions=4, batch_max=100)
+    records = events.interleaved(seed=3)
+    half = len(records) // 2
+    cluster = redis.RedisCluster(host="127.0.0.1", port=ports[0])
+    prefix = namespace(unique, artifact.model_id)
+
+    def applied() -> int:
+        return sum(int(cluster.get(f"{{{prefix}:{p}}}") or 0) for p in range(4))
+
+    def wait_applied(want: int) -> None:
+        deadline = time.monotonic() + 120
+        while applied() < want:
+            assert time.monotonic() < deadline, (applied(), want, worker.log()[-2000:])
+            time.sleep(0.2)
+
+    try:
+        sources = asyncio.run(produce(settings.kafka_bootstrap, names["events"], records[:half]))
+        worker.start().wait_ready()
+        wait_applied(len(sources))
+        assert worker.stop() == 0, worker.log()[-3000:]
+        worker.start().wait_ready()
+        sources += asyncio.run(produce(settings.kafka_bootstrap, names["events"],
+                                       records[half:]))
+        wait_applied(len(sources))
+        got = asyncio.run(consume(
+            settings.kafka_bootstrap, [names["predictions"]],
+            lambda g: len({(r["entity_id"], r["ts"]) for r in g[names["predictions"]]})
+            >= len(records), timeout=120))[names["predictions"]]
+        keys = {parse_key(k.decode())[2]: k  # type: ignore[index]
+                for k in cluster.scan_iter(match="{" + prefix + ":*", count=1000)
+                if parse_key(k.decode())[2] is not None}  # type: ignore[index]
+        states = {n: cluster.get(keys[n]) if n in keys else None for n in sorted(events.values)}
+    finally:
+        code = worker.stop()
+        cluster.close()
+        for proc in procs:
+            stop(proc)
+    assert code == 0, worker.log()[-3000:]
+    want_predictions, want_states = reference_run(art, records, sources, names["events"])
+    assert_predictions_match(got, want_predictions, threshold=3.0)
     assert_states_equal(StateCodec(artifact.model.state_size, artifact.n_features), states,
                         want_states)
