@@ -361,14 +361,18 @@ def redis_states(redis_url: str, app_id: str, model_id: str, names: Sequence[str
 
     from stream.state import namespace, parse_key
 
-    client = redis.Redis.from_url(redis_url)
+    cluster = "+cluster://" in redis_url
+    client: Any = (redis.RedisCluster.from_url(redis_url.replace("+cluster://", "://", 1))
+                   if cluster else redis.Redis.from_url(redis_url))
     prefix = namespace(app_id, model_id)
     keys = {}
     for key in client.scan_iter(match="{" + prefix + ":*", count=1000):
         parsed = parse_key(key.decode())
         if parsed is not None and parsed[0] == prefix and parsed[2] in names:
             keys[parsed[2]] = key
-    found = dict(zip(keys, client.mget(list(keys.values())), strict=True)) if keys else {}
+    values = ([client.get(k) for k in keys.values()] if cluster  # MGET: one slot at a time
+              else client.mget(list(keys.values())) if keys else [])
+    found = dict(zip(keys, values, strict=True))
     client.close()
     return {n: found.get(n) for n in names}
 
