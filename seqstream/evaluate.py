@@ -50,7 +50,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--test-data", default="auto",
                       help="labelled data set to test on (auto: ../shared/data/<source> beside "
-                           "the repository when present, else the artifact's training path)")
+                           "the repository when present, else the artifact's training path); a "
+                           "folder in SKAB's or NAB's own layout runs that benchmark under its "
+                           "protocol (evaluation.benchmark; --model then optional)")
     data.add_argument("--entities", type=_names, default=[],
                       help="comma list of test records / series (default: all the network "
                            "never saw; paced ECG records left out)")
@@ -134,6 +136,11 @@ def _data_section(data, warmup: int) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.test_data != "auto":
+        from evaluation.benchmark import layout_of
+
+        if layout_of(Path(args.test_data).expanduser()) is not None:
+            return _run_benchmark(args)
     settings = Settings.from_env(overrides=vars(args))
     if settings.model is None:
         raise ConfigError(f"--model: expected an artifact directory (or {env_name('model')}), "
@@ -275,6 +282,29 @@ def run(args: argparse.Namespace) -> int:
         print("live: " + live_section["summary"].replace("**", ""))
     print(f"report {md} ({results['wall_s']:.0f} s)")
     return 0 if live_section is None or live_section["passed"] else 1
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    """SKAB or NAB under its own protocol (:mod:`evaluation.benchmark`); ``--model`` optional
+    (the network whose residuals the sensor score also reads)."""
+    import torch
+
+    from evaluation.benchmark import run_benchmark
+
+    torch.set_num_threads(1)
+    results = run_benchmark(args.test_data, args.out, args.entities or None, args.model)
+    m = results["metrics"]
+    if results["kind"] == "skab":
+        o, cp = m["outlier"], m["changepoint_nab"]
+        print(f"SKAB: outlier F1 {o['f1']:.3f} FAR {o['far_pct']:.2f} % MAR {o['mar_pct']:.2f} %;"
+              f" changepoint NAB standard {cp['standard']:.2f} low FP "
+              f"{cp['reward_low_FP_rate']:.2f} low FN {cp['reward_low_FN_rate']:.2f}")
+    else:
+        print(f"NAB: standard {m['standard']:.2f} low FP {m['reward_low_FP_rate']:.2f} low FN "
+              f"{m['reward_low_FN_rate']:.2f} ({m['detected']} of {m['windows']} windows)")
+    print(f"report {Path(args.out) / 'report.md'}, series CSVs {Path(args.out) / 'series'} "
+          f"({results['wall_s']:.0f} s)")
+    return 0
 
 
 def _events(labels, start: int) -> int:

@@ -220,6 +220,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="start at the topics' earliest retained records, not the end")
     parser.add_argument("--no-values", action="store_true",
                         help="do not read the events topic to show observed values")
+    parser.add_argument("--alarm-gap", type=float, default=10.0, metavar="SECONDS",
+                        help="table: flags closer than this are one alarm, shown with its start "
+                             "and end (seqstream.alarms); default 10")
     parser.add_argument("--count", type=int, help="stop after this many rows (or JSON lines)")
     parser.add_argument("--timeout", type=float,
                         help="stop after this many seconds (default: until Ctrl-C)")
@@ -306,16 +309,26 @@ def run(args: argparse.Namespace) -> int:
                 out.write(to_json(s).decode() + "\n")
             out.flush()
     else:
+        from seqstream.alarms import AlarmTracker
+
         printed = 0
+        alarms = AlarmTracker(args.alarm_gap, _clock)
         header = ""
 
         def emit(row: Row) -> None:
             nonlocal printed, header
-            want = BEAT_HEADER if isinstance(row, Beat) else HEADER
+            want = BEAT_HEADER if isinstance(row, Beat) else HEADER + "  alarm"
             if printed % 40 == 0 or want != header:
                 out.write(want + "\n")
                 header = want
-            out.write((format_beat(row) if isinstance(row, Beat) else format_row(row)) + "\n")
+            if isinstance(row, Beat):
+                out.write(format_beat(row) + "\n")
+            else:
+                seen = [alarms.update(s.entity_id, s.ts, s.anomaly) for s in row]
+                # an alarm that ended inside the chunk is shown, then the chunk's last status
+                shown = [st for st in seen[:-1] if st.endswith("ended")] + [seen[-1]]
+                status = "; ".join(st for st in shown if st)
+                out.write(format_row(row) + (f"  {status}" if status else "") + "\n")
             out.flush()
             printed += 1
 

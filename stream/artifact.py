@@ -35,13 +35,17 @@ from stream.beats import BeatStage
 from stream.errors import ArtifactError
 from stream.model import Forecaster
 
-__all__ = ["CARD", "FORMAT", "WEIGHTS", "Artifact", "load_artifact", "save_artifact"]
+__all__ = ["CARD", "DEFAULT_ECG", "FORMAT", "WEIGHTS", "Artifact", "load_artifact",
+           "save_artifact"]
 
 WEIGHTS = "weights.safetensors"
 CARD = "card.json"
 FORMAT = "seqstream-artifact/1"
 REQUIRED = ("architecture", "features", "scaler", "period_s", "score", "threshold")
 BEAT_PREFIX = "beat."
+# the ECG model shipped in the package (`seqstream train --config ecg` on MIT-BIH DS1; its
+# README.md has the exact command), so a fresh clone has one without training
+DEFAULT_ECG = Path(__file__).resolve().parent / "models" / "ecg"
 
 
 @dataclass(frozen=True)

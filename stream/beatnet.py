@@ -3,7 +3,8 @@
 One step per *decided* heartbeat of an entity. Its input is the beat's feature vector ``f_i``
 (:mod:`stream.beats`, already normalised), and::
 
-    z_i            = relu(W_in f_i + b_in)                    # per-beat embedding
+    z_i            = relu(W_in f_i + b_in)                    # per-beat embedding (dropout
+                                                              # on it in training only)
     h_i            = GRU(z_i, h_{i-1})                        # (or LSTM) rhythm context
     logits_i       = W_c [h_i, z_i] + b_c                     # AAMI class N, S, V, F
     p_abnormal_i   = sigmoid(w_a · [h_i, z_i] + b_a)          # beat is S, V or F
@@ -38,7 +39,7 @@ class BeatNet(nn.Module):
     """Embedding, one recurrent layer, and the class and abnormality heads."""
 
     def __init__(self, n_features: int, hidden_size: int = 32, cell: str = "gru",
-                 embed_size: int = 32) -> None:
+                 embed_size: int = 32, dropout: float = 0.0) -> None:
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ConfigError(f"beats cell: expected gru or lstm, got {cell!r}")
@@ -46,9 +47,12 @@ class BeatNet(nn.Module):
                             ("embed_size", embed_size)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"beats {name}: expected an integer >= 1, got {value!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"beats dropout: expected a number in [0, 1), got {dropout!r}")
         self.n_features, self.hidden_size = n_features, hidden_size
-        self.cell, self.embed_size = cell, embed_size
+        self.cell, self.embed_size, self.dropout = cell, embed_size, dropout
         self.embed = nn.Linear(n_features, embed_size)
+        self.drop = nn.Dropout(dropout)  # training only: eval mode (the worker's) is the identity
         kind = nn.GRU if cell == "gru" else nn.LSTM
         self.rnn = kind(embed_size, hidden_size, batch_first=True)
         self.cls_head = nn.Linear(hidden_size + embed_size, len(CLASSES))
@@ -57,7 +61,7 @@ class BeatNet(nn.Module):
     def config(self) -> dict:
         """The constructor's arguments, as the card's ``beats.architecture``."""
         return {"n_features": self.n_features, "hidden_size": self.hidden_size,
-                "cell": self.cell, "embed_size": self.embed_size}
+                "cell": self.cell, "embed_size": self.embed_size, "dropout": self.dropout}
 
     @property
     def state_size(self) -> int:
@@ -76,7 +80,7 @@ class BeatNet(nn.Module):
                              f"{list(seq.shape)}")
         if state is None:
             state = self.initial_state(seq.shape[0])
-        z = torch.relu(self.embed(seq))
+        z = self.drop(torch.relu(self.embed(seq)))
         top, state = self.rnn(z, state)
         both = torch.cat([top, z], dim=-1)
         return self.cls_head(both), self.abn_head(both)[..., 0], state

@@ -39,9 +39,13 @@ the section the score is ``score_t`` itself and they stay 0.
 A reset inside a batch starts a new row from a zero state, so an entity may own several rows;
 only its last row's final state is saved. For an artifact with a beat model the rows then go
 through the beat stage (:mod:`stream.beatstep`: beat records on the beats topic, the stage's row
-saved in the entity's state), which restarts with the rest of the state. A stored value that
-cannot be decoded is counted as a ``corrupt`` reset and the entity restarts from zero rather than
-stopping the worker.
+saved in the entity's state), which restarts with the rest of the state. With a
+``score.sensor`` section the published score and flag are the sensor score's instead
+(:mod:`stream.sensor_score`: each entity's own level and scale, the Gaussian NLL averaged over
+several horizons, its own threshold; ``threshold`` in the records is its margin), stepped over
+the rows' scaled samples from the entity's stored vector (zeros after a reset), which is saved
+with the rest. A stored value that cannot be decoded is counted as a ``corrupt`` reset and the
+entity restarts from zero rather than stopping the worker.
 
 >>> import numpy as np, torch
 >>> from stream.artifact import Artifact
@@ -82,6 +86,7 @@ from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError, RecordError
 from stream.records import TS_MAX, Event, deadletter_record, parse_event
 from stream.scoring import score
+from stream.sensor_score import SensorScore
 from stream.state import FLAG_FORECAST, StateCodec
 
 if TYPE_CHECKING:
@@ -202,8 +207,14 @@ class Engine:
         self.beats = None if artifact.beats is None else BeatStep(
             artifact.beats, n_features=self.n_features, period_s=self.period_s,
             threshold=artifact.beats.threshold, model_id=self.model_id)
+        self.sensor = SensorScore.from_card(artifact.card)
+        if self.sensor is not None:
+            if self.entity_scale is not None:
+                raise ArtifactError("card score: expected entity_scale or sensor, got both")
+            self.threshold = self.sensor.margin
         self.codec = StateCodec(self.model.state_size, self.n_features,
-                                None if self.beats is None else self.beats.dtype)
+                                None if self.beats is None else self.beats.dtype,
+                                0 if self.sensor is None else self.sensor.layout(self.n_features))
         if self.entity_scale is not None and not self.period_s > 0:
             raise ArtifactError(f"card period_s: expected the sampling period in seconds (the "
                                 f"per-entity scale decays by it), got "
@@ -464,6 +475,13 @@ class Engine:
         if self.entity_scale is not None:
             scores, scale_state = self._entity_scaled(scores, row_of, pos_of, n_rows, longest,
                                                       entity_of_row, fresh, st)
+        sensor_rows = None
+        if self.sensor is not None:
+            sensor_rows = st["sensor"][entity_of_row]  # a copy: fancy indexing
+            sensor_rows[fresh] = 0.0
+            runs = self.sensor.run_rows(sensor_rows, [seq[r, :n] for r, n in
+                                                      enumerate(lengths.tolist())])
+            scores = np.concatenate([run.scores for run in runs])
         steps0 = np.fromiter((r.steps for r in rows), dtype=np.int64, count=n_rows)
         warm = steps0[row_of] + pos_of >= self.warmup_steps
         flags = (scores > self.threshold) & warm
@@ -474,7 +492,8 @@ class Engine:
         if self.beats is not None:
             beat_rows = self.beats.step(batch, entity_of_row, fresh, steps0, lengths, sample_of,
                                         scores, st["beat"], out)
-        self._save(batch, rows, final, lengths, packed, y, out, scale_state, beat_rows)
+        self._save(batch, rows, final, lengths, packed, y, out, scale_state, beat_rows,
+                   sensor_rows)
 
     def _entity_scaled(self, scores: np.ndarray, row_of: np.ndarray, pos_of: np.ndarray,
                        n_rows: int, longest: int, entity_of_row: np.ndarray, fresh: np.ndarray,
@@ -547,7 +566,8 @@ class Engine:
               final: dict[int, tuple[int, float, int, int]], lengths: np.ndarray,
               packed: np.ndarray, y: np.ndarray, out: Outcome,
               scale_state: tuple[np.ndarray, np.ndarray] | None = None,
-              beat_rows: np.ndarray | None = None) -> None:
+              beat_rows: np.ndarray | None = None,
+              sensor_rows: np.ndarray | None = None) -> None:
         ents = list(final)
         last = np.array(list(final.values()), dtype=np.float64).reshape(len(ents), 4)
         rs = last[:, 0].astype(np.int64)
@@ -559,6 +579,8 @@ class Engine:
             new["peak"], new["log_mu"] = scale_state[0][rs], scale_state[1][rs]
         if beat_rows is not None:
             new["beat"] = beat_rows[rs]
+        if sensor_rows is not None:
+            new["sensor"] = sensor_rows[rs]
         steps0 = np.fromiter((rows[r].steps for r in rs.tolist()), dtype=np.int64,
                              count=len(ents))
         new["steps"] = np.minimum(steps0 + lengths[rs], _STEPS_MAX)

@@ -12,7 +12,9 @@ calibration use, and what a streamed run is checked against::
 
 With a ``score.entity_scale`` section in the card the scores are divided by each entity's
 running typical peak (:mod:`stream.entity_scale`, from ``0``, ``μ_0`` at the first sample), as
-the worker publishes them; ``entity_scale=False`` gives the unscaled ones.
+the worker publishes them; with a ``score.sensor`` section they are the sensor score over the
+scaled samples (:mod:`stream.sensor_score`, a fresh entity at the first sample), as the worker
+publishes it; ``entity_scale=False`` gives the 1-step residual scores themselves.
 
 For an artifact with a beat model, :func:`replay_beats` gives the beat records the worker
 publishes for a series: the beat stage over the whole lead in ONE call from its initial state,
@@ -48,6 +50,7 @@ from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError
 from stream.records import beat_record
 from stream.scoring import score
+from stream.sensor_score import SensorScore
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -89,7 +92,8 @@ def replay(artifact: Artifact, values: np.ndarray, chunk: int = CHUNK,
 def replay_many(artifact: Artifact, series: Sequence[np.ndarray], chunk: int = CHUNK,
                 entity_scale: bool = True) -> list[Replay]:
     """:func:`replay` for several entities at once (one batched network call per chunk);
-    ``entity_scale=False`` leaves out the card's per-entity scaling."""
+    ``entity_scale=False`` leaves out the card's per-entity scaling and sensor score (the
+    1-step residual scores themselves)."""
     f = artifact.n_features
     arrays = [np.asarray(v, dtype=np.float64) for v in series]
     for i, a in enumerate(arrays):
@@ -128,6 +132,11 @@ def replay_many(artifact: Artifact, series: Sequence[np.ndarray], chunk: int = C
             done = es.apply(all_scores[:, lo:lo + chunk], period, peak, log_mu)
             all_scores[:, lo:lo + chunk] = done.scaled
             peak, log_mu = done.peak, done.log_mu
+    sensor = SensorScore.from_card(artifact.card) if entity_scale else None
+    if sensor is not None:  # what the worker publishes: over the scaled float32 samples
+        runs = sensor.run_many([scaled[i, :len(a)] for i, a in enumerate(arrays)])
+        for i, run in enumerate(runs):
+            all_scores[i, :len(run.scores)] = run.scores
     return [Replay(artifact.unscale(out[i, :len(a)].astype(np.float64)),
                    all_scores[i, :len(a)].copy(), all_residuals[i])
             for i, a in enumerate(arrays)]

@@ -17,6 +17,8 @@ The value is a fixed 32-byte little-endian header followed by float32 arrays::
     32+4S   f32[F]  the 1-step forecast for the next sample, scaled units
     32+4S+4F  B bytes  the beat stage's row (``BeatStage.state_dtype``; B = 0 without a beat
                        model): QRS detector, beat features, beat network, beats awaiting a decision
+    ...+B     f64[Z]   the sensor score's vector (``stream.sensor_score``; Z = 0 without a
+                       ``score.sensor`` section): warm-up count, last flag, averages, level, scale
 
 A value of another length or version is treated as absent by the engine, never fed to the
 network: one of an older layout (version 1 had no ``peak``/``log_mu``, 24-byte header; version 2
@@ -146,16 +148,19 @@ class CheckpointMoved(Exception):
 
 class StateCodec:
     """Packs states of many entities to bytes and back with one numpy call each way;
-    ``beat_dtype`` (a beat stage's fixed-size row) adds the ``beat`` field at the end."""
+    ``beat_dtype`` (a beat stage's fixed-size row) adds the ``beat`` field at the end, and
+    ``sensor_size`` float64s (the sensor score's vector) the ``sensor`` field after it."""
 
     def __init__(self, state_size: int, n_features: int,
-                 beat_dtype: np.dtype | None = None) -> None:
+                 beat_dtype: np.dtype | None = None, sensor_size: int = 0) -> None:
         self.state_size, self.n_features = state_size, n_features
         beat = [("beat", beat_dtype)] if beat_dtype is not None else []
+        sensor = [("sensor", "<f8", (sensor_size,))] if sensor_size else []
         self.dtype = np.dtype([*HEADER_FIELDS, ("state", "<f4", (state_size,)),
-                               ("forecast", "<f4", (n_features,)), *beat])
+                               ("forecast", "<f4", (n_features,)), *beat, *sensor])
         self.size = self.dtype.itemsize
-        self.beat_bytes = beat_dtype.itemsize if beat_dtype is not None else 0
+        # parts no older version has (a model with a sensor part is a new model: new keys)
+        self.extra_bytes = (beat_dtype.itemsize if beat_dtype is not None else 0) + 8 * sensor_size
         self.raw_bytes = 4 * (state_size + n_features)
 
     def empty(self, n: int) -> np.ndarray:
@@ -193,7 +198,7 @@ class StateCodec:
 
     def stale(self, blobs: Sequence[bytes | None]) -> np.ndarray:
         """Mask of values laid out as an older version's state of the same model."""
-        size = self.size - self.beat_bytes
+        size = self.size - self.extra_bytes
         return np.fromiter((b is not None and len(b) > 0 and b[0] in OLDER_VERSIONS
                             and len(b) == size - OLDER_VERSIONS[b[0]] for b in blobs),
                            dtype=bool, count=len(blobs))

@@ -69,10 +69,11 @@ def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layer
                   horizon: int = 3, seed: int = 0, threshold: float = 4.0,
                   sample: np.ndarray | None = None, n_features: int = 2,
                   residual_scale: Sequence[float] | None = None,
-                  entity_scale: dict | None = None, beats: BeatStage | None = None) -> Path:
+                  entity_scale: dict | None = None, beats: BeatStage | None = None,
+                  sensor: dict | None = None, period_s: float = 1 / 360) -> Path:
     """A randomly initialised Forecaster saved as an artifact; scaler from ``sample`` if given;
-    ``entity_scale`` becomes the card's ``score.entity_scale`` section; ``beats`` a beat stage
-    on feature 0 (MLII in most MIT-BIH records)."""
+    ``entity_scale`` becomes the card's ``score.entity_scale`` section, ``sensor`` its
+    ``score.sensor``; ``beats`` a beat stage on feature 0 (MLII in most MIT-BIH records)."""
     torch.manual_seed(seed)
     model = Forecaster(cell, n_features=n_features, hidden_size=hidden, num_layers=layers,
                        horizon=horizon).eval()
@@ -83,10 +84,11 @@ def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layer
     card = {
         "features": [{"name": f"lead{i}", "unit": "mV"} for i in range(n_features)],
         "scaler": {"mean": mean, "std": std},
-        "period_s": 1 / 360,
+        "period_s": period_s,
         "score": {"kind": "rms_z",
                   "residual_scale": list(residual_scale or [0.5] * n_features),
-                  **({"entity_scale": entity_scale} if entity_scale else {})},
+                  **({"entity_scale": entity_scale} if entity_scale else {}),
+                  **({"sensor": sensor} if sensor else {})},
         "threshold": {"value": threshold},
         "data": {"source": "random initialisation for tests"},
         "metrics": {},

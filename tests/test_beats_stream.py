@@ -118,3 +118,16 @@ def test_artifact_round_trip_with_and_without_beats(tmp_path, leads) -> None:
     assert load_artifact(tmp_path / "without").beats is None
     with pytest.raises(ArtifactError, match=r"beats\.lead"):
         save_artifact(net, {**_card(), "beats": {}}, tmp_path / "bad", beats=stage)
+
+
+def test_the_shipped_ecg_model_has_a_beat_stage_trained_on_ds1_only(leads) -> None:
+    from stream.artifact import DEFAULT_ECG
+    from training.beats import DS1, DS2
+
+    art = load_artifact(DEFAULT_ECG)
+    assert art.beats is not None and art.beats.fs == 360.0 and art.beats.lead == 0
+    data = art.card["beats"]["data"]
+    assert set(data["train_records"]) | set(data["val_records"]) <= set(DS1)
+    assert not set(art.card["data"]["entities"]) & set(DS2)
+    beats = offline_beats(art.beats, leads[1])  # bundled 106: DS1, VEBs in its first minutes
+    assert {b.cls for b in beats} <= {"N", "S", "V", "F"} and any(b.anomaly for b in beats)

@@ -29,7 +29,7 @@ from stream.settings import Settings, env_name
 DOCS = (REPO / "docs" / "deployment.md").read_text()
 ACL_ROW = re.compile(r"^\| (topic|group) \| `(SEQSTREAM_[A-Z_]+)` \| ([A-Za-z, ]+) \|$", re.M)
 TOPICS = {"events": "sec.events", "predictions": "sec.predictions",
-          "anomalies": "sec.anomalies", "deadletter": "sec.deadletter"}
+          "anomalies": "sec.anomalies", "beats": "sec.beats", "deadletter": "sec.deadletter"}
 GROUP = "sec-worker"
 SECURITY_VARS = ("SEQSTREAM_KAFKA_SECURITY_PROTOCOL", "SEQSTREAM_KAFKA_SASL_MECHANISM",
                  "SEQSTREAM_KAFKA_SASL_USERNAME", "SEQSTREAM_KAFKA_SASL_PASSWORD",
@@ -112,7 +112,7 @@ def broker(tmp_path_factory, settings):
     try:
         by_var = {env_name(field): field for field, _, _ in WORKER_ACLS}
         names = {"topic_events": TOPICS["events"], "topic_predictions": TOPICS["predictions"],
-                 "topic_anomalies": TOPICS["anomalies"],
+                 "topic_anomalies": TOPICS["anomalies"], "topic_beats": TOPICS["beats"],
                  "topic_deadletter": TOPICS["deadletter"], "app_id": GROUP}
         grants = [(kind, names[by_var[var]], ops) for kind, var, ops in documented_acls()]
         asyncio.run(admin_setup(server.client_settings("admin"), grants, "seqstream"))
@@ -131,6 +131,7 @@ def worker_env(server, d: Path, user: str = "seqstream", **changes: str) -> dict
         "SEQSTREAM_TOPIC_EVENTS": TOPICS["events"],
         "SEQSTREAM_TOPIC_PREDICTIONS": TOPICS["predictions"],
         "SEQSTREAM_TOPIC_ANOMALIES": TOPICS["anomalies"],
+        "SEQSTREAM_TOPIC_BEATS": TOPICS["beats"],
         "SEQSTREAM_TOPIC_DEADLETTER": TOPICS["deadletter"],
         "SEQSTREAM_APP_ID": GROUP,
     }

@@ -34,7 +34,8 @@ def test_every_config_field_has_a_flag() -> None:
             assert f"{f.name}_{inner.name}" in dests
 
 
-@pytest.mark.parametrize("name", ["ecg", "ecg-bundled", "ecg-large", "nab", "skab"])
+@pytest.mark.parametrize("name", ["ecg", "ecg-bundled", "ecg-large", "nab", "skab",
+                                  "skab-free"])
 def test_shipped_configs_load_and_point_at_real_data(name: str, shared_data: Path) -> None:
     cfg = load_config(name)
     assert cfg.name == name and cfg.output == f"artifacts/{name}"

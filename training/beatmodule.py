@@ -8,7 +8,10 @@ ignored: Q beats and detections that match no reference beat)::
 both averaged over the labelled beats; ``CE_w`` weights class ``c`` by ``w_c`` and ``BCE_w``
 weights abnormal beats by ``pos_weight`` (inverse frequency to the power ½ on the training
 beats, so the rare S and F classes count without the network flagging everything).
-Validation logs ``val_loss``; the fit keeps the weights of the best one.
+Training adds Gaussian noise of std ``noise`` to the standardised features (a patient the network
+never saw is a shifted feature distribution; noise keeps it from relying on fine detail of the
+training patients' beats). Validation logs ``val_loss``; the fit keeps the weights of the best
+one.
 """
 
 from __future__ import annotations
@@ -39,15 +42,17 @@ class BeatModule(pl.LightningModule):
     """Wraps the beat network (the plain ``nn.Module`` the worker runs)."""
 
     def __init__(self, net: BeatNet, class_weight: list[float], pos_weight: float,
-                 lr: float = 3e-3, weight_decay: float = 1e-4, max_epochs: int = 20) -> None:
+                 lr: float = 3e-3, weight_decay: float = 1e-4, max_epochs: int = 20,
+                 noise: float = 0.0) -> None:
         super().__init__()
         self.net = net
         self.register_buffer("class_weight", torch.tensor(class_weight, dtype=torch.float32))
         self.register_buffer("pos_weight", torch.tensor([pos_weight], dtype=torch.float32))
         self.lr, self.weight_decay, self.max_epochs = lr, weight_decay, max_epochs
+        self.noise = noise
         self.save_hyperparameters({"architecture": net.config(), "class_weight": class_weight,
                                    "pos_weight": pos_weight, "lr": lr,
-                                   "weight_decay": weight_decay})
+                                   "weight_decay": weight_decay, "noise": noise})
 
     def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
@@ -55,7 +60,10 @@ class BeatModule(pl.LightningModule):
         return beat_loss(logits, abn, y, self.class_weight, self.pos_weight)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._loss(batch)
+        x, y = batch
+        if self.noise:
+            x = x + self.noise * torch.randn_like(x)
+        loss = self._loss((x, y))
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 

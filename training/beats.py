@@ -49,8 +49,8 @@ from stream.errors import ConfigError
 from training.beatmodule import BeatModule
 from training.sources import Series, load_wfdb
 
-__all__ = ["DS1", "DS2", "RecordBeats", "aami_class", "beat_scores", "extract_record",
-           "train_beat_stage"]
+__all__ = ["DS1", "DS2", "RecordBeats", "aami_class", "beat_scores", "extract_record", "measure",
+           "table", "train_beat_stage"]
 
 DS1 = ("101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122", "124", "201",
        "203", "205", "207", "208", "209", "215", "220", "223", "230")
@@ -194,6 +194,7 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                      lead: str = "MLII", window: int = 64, hidden_size: int = 32,
                      embed_size: int = 32, cell: str = "gru", epochs: int = 30,
                      patience: int = 6, lr: float = 3e-3, weight_decay: float = 1e-4,
+                     dropout: float = 0.0, noise: float = 0.0,
                      batch_size: int = 32, seed: int = 0,
                      cap_s: float = 2.0, block_s: float = 1 / 60, progress: bool = False,
                      log=print) -> tuple[BeatStage, dict[str, Any]]:
@@ -231,9 +232,9 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
         return ((r.features - mean) / std).astype(np.float32)
 
     pl.seed_everything(seed, workers=True, verbose=False)
-    net = BeatNet(len(FEATURES), hidden_size, cell, embed_size)
+    net = BeatNet(len(FEATURES), hidden_size, cell, embed_size, dropout)
     module = BeatModule(net, class_weight, pos_weight, lr=lr, weight_decay=weight_decay,
-                        max_epochs=epochs)
+                        max_epochs=epochs, noise=noise)
     gen = torch.Generator().manual_seed(seed)
     train_dl = DataLoader(BeatWindows([(norm(r), r.labels) for r in tr], window),
                           batch_size=batch_size, shuffle=True, generator=gen)
@@ -271,6 +272,7 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                      "best_val_loss": best.best, "stopped_early": bool(early.stopped_epoch),
                      "train_s": round(train_s, 1), "extract_s": round(extract_s, 1),
                      "seed": seed, "lr": lr, "weight_decay": weight_decay,
+                     "dropout": dropout, "noise": noise,
                      "batch_size": batch_size,
                      "class_weight": class_weight, "pos_weight": pos_weight},
         "metrics": {"validation": val_scores},
@@ -278,12 +280,16 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
     return stage, section
 
 
-def _table(scores: dict[str, Any]) -> str:
+def table(scores: dict[str, Any]) -> str:
+    """The per-beat figures as a fixed-width text table."""
     lines = [f"{'':9s} {'Se':>6s} {'+P':>6s} {'F1':>6s} {'TP':>6s} {'FN':>6s} {'FP':>6s}"]
+    def rate(v: float | None) -> str:  # a card's JSON holds an undefined rate as null
+        return f"{v:6.3f}" if v is not None and math.isfinite(v) else f"{'-':>6s}"
+
     for name, label in (("V", "VEB"), ("S", "SVEB"), ("F", "F"), ("abnormal", "abnormal")):
         s = scores[name]
-        lines.append(f"{label:9s} {s['se']:6.3f} {s['ppv']:6.3f} {s['f1']:6.3f} {s['tp']:6d} "
-                     f"{s['fn']:6d} {s['fp']:6d}")
+        lines.append(f"{label:9s} {rate(s['se'])} {rate(s['ppv'])} {rate(s['f1'])} "
+                     f"{s['tp']:6d} {s['fn']:6d} {s['fp']:6d}")
     lines.append(f"false flags per hour {scores['false_flags_per_hour']:.1f} over "
                  f"{scores['hours']:.1f} h")
     return "\n".join(lines)
@@ -322,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wanted = named or tuple(r for r in args.records.split(",") if r)
     present = [r for r in wanted if (Path(args.path) / f"{r}.hea").is_file()]
     print(f"records ({len(present)} of {len(wanted)} present): {' '.join(present)}")
-    print(_table(measure(args.artifact, args.path, present)))
+    print(table(measure(args.artifact, args.path, present)))
     return 0
 
 

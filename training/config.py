@@ -119,6 +119,9 @@ class CalibrationConfig:
     entity_scale: bool = _f(False, "divide each entity's score by its running typical peak "
                             "(stream.entity_scale: peak hold 0.3 s, log average 10 s); the "
                             "threshold is then calibrated on the scaled scores")
+    sensor_warmup: int = _f(0, "samples of each entity's normal start that the sensor score "
+                            "learns from (stream.sensor_score: its own level, scale and "
+                            "threshold; the card's score.sensor); 0 = the 1-step residual score")
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,9 @@ class BeatsConfig:
     patience: int = _f(6, "early stopping: epochs without val_loss improvement")
     lr: float = _f(3e-3, "learning rate")
     weight_decay: float = _f(1e-4, "L2 weight decay")
+    dropout: float = _f(0.0, "dropout on the per-beat embedding (training only)")
+    noise: float = _f(0.0, "std of Gaussian noise added to the standardised features in "
+                      "training")
     batch_size: int = _f(32, "windows per batch")
     cap_s: float = _f(2.0, "a beat is decided at most this long after its R peak (plus the "
                       "detector's delay) when no next beat comes")

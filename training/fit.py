@@ -11,7 +11,10 @@
    exist and ``train_on: normal``): ``residual_scale`` = per-feature std of 1-step residuals,
    with ``calibration.entity_scale`` the per-entity scale's ``μ_0`` (:mod:`stream.entity_scale`:
    the mean log peak hold over those samples) and the scores scaled by it as the worker will,
-   then the threshold on those scores (:mod:`training.calibrate`).
+   then the threshold on those scores (:mod:`training.calibrate`). With
+   ``calibration.sensor_warmup`` the card carries ``score.sensor`` instead
+   (:mod:`stream.sensor_score`): each entity learns its own level, scale and threshold from its
+   first ``sensor_warmup`` samples, so the card's threshold is just the score's margin.
 4. With ``beats.enabled``, train the beat classifier (:mod:`training.beats`: its own records,
    DS1 patients, with their own validation patients) into the same artifact.
 5. Evaluate the test parts (:mod:`training.evaluate`), export the artifact
@@ -40,6 +43,7 @@ from stream.entity_scale import EntityScale, typical_log_peak
 from stream.errors import ConfigError
 from stream.offline import replay_many
 from stream.scoring import score
+from stream.sensor_score import SensorScore
 from training.calibrate import calibrate_threshold, residual_scale
 from training.config import Config
 from training.data import SeriesDataModule
@@ -192,7 +196,8 @@ def _beats(cfg: Config, names: list[str]) -> tuple[Any, dict[str, Any] | None]:
     return train_beat_stage(path, chosen[0], chosen[1], lead=b.lead, window=b.window,
                             hidden_size=b.hidden_size, embed_size=b.embed_size, cell=b.cell,
                             epochs=b.epochs, patience=b.patience, lr=b.lr,
-                            weight_decay=b.weight_decay, batch_size=b.batch_size,
+                            weight_decay=b.weight_decay, dropout=b.dropout, noise=b.noise,
+                            batch_size=b.batch_size,
                             seed=cfg.train.seed, cap_s=b.cap_s, progress=cfg.train.progress_bar,
                             log=log.info)
 
@@ -241,12 +246,24 @@ def fit(cfg: Config) -> FitResult:
                                keeps, dm.period_s)
         entity_scale = EntityScale(mu0)
         published = [entity_scale.apply(p[None], dm.period_s).scaled[0] for p in published]
-    val_scores = np.concatenate([p[:b - a][k] for p, (a, b), k in zip(published, dm.parts, keeps,
-                                                                       strict=True)])
-    threshold = calibrate_threshold(val_scores, c.method, c.risk, c.initial_quantile)
-    threshold["samples"] = "validation, past warm-up" + (
-        ", labelled normal" if d.train_on == "normal" and series[0].labels is not None else "") + (
-        ", scaled per entity" if entity_scale is not None else "")
+    sensor = None
+    if c.sensor_warmup > 0:
+        if entity_scale is not None:
+            raise ConfigError("calibration: expected entity_scale or sensor_warmup, got both")
+        # each entity's own threshold comes from its own warm-up; the card's is the margin
+        sensor = SensorScore(warmup=c.sensor_warmup)
+        published = [r.scores for r in sensor.run_many([x[a:] for x, (a, _) in
+                                                         zip(dm.scaled, dm.parts, strict=True)])]
+        threshold = {"value": sensor.margin, "method": "sensor",
+                     "samples": "none: each entity's threshold is the margin times the largest "
+                                "averages of its own warm-up (stream.sensor_score)"}
+    else:
+        val_scores = np.concatenate([p[:b - a][k] for p, (a, b), k in
+                                     zip(published, dm.parts, keeps, strict=True)])
+        threshold = calibrate_threshold(val_scores, c.method, c.risk, c.initial_quantile)
+        threshold["samples"] = "validation, past warm-up" + (
+            ", labelled normal" if d.train_on == "normal" and series[0].labels is not None
+            else "") + (", scaled per entity" if entity_scale is not None else "")
 
     # Whole-length arrays (NaN before the validation start) for evaluation and plotting.
     scaled_fc, scores_full = [], []
@@ -271,7 +288,8 @@ def fit(cfg: Config) -> FitResult:
         "scaler": scaler,
         "period_s": dm.period_s,
         "score": {"kind": "rms_z", "residual_scale": [float(v) for v in rs],
-                  **({"entity_scale": entity_scale.card()} if entity_scale else {})},
+                  **({"entity_scale": entity_scale.card()} if entity_scale else {}),
+                  **({"sensor": sensor.card()} if sensor else {})},
         "threshold": threshold,
         "data": {**dm.describe(), "path": str(d.path), "features": names,
                  "config": cfg.name},
