@@ -131,11 +131,12 @@ def test_a_running_worker_rewinds_when_redis_comes_back_from_an_older_copy(
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_state_loss_rebuild_rereads_the_partitions_after_a_flushall(tmp_path, shared_data,
-                                                                    settings, unique):
+@pytest.mark.parametrize("action", ["rebuild", "reset"])
+def test_state_loss_after_a_flushall(tmp_path, shared_data, settings, unique, action):
     """The worker is stopped, its private Redis flushed (committed offsets stay in Kafka), and
-    started again: with SEQSTREAM_STATE_LOSS=rebuild every partition is read again from the
-    earliest offset, so the final states equal the uninterrupted run's."""
+    started again. ``rebuild``: every partition is read again from the earliest offset, so the
+    final states equal the uninterrupted run's. ``reset``: it goes on from the committed offsets
+    with fresh states (steps counted from there), each partition logged once."""
     server = RedisServer(tmp_path / "redis", free_port(), appendfsync="always")
     server.start()
     url = f"redis://127.0.0.1:{server.port}/0"
@@ -148,7 +149,7 @@ def test_state_loss_rebuild_rereads_the_partitions_after_a_flushall(tmp_path, sh
     asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
     worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
                            redis_url=url, partitions=2, batch_max=100,
-                           extra_env={"SEQSTREAM_STATE_LOSS": "rebuild"})
+                           extra_env={"SEQSTREAM_STATE_LOSS": action})
     records = events.interleaved(seed=9)
     half = len(records) // 2
     sources = asyncio.run(produce(settings.kafka_bootstrap, names["events"], records[:half]))
@@ -168,10 +169,16 @@ def test_state_loss_rebuild_rereads_the_partitions_after_a_flushall(tmp_path, sh
         server.stop()
     log = worker.log()
     assert code == 0, log[-3000:]
-    assert log.count("SEQSTREAM_STATE_LOSS=rebuild") == 2, log[-3000:]  # one line per partition
+    assert log.count(f"SEQSTREAM_STATE_LOSS={action}") == 2, log[-3000:]  # one per partition
     _, want_states = reference_run(art, records, sources, names["events"])
-    assert_states_equal(StateCodec(artifact.model.state_size, artifact.n_features), states,
-                        want_states)
+    codec = StateCodec(artifact.model.state_size, artifact.n_features)
+    if action == "rebuild":
+        assert_states_equal(codec, states, want_states)
+        return
+    got, found = codec.decode([states[n] for n in sorted(want_states)])
+    want, _ = codec.decode([want_states[n] for n in sorted(want_states)])
+    assert found.all()  # every entity went on, from a fresh state: fewer steps than the full run
+    assert (got["steps"] < want["steps"]).all() and (got["wm_ts"] == want["wm_ts"]).all()
 
 
 @pytest.mark.integration
