@@ -195,10 +195,7 @@ class BatchSource:
     async def rewind(self) -> None:
         """Seek every assigned partition of the topic to where the positioner says, dropping
         every batch fetched before (after a refused state save)."""
-        consumer = self.app.consumer
-        self.epoch += 1
-        self.clear()
-        await consumer.seek_claimed(self)  # type: ignore[attr-defined]
+        await self.app.consumer.seek_claimed(self)  # type: ignore[attr-defined]
 
     def clear(self) -> None:
         """Drop every waiting batch (flow stopped for a rebalance, or a seek)."""
@@ -218,20 +215,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def perform_seek(self) -> None:
         """faust's seek to the committed offsets, then each source's positioner decides."""
+        sources = [s for s in self.transport.batch_sources.values()  # type: ignore[attr-defined]
+                   if s.positioner is not None]
+        for source in sources:
+            source.epoch += 1  # what faust's seek makes stale, before the positioner's seek
+            source.clear()
         await super().perform_seek()
-        for source in self.transport.batch_sources.values():  # type: ignore[attr-defined]
-            if source.positioner is not None:
-                source.epoch += 1
-                source.clear()
-                await self.seek_claimed(source)
+        for source in sources:
+            await self.seek_claimed(source)
 
     async def seek_claimed(self, source: BatchSource) -> None:
-        """Seek the assigned partitions of ``source``'s topic where its positioner says."""
+        """Seek the assigned partitions of ``source``'s topic where its positioner says.
+
+        The epoch moves before and after: records fetched from the old position while the
+        positioner reads the store (a fetch can return in between) are stale too, else they
+        would be applied ahead of the records between the checkpoint and them."""
         if source.positioner is None:
             return
         tps = [tp for tp in self.assignment() if tp.topic == source.topic]
         if not tps:
             return
+        source.epoch += 1
+        source.clear()
         committed = self._committed_offset
         starts = await source.positioner({tp: committed.get(tp) for tp in tps})
         earliest = [tp for tp, at in starts.items() if at == EARLIEST]
@@ -243,6 +248,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             await self.seek(tp, at)
             # the next commit counts from here: faust commits nothing past a hole at the head
             committed[tp] = at
+        source.epoch += 1
+        source.clear()
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs Kafka
         sources: dict[str, BatchSource] = self.transport.batch_sources  # type: ignore[attr-defined]
@@ -252,12 +259,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
-                epochs = [s.epoch for s in sources.values()]
+                epochs = {t: s.epoch for t, s in sources.items()}
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if records is None or self.should_stop:
                     continue
-                if epochs != [s.epoch for s in sources.values()]:
+                if epochs != {t: s.epoch for t, s in sources.items()}:
                     continue  # fetched before a seek: read again from the new position
                 if not self.flow_active:
                     try:
@@ -272,13 +279,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                                     and tp not in self._buffered_partitions):
                         continue
                     if tp.topic in sources:
-                        recs = await self._take(tp, recs, sources[tp.topic].epoch)
+                        recs = await self._take(tp, recs, epochs[tp.topic])
                         if recs:
                             claimed.setdefault(tp.topic, []).append((tp, recs))
                     else:
                         await self._per_message(tp, recs, generation)
                 for topic, parts in claimed.items():
-                    if not await self._deliver(sources[topic], parts, generation):
+                    if not await self._deliver(sources[topic], parts, generation, epochs[topic]):
                         break
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
@@ -329,9 +336,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return recs
 
     async def _deliver(self, source: BatchSource, parts: list[tuple[TP, list[Any]]],
-                       generation: int) -> bool:
+                       generation: int, epoch: int) -> bool:
         """Queue ``parts`` as batches of at most ``source.max_batch``; False if flow stopped."""
-        limit, epoch = source.max_batch, source.epoch
+        limit = source.max_batch
         records: list[Any] = []
         offsets: dict[TP, list[int]] = {}
         pending = []
