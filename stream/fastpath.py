@@ -79,6 +79,8 @@ __all__ = ["EARLIEST", "BatchConsumer", "BatchSource", "BatchTransport", "InFlig
 EARLIEST = -2
 """A positioner's answer for "the earliest offset the topic still retains"."""
 
+HOLD = -1  # ``BatchSource.expect`` while the positioner decides: every fetched record dropped
+
 Positioner = Callable[[dict["TP", "int | None"]], Awaitable[dict["TP", "int | None"]]]
 """``{tp: Kafka committed offset or None}`` → ``{tp: offset to start at, or None to stay}``."""
 
@@ -136,6 +138,7 @@ class BatchSource:
         self.depth = depth
         self.positioner: Positioner | None = None
         self.epoch = 0  # bumped by every seek this source asks for: older batches are stale
+        self.expect: dict[TP, int] = {}  # sought partitions: where their next fetch must start
 
     @property
     def queue(self) -> asyncio.Queue[RecordBatch]:
@@ -217,9 +220,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """faust's seek to the committed offsets, then each source's positioner decides."""
         sources = [s for s in self.transport.batch_sources.values()  # type: ignore[attr-defined]
                    if s.positioner is not None]
-        for source in sources:
-            source.epoch += 1  # what faust's seek makes stale, before the positioner's seek
+        for source in sources:  # hold the claimed partitions until the positioner's seek
+            source.epoch += 1
             source.clear()
+            source.expect.update({tp: HOLD for tp in self.assignment()
+                                  if tp.topic == source.topic})
         await super().perform_seek()
         for source in sources:
             await self.seek_claimed(source)
@@ -227,29 +232,38 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def seek_claimed(self, source: BatchSource) -> None:
         """Seek the assigned partitions of ``source``'s topic where its positioner says.
 
-        The epoch moves before and after: records fetched from the old position while the
-        positioner reads the store (a fetch can return in between) are stale too, else they
-        would be applied ahead of the records between the checkpoint and them."""
+        Batches queued or being queued are dropped (their ``epoch`` is older), and until a fetch
+        starts exactly at the target, fetched records of a partition are dropped (they come
+        from the old position; the seek reset it, so nothing is skipped): otherwise records
+        from beyond the checkpoint could be applied ahead of those between it and them. A
+        partition whose log has a hole exactly at the target (compaction, a transaction
+        marker) would wait there: the events topic is neither."""
         if source.positioner is None:
             return
         tps = [tp for tp in self.assignment() if tp.topic == source.topic]
         if not tps:
             return
-        source.epoch += 1
-        source.clear()
         committed = self._committed_offset
         starts = await source.positioner({tp: committed.get(tp) for tp in tps})
         earliest = [tp for tp, at in starts.items() if at == EARLIEST]
         first = await self.earliest_offsets(*earliest) if earliest else {}
-        for tp, at in starts.items():
-            if at is None:
-                continue
-            at = first.get(tp, 0) if at == EARLIEST else at
+        targets = {tp: first.get(tp, 0) if at == EARLIEST else at
+                   for tp, at in starts.items() if at is not None}
+        rest = [tp for tp in tps if tp not in targets]  # Kafka's position: its committed offset
+        if rest:
+            unknown = [tp for tp in rest if committed.get(tp) is None]
+            start = await self.earliest_offsets(*unknown) if unknown else {}
+            targets.update({tp: committed[tp] if committed.get(tp) is not None
+                            else start.get(tp, 0) for tp in rest})
+        # from here on, batches taken before are stale and fetched records must start at the
+        # target (a fetch from the old position can still come back while the seek runs)
+        source.epoch += 1
+        source.clear()
+        source.expect.update(targets)
+        for tp, at in targets.items():
             await self.seek(tp, at)
             # the next commit counts from here: faust commits nothing past a hole at the head
             committed[tp] = at
-        source.epoch += 1
-        source.clear()
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs Kafka
         sources: dict[str, BatchSource] = self.transport.batch_sources  # type: ignore[attr-defined]
@@ -259,13 +273,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
-                epochs = {t: s.epoch for t, s in sources.items()}
                 records, active = await self._wait_next_records(1.0)
                 await self.sleep(0)
                 if records is None or self.should_stop:
                     continue
-                if epochs != {t: s.epoch for t, s in sources.items()}:
-                    continue  # fetched before a seek: read again from the new position
                 if not self.flow_active:
                     try:
                         await self.perform_seek()
@@ -279,13 +290,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                                     and tp not in self._buffered_partitions):
                         continue
                     if tp.topic in sources:
-                        recs = await self._take(tp, recs, epochs[tp.topic])
+                        recs = await self._take(tp, recs)
                         if recs:
                             claimed.setdefault(tp.topic, []).append((tp, recs))
                     else:
                         await self._per_message(tp, recs, generation)
                 for topic, parts in claimed.items():
-                    if not await self._deliver(sources[topic], parts, generation, epochs[topic]):
+                    if not await self._deliver(sources[topic], parts, generation):
                         break
                 commit_every = self._commit_every
                 if commit_every is not None and self._n_acked >= commit_every:
@@ -308,9 +319,15 @@ class BatchConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(CONSUMER_FETCHING)
 
-    async def _take(self, tp: TP, recs: list[Any], epoch: int) -> list[Any]:
-        """The records of ``tp`` not read before, with faust's read-offset and gap bookkeeping
-        (none if a seek happened meanwhile)."""
+    async def _take(self, tp: TP, recs: list[Any]) -> list[Any]:
+        """The records of ``tp`` not read before, with faust's read-offset and gap bookkeeping;
+        after a seek of a claimed partition, none fetched from the old position."""
+        source = self.transport.batch_sources[tp.topic]  # type: ignore[attr-defined]
+        at = source.expect.get(tp)
+        if at is not None:  # HOLD (-1) drops everything
+            recs = [r for r in recs if r.offset >= at] if at >= 0 else []
+            if not recs or recs[0].offset != at:
+                return []
         r_offset = self._read_offset[tp]
         if r_offset is not None and recs[0].offset < r_offset:
             recs = [r for r in recs if r.offset >= r_offset]
@@ -327,8 +344,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     if r.offset - prev > 1:
                         await self._add_gap(tp, prev + 1, r.offset)
                     prev = r.offset
-        if self.transport.batch_sources[tp.topic].epoch != epoch:  # type: ignore[attr-defined]
-            return []
         monitor = self.app.monitor
         monitor.track_tp_end_offset(tp, self.highwater(tp))
         monitor.stream_inbound_time[tp] = time.monotonic()
@@ -336,9 +351,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return recs
 
     async def _deliver(self, source: BatchSource, parts: list[tuple[TP, list[Any]]],
-                       generation: int, epoch: int) -> bool:
+                       generation: int) -> bool:
         """Queue ``parts`` as batches of at most ``source.max_batch``; False if flow stopped."""
-        limit = source.max_batch
+        limit, epoch, expect = source.max_batch, source.epoch, source.expect
+        if expect:  # after a seek: only records that start exactly where it went
+            parts = [(tp, recs) for tp, recs in parts
+                     if tp not in expect or recs[0].offset == expect[tp]]
+            for tp, _ in parts:
+                expect.pop(tp, None)
         records: list[Any] = []
         offsets: dict[TP, list[int]] = {}
         pending = []
