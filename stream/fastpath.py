@@ -41,8 +41,10 @@ faust seeks every partition to its committed offset (``perform_seek``, on each a
 :class:`BatchConsumer` asks the positioner for each claimed partition's start offset (the worker
 reads the checkpoints stored with the states in Redis) and seeks there (:data:`EARLIEST`: the
 earliest retained offset). :meth:`BatchSource.rewind` does the same mid-stream after a refused
-state save: it drops the waiting batches and every batch fetched before the seek (an ``epoch``
-stamped on each batch), then seeks, so records are never applied out of order.
+state save. A seek drops the batches queued before it (an ``epoch`` stamped on each batch), and
+until a fetch of a sought partition starts exactly at the target, its fetched records are dropped
+(they come from the old position, which the seek reset), so records are never applied out of
+order; from faust's own seek to the positioner's the claimed partitions are held (``HOLD``).
 
 Adoption: call :func:`install` with the app and the events topic before the app starts, then
 consume the source in an ``app.task``; see :func:`run_batches`.
