@@ -197,7 +197,8 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
         "model": {"cell": net.cell, "hidden": net.hidden_size, "layers": net.num_layers,
                   "state_size": net.state_size, "model_id": artifact.model_id, "note": note},
         "pipelines": {p: letter for letter, p in LETTER.items() if p in plan["pipelines"]},
-        "catch_up": [], "latency": [], "state": [], "step": [], "profile": None,
+        "catch_up": [], "latency": [], "state": [], "state_store": [], "step": [],
+        "profile": None,
     }
     kw = {"model": model_dir, "partitions": partitions, "batch_max": batch_max, "logs": logs}
 
@@ -284,6 +285,10 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
         doc["state"] = await asyncio.to_thread(state_cost, net.state_size, net.n_features,
                                                plan["state"], artifact.model_id,
                                                settings.state_ttl_s)
+        from bench.state_throughput import store_throughput
+
+        doc["state_store"] = await asyncio.to_thread(store_throughput, net.state_size,
+                                                     net.n_features)
     _say("done")
     doc["step"] = step_times(net, [tuple(s) for s in size["step"]])
     doc["ratios"] = ratios(doc["catch_up"], base)

@@ -145,6 +145,12 @@ def markdown(doc: dict[str, Any]) -> str:
                       [[_fmt(s["entities"]), s["value_bytes"], s["raw_state_bytes"],
                         _fmt(s["used_memory_per_entity"], 1), _fmt(s["memory_usage_mean"], 1),
                         _fmt(s["ratio_to_raw"], 2)] for s in doc["state"]])
+    if doc.get("state_store"):
+        out += ["**State store throughput** (a batch's checked load + compare-and-set save, "
+                "private servers, `bench.state_throughput`):", ""]
+        out += _table(["Redis", "batch", "partitions", "states/s"],
+                      [[r["redis"], _fmt(r["batch"]), r["partitions"], _fmt(r["states_per_s"])]
+                       for r in doc["state_store"]])
     if doc.get("step"):
         out += ["**Model step time** (one no-grad call, one thread):", ""]
         out += _table(["entities", "samples each", "ms", "µs per sample"],

@@ -1,8 +1,10 @@
 """Redis bytes per entity against the raw state bytes, in a private redis-server.
 
-The states are the worker's own values (:class:`stream.state.StateCodec`: a 24-byte header, the
+The states are the worker's own values (:class:`stream.state.StateCodec`: a 32-byte header, the
 packed float32 hidden state, the last 1-step forecast) written through
-:class:`stream.state.RedisStateStore` with the worker's idle TTL, as the worker writes them. A
+:class:`stream.state.RedisStateStore` with the worker's idle TTL and key layout
+(``{<namespace>:<partition>}:<entity>``, over :data:`PARTITIONS` partitions, each save writing
+the partitions' checkpoints too), as the worker writes them. A
 private ``redis-server`` on a free port keeps the shared one free of a million keys and makes
 ``used_memory`` a clean before/after difference::
 
@@ -21,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.state import RedisStateStore, StateCodec, namespace
+from stream.state import UNCHECKED, RedisStateStore, StateCodec, namespace
 
-__all__ = ["state_cost"]
+__all__ = ["PARTITIONS", "state_cost"]
+
+PARTITIONS = 4  # the default SEQSTREAM_PARTITIONS
 
 
 def _free_port() -> int:
@@ -51,10 +55,12 @@ async def _measure(port: int, codec: StateCodec, counts: list[int], model_id: st
                 st["forecast"] = rng.standard_normal(st["forecast"].shape).astype(np.float32)
                 st["wm_ts"] = 1.7e9
                 ids = [f"b-{100 + i % 48}@{i}" for i in range(lo, hi)]
-                await store.save(dict(zip(ids, codec.encode(st), strict=True)))
+                parts = {e: i % PARTITIONS for i, e in zip(range(lo, hi), ids, strict=True)}
+                await store.save(dict(zip(ids, codec.encode(st), strict=True)), parts,
+                                 {p: (UNCHECKED, hi) for p in range(PARTITIONS)})
             after = int((await client.info("memory"))["used_memory"])
             picks = rng.choice(n, size=min(sample, n), replace=False)
-            usage = [await client.memory_usage(store.key(f"b-{100 + i % 48}@{i}"))
+            usage = [await client.memory_usage(store.key(f"b-{100 + i % 48}@{i}", i % PARTITIONS))
                      for i in picks.tolist()]
             per_entity = (after - before) / n
             raw = 4 * codec.state_size

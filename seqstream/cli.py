@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("seqstream.demo", "stack up, train on real ECG, stream it, show results"),
     "bench": ("bench.cli", "measure throughput and latency against baselines"),
     "evaluate": ("seqstream.evaluate", "score streamed flags and forecasts on labelled data"),
+    "state": ("seqstream.state", "inspect, count or migrate the entity states kept in Redis"),
 }
 
 

@@ -407,6 +407,67 @@ class RedisServer(Server):
             return False
 
 
+class RedisClusterNode(RedisServer):
+    """One master of the local 3-master Redis Cluster (``stack up --redis-cluster``): AOF on,
+    loopback only, its cluster bus on ``bus_port``."""
+
+    marker = "redis-server"
+
+    def __init__(self, home: Path, port: int, bus_port: int,
+                 appendfsync: str = "everysec") -> None:
+        super().__init__(home, port, appendfsync)
+        self.name = f"redis-cluster-{port}"
+        self.logfile = home / f"{self.name}.log"
+        self.bus_port = bus_port
+
+    def ports(self) -> list[int]:
+        return [self.port, self.bus_port]
+
+    def command(self) -> list[str]:
+        argv = super().command()
+        config = Path(argv[1])
+        config.write_text(config.read_text() + "\n".join([
+            "cluster-enabled yes", f"cluster-port {self.bus_port}",
+            f"cluster-config-file {self.dir / 'nodes.conf'}", ""]))
+        return argv
+
+
+CLUSTER_MASTERS = 3
+
+
+def cluster_nodes(settings: Settings) -> list[RedisClusterNode]:
+    """The local cluster's masters: ports SEQSTREAM_REDIS_PORT + 1000 + i, buses + 2000 + i."""
+    stack = settings.home / "stack" / "redis-cluster"
+    base = settings.redis_port
+    return [RedisClusterNode(stack / str(i), base + 1000 + i, base + 2000 + i,
+                             settings.redis_appendfsync) for i in range(CLUSTER_MASTERS)]
+
+
+def form_cluster(nodes: list[RedisClusterNode], timeout: float = 30.0) -> str:
+    """Join the started ``nodes`` into one cluster unless they already are one; return the
+    ``SEQSTREAM_REDIS_URL`` that names it."""
+    import redis
+
+    def state(port: int) -> str:
+        return str(redis.Redis(port=port, socket_timeout=2).cluster("INFO").get("cluster_state"))
+
+    if not all(state(n.port) == "ok" for n in nodes):
+        done = subprocess.run([_require("redis-cli", "redis-tools"), "--cluster", "create",
+                               *[n.address for n in nodes], "--cluster-replicas", "0",
+                               "--cluster-yes"], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise StackError(f"redis-cli --cluster create: expected a cluster of "
+                             f"{len(nodes)} masters, got exit {done.returncode}: "
+                             f"{(done.stdout + done.stderr)[-500:]}")
+        deadline = time.monotonic() + timeout
+        while not all(state(n.port) == "ok" for n in nodes):
+            if time.monotonic() > deadline:
+                raise StackError(f"Redis Cluster on {[n.port for n in nodes]}: expected "
+                                 f"cluster_state ok within {timeout:.0f}s")
+            time.sleep(0.2)
+    return f"redis+cluster://{nodes[0].address}/0"
+
+
 class PrometheusServer(Server):
     """Debian's prometheus, scraping itself and the worker's /metrics."""
 
@@ -460,6 +521,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "what up started; status: health and address of each part (exit 1 "
                              "if any is down); classpath: the Kafka jars' Java classpath, for "
                              "Kafka's own tools")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="up: also start a 3-master Redis Cluster on loopback (ports "
+                             "SEQSTREAM_REDIS_PORT + 1000..1002) and print its "
+                             "SEQSTREAM_REDIS_URL; down and status include it when it exists")
     configure_ports(parser)
 
 
@@ -470,8 +535,13 @@ def configure_ports(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(overrides=vars(args))
+    cluster = bool(getattr(args, "redis_cluster", False))
+    settings = Settings.from_env(overrides={k: v for k, v in vars(args).items()
+                                            if k != "redis_cluster"})
     servers = components(settings)
+    nodes = cluster_nodes(settings)
+    if cluster or any(n.dir.exists() for n in nodes):
+        servers += nodes
     if args.action == "up":
         for server in servers:
             t0 = time.monotonic()
@@ -479,6 +549,8 @@ def run(args: argparse.Namespace) -> int:
             verb = f"started in {time.monotonic() - t0:.1f}s" if started else "already running"
             print(f"{server.name:<10} {server.address:<16} {verb} (pid {server.pid()})",
                   flush=True)
+        if cluster:
+            print(f"redis cluster: SEQSTREAM_REDIS_URL={form_cluster(nodes)}", flush=True)
         return 0
     if args.action == "classpath":
         kafka = next(s for s in servers if isinstance(s, KafkaServer))

@@ -19,7 +19,7 @@ FLAGS = (
     "kafka_bootstrap", "topic_events", "topic_predictions", "topic_anomalies",
     "topic_deadletter", "topic_beats", "partitions", "app_id", "redis_url", "metrics_host",
     "metrics_port",
-    "batch_max", "state_ttl_s", "warmup_steps", "max_gap_s",
+    "batch_max", "state_ttl_s", "state_loss", "warmup_steps", "max_gap_s",
     "max_payload_bytes", "max_future_s", "log_level",
 )
 

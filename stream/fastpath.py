@@ -36,6 +36,16 @@ Offsets and acks keep faust's semantics, in faust's own structures:
 So a crash replays at most the batches not yet acked: the at-least-once contract the worker's
 watermark already makes idempotent.
 
+Where a claimed partition starts is the source's ``positioner``'s to say when it has one: after
+faust seeks every partition to its committed offset (``perform_seek``, on each assignment),
+:class:`BatchConsumer` asks the positioner for each claimed partition's start offset (the worker
+reads the checkpoints stored with the states in Redis) and seeks there (:data:`EARLIEST`: the
+earliest retained offset). :meth:`BatchSource.rewind` does the same mid-stream after a refused
+state save. A seek drops the batches queued before it (an ``epoch`` stamped on each batch), and
+until a fetch of a sought partition starts exactly at the target, its fetched records are dropped
+(they come from the old position, which the seek reset), so records are never applied out of
+order; from faust's own seek to the positioner's the claimed partitions are held (``HOLD``).
+
 Adoption: call :func:`install` with the app and the events topic before the app starts, then
 consume the source in an ``app.task``; see :func:`run_batches`.
 
@@ -47,22 +57,39 @@ consume the source in an ``app.task``; see :func:`run_batches`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import tuples as faust_tuples
 from mode.utils.futures import notify
 
 from stream.errors import ConfigError
+from stream.state import CheckpointMoved
 
 if TYPE_CHECKING:
     import faust
     from faust.types import TP
 
-__all__ = ["BatchConsumer", "BatchSource", "BatchTransport", "InFlight", "RecordBatch",
+__all__ = ["EARLIEST", "BatchConsumer", "BatchSource", "BatchTransport", "InFlight", "RecordBatch",
            "install", "run_batches"]
+
+
+EARLIEST = -2
+"""A positioner's answer for "the earliest offset the topic still retains"."""
+
+HOLD = -1  # ``BatchSource.expect`` while the positioner decides: every fetched record dropped
+
+Positioner = Callable[[dict["TP", "int | None"]], Awaitable[dict["TP", "int | None"]]]
+"""``{tp: Kafka committed offset or None}`` → ``{tp: offset to start at, or None to stay}``."""
+
+
+# faust's lock around its ack bookkeeping (``_acked``, ``_acked_index``, ``_n_acked``), where the
+# installed faust has one: the batch acks below take it as faust's own ``Consumer.ack`` does
+ACK_LOCK: Any = getattr(faust_tuples, "ack_lock", None) or contextlib.nullcontext()
 
 
 class InFlight:
@@ -82,12 +109,14 @@ class InFlight:
 class RecordBatch:
     """Records of one fetch, in partition order; ``offsets`` per partition for the acks."""
 
-    __slots__ = ("generation", "marker", "offsets", "records")
+    __slots__ = ("epoch", "generation", "marker", "offsets", "records")
 
-    def __init__(self, records: list[Any], offsets: dict[TP, list[int]], generation: int) -> None:
+    def __init__(self, records: list[Any], offsets: dict[TP, list[int]], generation: int,
+                 epoch: int = 0) -> None:
         self.records = records
         self.offsets = offsets
         self.generation = generation
+        self.epoch = epoch
         self.marker = InFlight(len(records))
 
     @property
@@ -109,6 +138,9 @@ class BatchSource:
         self.app, self.topic, self.max_batch = app, topic, max_batch
         self._queue: asyncio.Queue[RecordBatch] | None = None
         self.depth = depth
+        self.positioner: Positioner | None = None
+        self.epoch = 0  # bumped by every seek this source asks for: older batches are stale
+        self.expect: dict[TP, int] = {}  # sought partitions: where their next fetch must start
 
     @property
     def queue(self) -> asyncio.Queue[RecordBatch]:
@@ -118,7 +150,7 @@ class BatchSource:
 
     def _stale(self, batch: RecordBatch) -> bool:
         consumer = self.app.consumer
-        return (not consumer.flow_active
+        return (not consumer.flow_active or batch.epoch != self.epoch
                 or batch.generation != self.app.consumer_generation_id)
 
     async def __aiter__(self) -> AsyncIterator[RecordBatch]:
@@ -130,26 +162,29 @@ class BatchSource:
                 continue
             yield batch
 
-    def done(self, batch: RecordBatch) -> None:
+    def done(self, batch: RecordBatch, partitions: frozenset[int] | None = None) -> None:
         """Mark every offset of ``batch`` acked (call after outputs are acknowledged and states
-        saved); faust's commit loop commits them."""
-        consumer = self.app.consumer
-        committed_of, acked_of, index_of = (consumer._committed_offset, consumer._acked,
-                                            consumer._acked_index)
-        n = 0
-        for tp, offsets in batch.offsets.items():
-            committed = committed_of[tp]
-            if committed is not None and offsets[0] < committed:
-                offsets = [o for o in offsets if o >= committed]
-            index = index_of[tp]
-            if not index.isdisjoint(offsets):
-                offsets = [o for o in offsets if o not in index]
-            if offsets:
-                index.update(offsets)
-                acked_of[tp].extend(offsets)
-                n += len(offsets)
-        consumer._n_acked += n
-        self._release(batch)
+        saved), or only those of ``partitions``; faust's commit loop commits them."""
+        with ACK_LOCK:
+            consumer = self.app.consumer
+            committed_of, acked_of, index_of = (consumer._committed_offset, consumer._acked,
+                                                consumer._acked_index)
+            n = 0
+            for tp, offsets in batch.offsets.items():
+                if partitions is not None and tp.partition not in partitions:
+                    continue
+                committed = committed_of[tp]
+                if committed is not None and offsets[0] < committed:
+                    offsets = [o for o in offsets if o >= committed]
+                index = index_of[tp]
+                if not index.isdisjoint(offsets):
+                    offsets = [o for o in offsets if o not in index]
+                if offsets:
+                    index.update(offsets)
+                    acked_of[tp].extend(offsets)
+                    n += len(offsets)
+            consumer._n_acked += n
+            self._release(batch)
 
     def drop(self, batch: RecordBatch) -> None:
         """Give ``batch`` up unacked: its records are read again from the committed offset."""
@@ -157,12 +192,18 @@ class BatchSource:
 
     def _release(self, batch: RecordBatch) -> None:
         consumer = self.app.consumer
-        batch.marker.acked = True
-        consumer._unacked_messages.discard(batch.marker)
+        with ACK_LOCK:
+            batch.marker.acked = True
+            consumer._unacked_messages.discard(batch.marker)
         notify(consumer._waiting_for_ack)
 
+    async def rewind(self) -> None:
+        """Seek every assigned partition of the topic to where the positioner says, dropping
+        every batch fetched before (after a refused state save)."""
+        await self.app.consumer.seek_claimed(self)  # type: ignore[attr-defined]
+
     def clear(self) -> None:
-        """Drop every waiting batch (flow stopped for a rebalance)."""
+        """Drop every waiting batch (flow stopped for a rebalance, or a seek)."""
         if self._queue is None:
             return
         while not self._queue.empty():
@@ -176,6 +217,55 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().stop_flow()
         for source in self.transport.batch_sources.values():  # type: ignore[attr-defined]
             source.clear()
+
+    async def perform_seek(self) -> None:
+        """faust's seek to the committed offsets, then each source's positioner decides."""
+        sources = [s for s in self.transport.batch_sources.values()  # type: ignore[attr-defined]
+                   if s.positioner is not None]
+        for source in sources:  # hold the claimed partitions until the positioner's seek
+            source.epoch += 1
+            source.clear()
+            source.expect.update({tp: HOLD for tp in self.assignment()
+                                  if tp.topic == source.topic})
+        await super().perform_seek()
+        for source in sources:
+            await self.seek_claimed(source)
+
+    async def seek_claimed(self, source: BatchSource) -> None:
+        """Seek the assigned partitions of ``source``'s topic where its positioner says.
+
+        Batches queued or being queued are dropped (their ``epoch`` is older), and until a fetch
+        starts exactly at the target, fetched records of a partition are dropped (they come
+        from the old position; the seek reset it, so nothing is skipped): otherwise records
+        from beyond the checkpoint could be applied ahead of those between it and them. A
+        partition whose log has a hole exactly at the target (compaction, a transaction
+        marker) would wait there: the events topic is neither."""
+        if source.positioner is None:
+            return
+        tps = [tp for tp in self.assignment() if tp.topic == source.topic]
+        if not tps:
+            return
+        committed = self._committed_offset
+        starts = await source.positioner({tp: committed.get(tp) for tp in tps})
+        earliest = [tp for tp, at in starts.items() if at == EARLIEST]
+        first = await self.earliest_offsets(*earliest) if earliest else {}
+        targets = {tp: first.get(tp, 0) if at == EARLIEST else at
+                   for tp, at in starts.items() if at is not None}
+        rest = [tp for tp in tps if tp not in targets]  # Kafka's position: its committed offset
+        if rest:
+            unknown = [tp for tp in rest if committed.get(tp) is None]
+            start = await self.earliest_offsets(*unknown) if unknown else {}
+            targets.update({tp: committed[tp] if committed.get(tp) is not None
+                            else start.get(tp, 0) for tp in rest})
+        # from here on, batches taken before are stale and fetched records must start at the
+        # target (a fetch from the old position can still come back while the seek runs)
+        source.epoch += 1
+        source.clear()
+        source.expect.update(targets)
+        for tp, at in targets.items():
+            await self.seek(tp, at)
+            # the next commit counts from here: faust commits nothing past a hole at the head
+            committed[tp] = at
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs Kafka
         sources: dict[str, BatchSource] = self.transport.batch_sources  # type: ignore[attr-defined]
@@ -232,7 +322,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
             unset_flag(CONSUMER_FETCHING)
 
     async def _take(self, tp: TP, recs: list[Any]) -> list[Any]:
-        """The records of ``tp`` not read before, with faust's read-offset and gap bookkeeping."""
+        """The records of ``tp`` not read before, with faust's read-offset and gap bookkeeping;
+        after a seek of a claimed partition, none fetched from the old position."""
+        source = self.transport.batch_sources[tp.topic]  # type: ignore[attr-defined]
+        at = source.expect.get(tp)
+        if at is not None:  # HOLD (-1) drops everything
+            recs = [r for r in recs if r.offset >= at] if at >= 0 else []
+            if not recs or recs[0].offset != at:
+                return []
         r_offset = self._read_offset[tp]
         if r_offset is not None and recs[0].offset < r_offset:
             recs = [r for r in recs if r.offset >= r_offset]
@@ -258,7 +355,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
     async def _deliver(self, source: BatchSource, parts: list[tuple[TP, list[Any]]],
                        generation: int) -> bool:
         """Queue ``parts`` as batches of at most ``source.max_batch``; False if flow stopped."""
-        limit = source.max_batch
+        limit, epoch, expect = source.max_batch, source.epoch, source.expect
+        if expect:  # after a seek: only records that start exactly where it went
+            parts = [(tp, recs) for tp, recs in parts
+                     if tp not in expect or recs[0].offset == expect[tp]]
+            for tp, _ in parts:
+                expect.pop(tp, None)
         records: list[Any] = []
         offsets: dict[TP, list[int]] = {}
         pending = []
@@ -271,10 +373,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 offsets.setdefault(tp, []).extend(r.offset for r in piece)
                 at += len(piece)
                 if len(records) >= limit:
-                    pending.append(RecordBatch(records, offsets, generation))
+                    pending.append(RecordBatch(records, offsets, generation, epoch))
                     records, offsets = [], {}
         if records:
-            pending.append(RecordBatch(records, offsets, generation))
+            pending.append(RecordBatch(records, offsets, generation, epoch))
         unacked = self._unacked_messages
         for i, batch in enumerate(pending):
             unacked.add(batch.marker)
@@ -348,9 +450,16 @@ async def run_batches(source: BatchSource, handle: Callable[[Sequence[Any]], Awa
 
     ``handle`` must return only once the batch's outputs are acknowledged and its states saved;
     if it raises, the batch stays unacked (replayed after a restart) and the error propagates.
+    A refused load or save (:class:`~stream.state.CheckpointMoved`) acks only the partitions that
+    were saved and seeks the source back (:meth:`BatchSource.rewind`) instead.
     """
     async for batch in source:
-        await handle(batch.records)
+        try:
+            await handle(batch.records)
+        except CheckpointMoved as ex:
+            source.done(batch, partitions=ex.saved)
+            await source.rewind()
+            continue
         source.done(batch)
         if after is not None:
             after(batch)

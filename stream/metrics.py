@@ -40,7 +40,8 @@ __all__ = [
 
 SKIP_REASONS = ("duplicate", "late")
 BEAT_CLASSES = ("N", "S", "V", "F")  # AAMI classes the beat network tells apart
-RESET_REASONS = ("gap", "corrupt", "version", "future_watermark")
+RESET_REASONS = ("gap", "corrupt", "version", "future_watermark", "state_lost")
+STATE_LOSS_ACTIONS = ("rebuild", "reset")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0)
 STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -77,6 +78,14 @@ class Metrics:
                                 "(after a restart or rebalance)", registry=r)
         self.resets = Counter("seqstream_resets", "entity states restarted from zero, by reason",
                               ["reason"], registry=r)
+        self.state_rewinds = Counter("seqstream_state_rewinds",
+                                     "partitions sought back to their Redis checkpoint after a "
+                                     "refused save (Redis lost writes, or a zombie worker)",
+                                     registry=r)
+        self.state_lost = Counter("seqstream_state_lost",
+                                  "partitions with a committed Kafka offset but no Redis "
+                                  "checkpoint, by the SEQSTREAM_STATE_LOSS action taken",
+                                  ["action"], registry=r)
         self.latency = Histogram("seqstream_latency_seconds",
                                  "event ts (last sample of a chunk) to its prediction acknowledged"
                                  " by Kafka", buckets=LATENCY_BUCKETS, registry=r)
@@ -108,6 +117,8 @@ class Metrics:
             self.skipped.labels(reason=reason)
         for reason in RESET_REASONS:
             self.resets.labels(reason=reason)
+        for action in STATE_LOSS_ACTIONS:
+            self.state_lost.labels(action=action)
         for cls in BEAT_CLASSES:
             self.abnormal_beats.labels(cls)
 

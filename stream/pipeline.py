@@ -16,6 +16,20 @@ A store or broker that is unreachable is waited for with capped exponential back
 batch: nothing is returned — hence nothing acknowledged or committed — until every step succeeds.
 Any other error propagates (a bug must stop the worker, not be skipped over).
 
+Where consumption resumes: the save also writes, for each partition of the batch, the next offset
+to read, in the same atomic call as the states (:mod:`stream.state`), as a compare-and-set on the
+checkpoint this pipeline last read or wrote (:attr:`Pipeline.positions`, set by the worker when it
+seeks an assigned partition). A refused save (Redis lost acknowledged writes, or the partition
+now belongs to another worker) raises :class:`~stream.state.CheckpointMoved` after the other
+partitions are saved: the caller acks none of the refused partitions' offsets and seeks them
+back to the stored checkpoints (:func:`stream.fastpath.run_batches`), so those events are read
+and applied again from the restored states. The load reads the same checkpoints in its round trip
+and refuses the same way before anything is computed or produced, so a rollback that happened
+between two batches costs no wrong prediction; one between a batch's load and its save produces
+that batch's predictions from the rolled-back states, and the replay after the seek produces them
+again, right (the later record wins). Partitions missing from ``positions`` (a pipeline
+driven without a consumer, as in the benchmark) write their checkpoint without comparing.
+
 The caller supplies ``send``: an async callable taking ``[(topic, key, value), ...]`` that returns
 once Kafka acknowledged every record (the Faust worker passes its producer; a benchmark may pass
 a plain aiokafka producer).
@@ -33,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from stream.metrics import observe_many
+from stream.state import UNCHECKED, CheckpointMoved
 
 if TYPE_CHECKING:
     from stream.engine import Engine, Outcome, RawMessage
@@ -68,15 +83,26 @@ class Pipeline:
         self.metrics = metrics
         self.send_errors = send_errors
         self.backoff = backoff
+        self.positions: dict[int, int | None] = {}
 
     async def process(self, messages: Sequence[RawMessage]) -> Outcome:
         """Process one batch; returns only once predictions are acked and states saved."""
         began = time.perf_counter()
         batch = self.engine.prepare(list(messages))
         ids = batch.entity_ids
+        sources = batch.sources
+        part_of = {e: sources[idx[-1]][0] for e, idx in batch.groups.items()}
+        checkpoints = self._checkpoints(messages)
+        expected = {p: want for p, (want, _) in checkpoints.items() if want != UNCHECKED}
         t = time.perf_counter()
-        blobs = await self._until_done("Redis load", self.store.load, ids,
-                                       errors=self.store.transient_errors)
+        try:
+            blobs = await self._until_done(
+                "Redis load",
+                lambda i: self.store.load_checked(i, list(part_of.values()), expected), ids,
+                errors=self.store.transient_errors)
+        except CheckpointMoved as ex:
+            self._moved(ex)
+            raise
         load_s = time.perf_counter() - t
         outcome = self.engine.apply(batch, blobs)
         topics = self.topics
@@ -89,9 +115,18 @@ class Pipeline:
             await self._until_done("Kafka produce", self.send, records, errors=self.send_errors)
         acked_at = time.time()
         t = time.perf_counter()
-        if outcome.states:
-            await self._until_done("Redis save", self.store.save, outcome.states,
-                                   errors=self.store.transient_errors)
+        if outcome.states or checkpoints:
+            try:
+                await self._until_done(
+                    "Redis save", lambda s: self.store.save(s, part_of, checkpoints),
+                    outcome.states, errors=self.store.transient_errors)
+            except CheckpointMoved as ex:
+                for p in ex.saved:
+                    self.positions[p] = checkpoints[p][1]
+                self._moved(ex)
+                raise
+            for p, (_, write) in checkpoints.items():
+                self.positions[p] = write
         save_s = time.perf_counter() - t
         m = self.metrics
         if m is not None:
@@ -104,6 +139,27 @@ class Pipeline:
             m.batch_size.observe(len(messages))
             m.batch.observe(time.perf_counter() - began)
         return outcome
+
+    def _moved(self, ex: CheckpointMoved) -> None:
+        """A refused load or save: one line per partition, counted; expect what is stored."""
+        for p in sorted(ex.stored):
+            self.positions[p] = ex.stored[p]
+            log.warning("partition %d: stored checkpoint %s, this worker last wrote %s (Redis "
+                        "lost acknowledged writes, or another worker owns the partition): its "
+                        "part of the batch is dropped unacked and the partition sought back", p,
+                        ex.stored[p], ex.expected[p])
+        if self.metrics is not None:
+            self.metrics.state_rewinds.inc(len(ex.stored))
+
+    def _checkpoints(self, messages: Sequence[RawMessage]) -> dict[int, tuple[int | None, int]]:
+        """Each partition's (expected stored checkpoint, next offset to read after the batch)."""
+        last: dict[int, int] = {}
+        for m in messages:
+            if m.offset >= last.get(m.partition, -1):
+                last[m.partition] = m.offset
+        positions = self.positions
+        return {p: (positions.get(p, UNCHECKED), o + 1)
+                for p, o in last.items()}
 
     async def _until_done(self, what: str, step: Callable[[Any], Awaitable[T]], arg: Any,
                           errors: tuple[type[BaseException], ...]) -> T:

@@ -168,7 +168,7 @@ def redis_kwargs(settings: Settings) -> dict[str, Any]:
     tls_files = (settings.redis_ssl_cafile, settings.redis_ssl_certfile,
                  settings.redis_ssl_keyfile)
     if any(tls_files):
-        if not settings.redis_url.startswith("rediss://"):
+        if not settings.redis_url.startswith(("rediss://", "rediss+cluster://")):
             raise ConfigError(f"{env_name('redis_ssl_cafile')}/certfile/keyfile: expected a "
                               f"rediss:// {env_name('redis_url')} for TLS, got "
                               f"{mask_url(settings.redis_url)}")
@@ -207,7 +207,12 @@ async def connect_redis(settings: Settings) -> redis.asyncio.Redis:
     import redis.asyncio as aioredis
     from redis import exceptions
 
-    client = aioredis.Redis.from_url(settings.redis_url, **redis_kwargs(settings))
+    url = settings.redis_url
+    if "+cluster://" in url:  # redis+cluster://node:port: the client finds the other nodes
+        client: Any = aioredis.RedisCluster.from_url(url.replace("+cluster://", "://", 1),
+                                                     **redis_kwargs(settings))
+    else:
+        client = aioredis.Redis.from_url(url, **redis_kwargs(settings))
     where = mask_url(settings.redis_url)
     user = settings.redis_username or "default"
     given = settings.redis_password or settings.redis_password_file or urlsplit(

@@ -97,8 +97,10 @@ def _jvm_size(raw: str) -> str:
 
 
 def _redis_url(raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("a redis://, rediss:// or unix:// URL")
+    if not raw.startswith(("redis://", "rediss://", "unix://", "redis+cluster://",
+                           "rediss+cluster://")):
+        raise ValueError("a redis://, rediss://, unix:// URL, or redis+cluster:// "
+                         "(rediss+cluster://) naming one node of a Redis Cluster")
     return raw
 
 
@@ -161,7 +163,8 @@ class Settings:
                                "kafka")
     app_id: str = _setting("seqstream", _text, "Faust app id = Kafka consumer group", "kafka")
     # Redis
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", _redis_url, "Redis URL for entity state",
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", _redis_url, "Redis URL for entity state "
+                              "(redis+cluster://host:port: a Redis Cluster, from any one node)",
                               "redis")
     redis_port: int = _setting(6379, _int(1, 65535), "port of the local stack's Redis", "stack")
     redis_appendfsync: str = _setting("everysec", _choice("always", "everysec", "no"),
@@ -183,6 +186,10 @@ class Settings:
                               "worker")
     state_ttl_s: int = _setting(7 * 24 * 3600, _int(0), "idle expiry of entity state, seconds "
                                 "(0 = never)", "worker")
+    state_loss: str = _setting(
+        "rebuild", _choice("rebuild", "reset"), "a partition with a committed Kafka offset but "
+        "no Redis checkpoint (Redis flushed or new): rebuild = reread from the earliest retained "
+        "offset, reset = go on from the committed offset with fresh states", "worker")
     warmup_steps: int = _setting(360, _int(0), "steps after first event or reset with no flag",
                                  "worker")
     max_gap_s: float = _setting(60.0, _float(0.0), "a gap longer than this resets the entity, "

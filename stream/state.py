@@ -25,17 +25,36 @@ network: one of an older layout (version 1 had no ``peak``/``log_mu``, 24-byte h
 had no beat part) is counted as a ``version`` reset, anything else as ``corrupt``. The beat part
 comes last so that the watermark keeps its byte offset, which the Lua save reads.
 
-Keys are ``<namespace>:<entity_id>`` with the namespace ``<app_id>:<first 16 hex of
-model_id>``, so a state written by one model is never read by another and two consumer groups
-keep separate states. 64 bits of the content hash make an accidental
-collision between two models' namespaces negligible while keeping keys short (every byte of a key
-costs memory once per entity).
+Keys carry the entity's Kafka partition in a Redis Cluster hash tag::
 
-Saves are monotonic: a value is replaced only if its watermark is older than the new one's (or it
-is not a valid state). A worker that lost its partitions in a rebalance but still finishes a
-batch therefore cannot move an entity's state backwards over the newer state of its successor.
-In Redis the batched load is one ``MGET`` and the batched save one ``EVALSHA`` of a short Lua
-script (one round trip, atomic, each key ``SET`` with the idle TTL).
+    {<namespace>:<partition>}:<entity_id>     one entity's state (idle TTL)
+    {<namespace>:<partition>}                 the partition's checkpoint: the next offset to read
+
+with the namespace ``<app_id>:<first 16 hex of model_id>``, so a state written by one model is
+never read by another and two consumer groups keep separate states (64 bits of the content hash
+make a collision between two models' namespaces negligible while keeping keys short: every byte of
+a key costs memory once per entity). An entity's partition is the partition of the message that
+carried its last sample: entities must be keyed (the Kafka key decides the partition), as the
+publishers here do. All keys of one partition share one hash slot, so one Lua call can write a
+partition's states and its checkpoint atomically, on one Redis or on a cluster.
+
+Why the checkpoint lives with the states: Redis acknowledges a write before it is durable
+(``appendfsync everysec`` loses up to a second on a power cut, a failover to an asynchronous
+replica loses what it had not received). If the consumer position lived only in Kafka, the events
+of a lost save would never be read again and the entity would go on from an older hidden state.
+With the position stored in the same atomic write, states and checkpoint go back together, and
+the worker seeks each assigned partition to its checkpoint (:mod:`stream.fastpath`), so the lost
+events are read and applied again: every event's effect is applied exactly once.
+
+A save with checkpoints is a compare-and-set: each partition's script refuses (writes nothing)
+unless the stored checkpoint is the one this worker last read or wrote. A worker still running
+through a Redis restart (its position is ahead of the restored checkpoint), or a zombie worker
+that lost the partition in a rebalance, is refused and told the stored checkpoint
+(:class:`CheckpointMoved`). Within a partition, saves stay monotonic too: a value is replaced only
+if its watermark is older than the new one's (or it is not a valid state).
+
+In Redis a batch costs one ``MGET`` to load (one per partition, pipelined, on a cluster) and one
+``EVALSHA`` per partition to save, pipelined into one round trip.
 
 >>> codec = StateCodec(state_size=4, n_features=2)
 >>> rows = codec.empty(1)
@@ -64,12 +83,15 @@ __all__ = [
     "FLAG_FORECAST",
     "HEADER_BYTES",
     "OLDER_VERSIONS",
+    "UNCHECKED",
     "VERSION",
+    "CheckpointMoved",
     "MemoryStateStore",
     "RedisStateStore",
     "StateCodec",
     "StateStore",
     "namespace",
+    "parse_key",
 ]
 
 VERSION = 3
@@ -86,6 +108,42 @@ WM_TS_AT = 8  # byte offset of the watermark ts (the Lua script reads it at 1-ba
 def namespace(app_id: str, model_id: str) -> str:
     """The key prefix of one consumer group's states for one model."""
     return f"{app_id}:{model_id[:16]}"
+
+
+def parse_key(key: str) -> tuple[str, int, str | None] | None:
+    """``(namespace, partition, entity or None for the checkpoint)`` of a key of this layout,
+    ``None`` for any other key.
+
+    >>> parse_key("{app:0123:3}:pump-1"), parse_key("{app:0123:3}"), parse_key("app:x")
+    (('app:0123', 3, 'pump-1'), ('app:0123', 3, None), None)
+    """
+    if not key.startswith("{"):
+        return None
+    end = key.find("}")
+    ns, _, part = key[1:end].rpartition(":")
+    if end < 0 or not ns or not part.isdigit():
+        return None
+    rest = key[end + 1:]
+    if not rest:
+        return ns, int(part), None
+    if not rest.startswith(":"):
+        return None
+    return ns, int(part), rest[1:]
+
+
+class CheckpointMoved(Exception):
+    """A save refused for ``partitions``: their stored checkpoints are not the expected ones.
+
+    ``stored`` maps each refused partition to its checkpoint in the store (``None``: absent);
+    ``saved`` names the partitions of the same batch that were saved all the same.
+    """
+
+    def __init__(self, stored: Mapping[int, int | None], expected: Mapping[int, int | None],
+                 saved: frozenset[int] = frozenset()) -> None:
+        self.stored, self.expected, self.saved = dict(stored), dict(expected), saved
+        super().__init__("state save refused: partition checkpoints moved "
+                         + ", ".join(f"{p}: expected {expected[p]}, stored {stored[p]}"
+                                     for p in sorted(stored)))
 
 
 class StateCodec:
@@ -146,8 +204,19 @@ class StateCodec:
                            dtype=bool, count=len(blobs))
 
 
+def _int_or_none(raw: bytes | str | None) -> int | None:
+    return int(raw) if raw not in (None, b"", "") else None  # type: ignore[arg-type]
+
+
+Checkpoints = Mapping[int, tuple[int | None, int]]
+"""``{partition: (expected stored checkpoint or None if absent, checkpoint to write)}``; an
+expected :data:`UNCHECKED` writes without comparing."""
+UNCHECKED = -1
+
+
 class StateStore(ABC):
-    """Batched, per-entity-atomic state storage; values are opaque bytes from :class:`StateCodec`.
+    """Batched, per-partition-atomic state storage; values are opaque bytes from
+    :class:`StateCodec`.
 
     ``transient_errors`` lists the exceptions that mean "the store is unreachable right now":
     the caller retries those without committing anything, and lets every other error surface.
@@ -156,23 +225,64 @@ class StateStore(ABC):
     transient_errors: tuple[type[BaseException], ...] = ()
 
     def __init__(self, prefix: str, ttl_s: int = 0) -> None:
-        self.prefix = prefix + ":"
+        self.namespace = prefix
         self.ttl_s = ttl_s
 
-    def key(self, entity_id: str) -> str:
-        return self.prefix + entity_id
+    def key(self, entity_id: str, partition: int = 0) -> str:
+        return f"{{{self.namespace}:{partition}}}:{entity_id}"
+
+    def checkpoint_key(self, partition: int) -> str:
+        return f"{{{self.namespace}:{partition}}}"
 
     @abstractmethod
-    async def load(self, entity_ids: Sequence[str]) -> list[bytes | None]:
-        """The stored value of each entity (``None`` if absent or expired), in one round trip."""
+    async def load(self, entity_ids: Sequence[str], partitions: Sequence[int] | None = None
+                   ) -> list[bytes | None]:
+        """The stored value of each entity on its partition (``None`` if absent or expired);
+        ``partitions`` defaults to 0 for every entity."""
 
     @abstractmethod
-    async def save(self, states: Mapping[str, bytes]) -> int:
-        """Store every entity's value with the idle TTL in one round trip, keeping a stored value
-        whose watermark is not older; return how many were written."""
+    async def save(self, states: Mapping[str, bytes], partitions: Mapping[str, int] | None = None,
+                   checkpoints: Checkpoints | None = None) -> int:
+        """Store every entity's value with the idle TTL, keeping a stored value whose watermark
+        is not older, and write ``checkpoints``; return how many states were written.
+
+        Each partition is one atomic compare-and-set: a partition whose stored checkpoint is not
+        the expected one writes nothing, and :class:`CheckpointMoved` is raised once every other
+        partition is written. Without ``checkpoints`` nothing is compared."""
+
+    @abstractmethod
+    async def checkpoints(self, partitions: Sequence[int]) -> dict[int, int | None]:
+        """The stored checkpoint (next offset to read) of each partition, ``None`` if absent."""
+
+    @abstractmethod
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The values of ``keys`` in one round trip."""
+
+    async def load_checked(self, entity_ids: Sequence[str], partitions: Sequence[int],
+                           expected: Mapping[int, int | None]) -> list[bytes | None]:
+        """:meth:`load`, in the same round trip reading the checkpoints of ``expected``'s
+        partitions: raises :class:`CheckpointMoved` (nothing saved) when one is not the expected
+        one, so a batch is not computed, let alone produced, from states Redis has rolled back."""
+        parts = list(expected)
+        keys = [self.checkpoint_key(p) for p in parts]
+        keys += [self.key(e, p) for e, p in zip(entity_ids, partitions, strict=True)]
+        values = await self._get_many(keys)
+        moved = {p: _int_or_none(v) for p, v in zip(parts, values, strict=False)
+                 if _int_or_none(v) != expected[p]}
+        if moved:
+            raise CheckpointMoved(moved, {p: expected[p] for p in moved})
+        return values[len(parts):]
 
     async def close(self) -> None:  # noqa: B027 - optional hook, a no-op where nothing to release
         """Release connections."""
+
+
+def _by_partition(states: Mapping[str, bytes], partitions: Mapping[str, int] | None,
+                  checkpoints: Checkpoints | None) -> dict[int, list[str]]:
+    groups: dict[int, list[str]] = {p: [] for p in checkpoints or ()}
+    for entity_id in states:
+        groups.setdefault(partitions[entity_id] if partitions else 0, []).append(entity_id)
+    return groups
 
 
 def _newer(new: bytes, old: bytes | None) -> bool:
@@ -189,32 +299,59 @@ class MemoryStateStore(StateStore):
         super().__init__(prefix, ttl_s)
         self._data: dict[str, tuple[bytes, float]] = {}
 
-    async def load(self, entity_ids: Sequence[str]) -> list[bytes | None]:
-        now, out = time.monotonic(), []
-        for entity_id in entity_ids:
-            item = self._data.get(self.key(entity_id))
-            out.append(item[0] if item is not None and item[1] > now else None)
-        return out
+    async def load(self, entity_ids: Sequence[str], partitions: Sequence[int] | None = None
+                   ) -> list[bytes | None]:
+        parts = partitions if partitions is not None else [0] * len(entity_ids)
+        return await self._get_many([self.key(e, p) for e, p in zip(entity_ids, parts,
+                                                                     strict=True)])
 
-    async def save(self, states: Mapping[str, bytes]) -> int:
+    async def save(self, states: Mapping[str, bytes], partitions: Mapping[str, int] | None = None,
+                   checkpoints: Checkpoints | None = None) -> int:
         now, written = time.monotonic(), 0
         expires = now + self.ttl_s if self.ttl_s else float("inf")
-        for entity_id, value in states.items():
-            key = self.key(entity_id)
-            item = self._data.get(key)
-            old = item[0] if item is not None and item[1] > now else None
-            if _newer(value, old):
-                self._data[key] = (value, expires)
-                written += 1
+        stored = await self.checkpoints(list(checkpoints or ()))
+        refused = {p for p, (want, _) in (checkpoints or {}).items()
+                   if want != UNCHECKED and stored[p] != want}
+        for p, ids in _by_partition(states, partitions, checkpoints).items():
+            if p in refused:
+                continue
+            for entity_id in ids:
+                key, value = self.key(entity_id, p), states[entity_id]
+                item = self._data.get(key)
+                old = item[0] if item is not None and item[1] > now else None
+                if _newer(value, old):
+                    self._data[key] = (value, expires)
+                    written += 1
+            if checkpoints and p in checkpoints:
+                self._data[self.checkpoint_key(p)] = (str(checkpoints[p][1]).encode(),
+                                                      float("inf"))
+        if refused:
+            raise CheckpointMoved({p: stored[p] for p in refused},
+                                  {p: checkpoints[p][0] for p in refused},  # type: ignore[index]
+                                  frozenset(checkpoints or ()) - refused)
         return written
 
+    async def checkpoints(self, partitions: Sequence[int]) -> dict[int, int | None]:
+        values = await self._get_many([self.checkpoint_key(p) for p in partitions])
+        return {p: _int_or_none(v) for p, v in zip(partitions, values, strict=True)}
 
-# KEYS: state keys; ARGV[1]: TTL seconds (0 = none); ARGV[i + 1]: the value for KEYS[i].
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        now, get = time.monotonic(), self._data.get
+        return [item[0] if (item := get(k)) is not None and item[1] > now else None
+                for k in keys]
+
+
+# KEYS[1]: the partition's checkpoint key; KEYS[2..]: its state keys.
+# ARGV[1]: TTL seconds (0 = none); ARGV[2]: the expected checkpoint ('' = absent, '*' = do not
+# compare); ARGV[3]: the checkpoint to write ('' = none); ARGV[i + 2]: the value for KEYS[i].
+# Returns {written, stored checkpoint}; written is -1 when refused (nothing written).
 _SAVE_LUA = """
 local ttl = tonumber(ARGV[1])
+local stored = redis.call('GET', KEYS[1]) or ''
+if ARGV[2] ~= '*' and stored ~= ARGV[2] then return {-1, stored} end
 local written = 0
-for i, key in ipairs(KEYS) do
-  local new = ARGV[i + 1]
+for i = 2, #KEYS do
+  local key, new = KEYS[i], ARGV[i + 2]
   local old = redis.call('GET', key)
   local keep = false
   if old and #old == #new and string.byte(old, 1) == string.byte(new, 1) then
@@ -225,32 +362,93 @@ for i, key in ipairs(KEYS) do
     written = written + 1
   end
 end
-return written
+if ARGV[3] ~= '' then redis.call('SET', KEYS[1], ARGV[3]); stored = ARGV[3] end
+return {written, stored}
 """
 
 
-class RedisStateStore(StateStore):
-    """States in Redis: ``MGET`` to load, one Lua ``EVALSHA`` to save (see module docstring)."""
+def _slot_tag(key: str) -> str:
+    return key[:key.find("}") + 1] if key.startswith("{") else key
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str, ttl_s: int = 0) -> None:
+
+class RedisStateStore(StateStore):
+    """States in Redis: ``MGET`` to load, one Lua ``EVALSHA`` per partition to save, pipelined
+    (see module docstring). On a Redis Cluster client (``redis.asyncio.RedisCluster``) reads are
+    one ``MGET`` per partition (one hash slot each), pipelined, since a cluster refuses an
+    ``MGET`` across slots."""
+
+    def __init__(self, client: redis.asyncio.Redis | redis.asyncio.RedisCluster, prefix: str,
+                 ttl_s: int = 0) -> None:
         from redis import exceptions
+        from redis.asyncio import RedisCluster
 
         super().__init__(prefix, ttl_s)
         self.client = client
+        self.cluster = isinstance(client, RedisCluster)
         self._save = client.register_script(_SAVE_LUA)
         self.transient_errors = (exceptions.ConnectionError, exceptions.TimeoutError,
-                                 exceptions.BusyLoadingError, ConnectionError, OSError)
+                                 exceptions.BusyLoadingError, exceptions.ClusterDownError,
+                                 exceptions.TryAgainError, ConnectionError, OSError)
 
-    async def load(self, entity_ids: Sequence[str]) -> list[bytes | None]:
+    async def load(self, entity_ids: Sequence[str], partitions: Sequence[int] | None = None
+                   ) -> list[bytes | None]:
         if not entity_ids:
             return []
-        return await self.client.mget([self.prefix + e for e in entity_ids])
+        parts = partitions if partitions is not None else [0] * len(entity_ids)
+        key = self.key
+        return await self._get_many([key(e, p) for e, p in zip(entity_ids, parts, strict=True)])
 
-    async def save(self, states: Mapping[str, bytes]) -> int:
-        if not states:
+    async def save(self, states: Mapping[str, bytes], partitions: Mapping[str, int] | None = None,
+                   checkpoints: Checkpoints | None = None) -> int:
+        groups = _by_partition(states, partitions, checkpoints)
+        if not groups:
             return 0
-        keys = [self.prefix + e for e in states]
-        return int(await self._save(keys=keys, args=[self.ttl_s, *states.values()]))
+        pipe = self.client.pipeline() if self.cluster else self.client.pipeline(
+            transaction=False)
+        for p, ids in groups.items():
+            want, write = checkpoints[p] if checkpoints and p in checkpoints else (UNCHECKED, "")
+            keys = [self.checkpoint_key(p), *(self.key(e, p) for e in ids)]
+            args = [self.ttl_s, "*" if want == UNCHECKED else "" if want is None else want, write,
+                    *(states[e] for e in ids)]
+            if self.cluster:  # scripts are not cached per node through a cluster pipeline
+                pipe.eval(_SAVE_LUA, len(keys), *keys, *args)
+            else:
+                await self._save(keys=keys, args=args, client=pipe)
+        results = await pipe.execute()
+        written, refused = 0, {}
+        for p, (n, stored) in zip(groups, results, strict=True):
+            if n < 0:
+                refused[p] = _int_or_none(stored)
+            else:
+                written += n
+        if refused:
+            raise CheckpointMoved(refused, {p: checkpoints[p][0]  # type: ignore[index]
+                                            for p in refused},
+                                  frozenset(checkpoints or ()) - set(refused))
+        return written
+
+    async def checkpoints(self, partitions: Sequence[int]) -> dict[int, int | None]:
+        if not partitions:
+            return {}
+        values = await self._get_many([self.checkpoint_key(p) for p in partitions])
+        return {p: _int_or_none(v) for p, v in zip(partitions, values, strict=True)}
+
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        if not self.cluster:
+            return await self.client.mget(keys)
+        slots: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            slots.setdefault(_slot_tag(k), []).append(i)
+        pipe = self.client.pipeline()
+        for at in slots.values():
+            pipe.execute_command("MGET", *[keys[i] for i in at])  # one slot: not blocked
+        out: list[bytes | None] = [None] * len(keys)
+        for at, values in zip(slots.values(), await pipe.execute(), strict=True):
+            for i, v in zip(at, values, strict=True):
+                out[i] = v
+        return out
 
     async def close(self) -> None:
         await self.client.aclose()

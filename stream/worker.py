@@ -11,6 +11,20 @@ rebalance, which waits for in-flight batches (``stream_wait_empty``). A batch in
 is never acked, never committed, and is consumed again after a restart, where the watermarks skip
 what was already applied.
 
+Where consumption resumes is Redis's to say, not Kafka's: on every assignment the worker reads
+each partition's checkpoint, stored with the states in the same atomic save (:mod:`stream.state`),
+and seeks the consumer there (:func:`position`); Kafka commits stay for lag monitoring and
+tooling. A partition with a committed Kafka offset but no checkpoint lost its states (Redis
+flushed, or a new Redis): ``SEQSTREAM_STATE_LOSS=rebuild`` rereads it from the earliest retained
+offset (every state recomputed; the predictions of the retained events are produced again, so
+the cost is reading and stepping the whole retention once: about a day of events at the default
+retention), ``reset`` goes on from the committed offset with fresh states. Either is logged once
+per partition and counted (``seqstream_state_lost{action}``; ``reset`` also counts one
+``seqstream_resets{reason="state_lost"}`` per partition). The topic's partition count is kept in
+Redis too (``<namespace>:partitions``): an entity's partition is its key's hash modulo the count,
+so after a change every state would be looked up on the wrong partition; the worker refuses to
+start instead (``seqstream state migrate`` rewrites the keys for the new count).
+
 Faust's, aiokafka's and mode's loggers are set to WARNING: their debug and info records are built
 for every message and cost about 40 % of the worker's time. After start-up the objects alive are
 frozen out of the garbage collector and its young-generation threshold raised: a batch allocates
@@ -28,15 +42,16 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from stream import fastpath
+from stream import fastpath, seam
 from stream.batchsend import batch_send
 from stream.engine import Engine
 from stream.errors import StackError
+from stream.fastpath import EARLIEST
 from stream.kafka_access import check_access, needs
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Topics
 from stream.security import connect_redis, faust_broker, kafka_kwargs
-from stream.state import RedisStateStore, namespace
+from stream.state import RedisStateStore, StateStore, namespace
 
 if TYPE_CHECKING:
     import faust
@@ -127,6 +142,12 @@ def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.Ap
     send = batch_send(lambda: app.producer._ensure_producer())  # type: ignore[attr-defined]
     pipeline = Pipeline(engine, store, send, output_topics(settings), metrics,
                         send_errors=(KafkaError, ProducerSendError, asyncio.TimeoutError))
+    reported: set[int] = set()
+
+    async def positioner(committed: dict[Any, int | None]) -> dict[Any, int | None]:
+        return await position(pipeline, settings.state_loss, committed, reported)
+
+    source.positioner = positioner
 
     @app.task
     async def batches() -> None:
@@ -154,6 +175,58 @@ def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.Ap
     return app
 
 
+async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int | None],
+                   reported: set[int]) -> dict[Any, int | None]:
+    """Where each partition starts: its Redis checkpoint; else (no checkpoint) Kafka's committed
+    offset for a partition never consumed, or the ``state_loss`` action for one whose states are
+    gone. Sets the pipeline's expected checkpoints; ``reported`` keeps loss lines to one."""
+    store: StateStore = pipeline.store
+    by_partition = {tp.partition: tp for tp in committed}
+    stored = await pipeline._until_done("Redis checkpoint read", store.checkpoints,
+                                        sorted(by_partition), errors=store.transient_errors)
+    metrics = pipeline.metrics
+    starts: dict[Any, int | None] = {}
+    for p, tp in by_partition.items():
+        checkpoint, kafka = stored[p], committed[tp]
+        pipeline.positions[p] = checkpoint
+        if checkpoint is not None:
+            reported.discard(p)
+            starts[tp] = checkpoint
+            continue
+        starts[tp] = EARLIEST if state_loss == "rebuild" else None
+        if kafka is None or kafka <= 0 or p in reported:
+            continue  # never consumed (Kafka's reset policy applies), or already said
+        reported.add(p)
+        if state_loss == "rebuild":
+            log.warning("partition %d of %s: committed offset %d but no Redis checkpoint (Redis "
+                        "lost its states): SEQSTREAM_STATE_LOSS=rebuild, rereading from the "
+                        "earliest retained offset; predictions of those events are produced "
+                        "again", p, tp.topic, kafka)
+        else:
+            log.warning("partition %d of %s: committed offset %d but no Redis checkpoint (Redis "
+                        "lost its states): SEQSTREAM_STATE_LOSS=reset, going on from the "
+                        "committed offset with fresh states", p, tp.topic, kafka)
+        if metrics is not None:
+            metrics.state_lost.labels(action=state_loss).inc()
+            if state_loss == "reset":
+                metrics.resets.labels(reason="state_lost").inc()
+    return starts
+
+
+async def check_partition_count(client: Any, prefix: str, topic: str, count: int) -> None:
+    """Record the events topic's partition count with the states, or refuse a changed one."""
+    key = f"{prefix}:partitions"
+    stored = await client.get(key)
+    if stored is None:
+        await client.set(key, count)
+    elif int(stored) != count:
+        raise StackError(
+            f"topic {topic} has {count} partitions but the Redis states under {prefix} were "
+            f"written for {int(stored)}: an entity's partition is its key's hash modulo the count,"
+            f" so its state would be looked up on the wrong partition; expected {int(stored)} "
+            f"partitions, or run `seqstream state migrate --partitions {count}` first")
+
+
 def _record_lag(app: faust.App, batch: fastpath.RecordBatch, metrics: Metrics) -> None:
     consumer = app.consumer
     for tp, offset in batch.last_offsets().items():
@@ -170,6 +243,7 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     from prometheus_client import start_http_server
 
     quiet_loggers()
+    seam.check()  # the private faust/aiokafka names the fast path uses: one line if one is gone
     metrics = Metrics()
     engine = Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
                     max_payload_bytes=settings.max_payload_bytes,
@@ -180,12 +254,17 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     redis_client = loop.run_until_complete(connect_redis(settings))
     # A hung (not dead) Redis must fail a command, so the batch is retried, rather than block it
     # forever: later connections get socket timeouts.
-    redis_client.connection_pool.connection_kwargs.update(
-        socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S)
-    loop.run_until_complete(redis_client.connection_pool.disconnect())
+    pool = getattr(redis_client, "connection_pool", None)  # a cluster client: one pool per node
+    if pool is not None:
+        pool.connection_kwargs.update(socket_timeout=REDIS_TIMEOUT_S,
+                                      socket_connect_timeout=REDIS_TIMEOUT_S)
+        loop.run_until_complete(pool.disconnect())
     # a wrong password, an untrusted certificate or a missing ACL: one line now, not a retry loop
     loop.run_until_complete(check_access(settings, needs(settings)))
     counts = loop.run_until_complete(ensure_topics(settings))
+    loop.run_until_complete(check_partition_count(
+        redis_client, namespace(settings.app_id, artifact.model_id), settings.topic_events,
+        counts[settings.topic_events]))
     cell = artifact.model.cell
     metrics.set_model(artifact.model_id, cell, str(artifact.card.get("version", "unknown")))
     if settings.metrics_port:
@@ -197,6 +276,7 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
                              f" expected a free port (SEQSTREAM_METRICS_PORT, 0 = off), got "
                              f"{ex.strerror or ex}") from ex
     app = build_app(settings, engine, redis_client)
+    seam.check_instance(app.consumer)
     log.info("seqstream worker: model %s (%s, %d features, horizon %d), topics %s, Redis state "
              "%s:*, checks took %.1f s", artifact.model_id[:16], cell, artifact.n_features,
              artifact.model.horizon, counts, namespace(settings.app_id, artifact.model_id),

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "start_redis", "stop"]
+__all__ = ["free_port", "start_cluster", "start_redis", "stop"]
 
 
 def free_port() -> int:
@@ -41,3 +41,28 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def start_cluster(workdir: Path, masters: int = 3) -> tuple[list[subprocess.Popen], list[int]]:
+    """``masters`` cluster-enabled redis-servers on loopback joined into one Redis Cluster (no
+    replicas), once every slot is served."""
+    import redis
+
+    ports, procs = [free_port() for _ in range(masters)], []
+    for port in ports:
+        node = workdir / f"node-{port}"
+        node.mkdir(parents=True)
+        procs.append(start_redis(["--port", str(port), "--cluster-enabled", "yes",
+                                  "--cluster-port", str(free_port()),  # else port + 10000
+                                  "--cluster-config-file", f"nodes-{port}.conf"], port, node))
+    subprocess.run(["redis-cli", "--cluster", "create",
+                    *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
+                    "--cluster-yes"], check=True, capture_output=True, timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all(redis.Redis(port=p).cluster("INFO").get("cluster_state") == "ok" for p in ports):
+            return procs, ports
+        time.sleep(0.2)
+    for proc in procs:
+        stop(proc)
+    raise RuntimeError(f"Redis Cluster on {ports} not ok within 30 s")

@@ -359,15 +359,25 @@ def reference_run(artifact_dir: Path, records: Sequence[tuple[bytes, bytes]],
 
 def redis_states(redis_url: str, app_id: str, model_id: str, names: Sequence[str]
                  ) -> dict[str, bytes | None]:
+    """The stored state of each of ``names``, on whichever partition it is kept."""
     import redis
 
-    from stream.state import namespace
+    from stream.state import namespace, parse_key
 
-    client = redis.Redis.from_url(redis_url)
+    cluster = "+cluster://" in redis_url
+    client: Any = (redis.RedisCluster.from_url(redis_url.replace("+cluster://", "://", 1))
+                   if cluster else redis.Redis.from_url(redis_url))
     prefix = namespace(app_id, model_id)
-    values = client.mget([f"{prefix}:{n}" for n in names])
+    keys = {}
+    for key in client.scan_iter(match="{" + prefix + ":*", count=1000):
+        parsed = parse_key(key.decode())
+        if parsed is not None and parsed[0] == prefix and parsed[2] in names:
+            keys[parsed[2]] = key
+    values = ([client.get(k) for k in keys.values()] if cluster  # MGET: one slot at a time
+              else client.mget(list(keys.values())) if keys else [])
+    found = dict(zip(keys, values, strict=True))
     client.close()
-    return dict(zip(names, values, strict=True))
+    return {n: found.get(n) for n in names}
 
 
 def assert_states_equal(codec: Any, got: dict[str, bytes | None], want: dict[str, bytes],

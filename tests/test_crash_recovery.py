@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,24 @@ def kill_and_restart(worker: WorkerProcess, produced: EndOffsets, total: int,
     return at_kill
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request, settings, tmp_path) -> Iterator[str]:
+    """The shared Redis, or a private 3-master Redis Cluster on loopback."""
+    if request.param == "redis":
+        yield settings.redis_url
+        return
+    from redis_private import start_cluster, stop
+
+    procs, ports = start_cluster(tmp_path / "cluster")
+    yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    for proc in procs:
+        stop(proc)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(
-        tmp_path, bundled_data, settings, unique):
+        tmp_path, bundled_data, settings, unique, redis_url):
     rng = np.random.default_rng()
     seed = int(rng.integers(1 << 30))
     print(f"crash test seed {seed}")
@@ -88,7 +103,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(
 
     port = free_port()
     worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
-                           redis_url=settings.redis_url, partitions=4, batch_max=250,
+                           redis_url=redis_url, partitions=4, batch_max=250,
                            extra_env={"SEQSTREAM_METRICS_PORT": str(port)})
     produced = EndOffsets(settings.kafka_bootstrap, names["predictions"])
     try:
@@ -105,7 +120,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_applies_nothing_twice(
     repeats = assert_predictions_match(got, want_predictions, threshold=3.0)
     artifact = load_artifact(art)
     codec = StateCodec(artifact.model.state_size, artifact.n_features)
-    assert_states_equal(codec, redis_states(settings.redis_url, unique, artifact.model_id,
+    assert_states_equal(codec, redis_states(redis_url, unique, artifact.model_id,
                                             sorted(want_states)), want_states)
     duplicates = [ln for ln in metrics.decode().splitlines()
                   if ln.startswith('seqstream_skipped_total{reason="duplicate"}')]

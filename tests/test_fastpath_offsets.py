@@ -75,3 +75,30 @@ def test_dropped_stale_and_cleared_batches_ack_nothing():
     assert not fresh.marker.acked  # handed out, in flight
     assert not app.consumer._acked[T0] and not app.consumer._acked[T1]
     assert list(app.consumer._unacked_messages) == [fresh.marker]
+
+
+def test_done_against_fausts_real_consumer_gives_the_commit_faust_computes(tmp_path):
+    """faust's own Consumer (the BatchConsumer the worker runs, never started: no broker is
+    contacted): the acks land where faust's ``_new_offset`` turns them into the next commit,
+    a refused partition is left unacked, and the seam check finds every private name."""
+    import faust
+
+    from stream import fastpath, seam
+
+    async def go() -> None:
+        app = faust.App(f"seam-{tmp_path.name}", broker="kafka://127.0.0.1:1",
+                        web_enabled=False, datadir=str(tmp_path), value_serializer="raw")
+        source = fastpath.install(app, app.topic("events", value_type=bytes))
+        consumer = app.consumer
+        assert isinstance(consumer, fastpath.BatchConsumer)
+        seam.check()
+        seam.check_instance(consumer)
+        consumer._committed_offset[T0] = 5
+        batch = RecordBatch([object()] * 5, {T0: [5, 6, 7], T1: [0, 1]}, 0)
+        consumer._unacked_messages.add(batch.marker)
+        source.done(batch, partitions=frozenset({0}))
+        assert consumer._new_offset(T0) == 8  # faust commits the next offset to read
+        assert consumer._acked[T1] == [] and consumer._n_acked == 3
+        assert batch.marker not in consumer._unacked_messages
+
+    asyncio.run(go())

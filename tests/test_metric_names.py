@@ -14,6 +14,7 @@ EXPECTED = {
     "seqstream_beats_total": set(), "seqstream_abnormal_beats_total": {"class"},
     "seqstream_deadletters_total": {"reason"}, "seqstream_skipped_total": {"reason"},
     "seqstream_resets_total": {"reason"}, "seqstream_replayed_total": set(),
+    "seqstream_state_rewinds_total": set(), "seqstream_state_lost_total": {"action"},
     "seqstream_latency_seconds": {"le"},
     "seqstream_batch_seconds": {"le"}, "seqstream_redis_load_seconds": {"le"},
     "seqstream_redis_save_seconds": {"le"}, "seqstream_model_step_seconds": {"le"},

@@ -33,7 +33,7 @@ def test_env_vars_are_parsed_to_their_types():
     ("SEQSTREAM_BATCH_MAX", "ten", "an integer in [1, 1000000]"),
     ("SEQSTREAM_MAX_GAP_S", "nan", "a number >= 0.0"),
     ("SEQSTREAM_KAFKA_BOOTSTRAP", "localhost", "host:port"),
-    ("SEQSTREAM_REDIS_URL", "http://x", "a redis://, rediss:// or unix:// URL"),
+    ("SEQSTREAM_REDIS_URL", "http://x", "a redis://, rediss://, unix:// URL, or redis+cluster://"),
     ("SEQSTREAM_REDIS_APPENDFSYNC", "sometimes", "one of always, everysec, no"),
     ("SEQSTREAM_KAFKA_HEAP", "512", "a JVM heap size"),
     ("SEQSTREAM_TOPIC_EVENTS", "  ", "a non-empty string"),

@@ -1,19 +1,24 @@
-"""Both state stores behave the same: batched load/save, one value per entity, monotonic saves,
-idle TTL, model-scoped keys. The Redis one is checked against the real shared Redis (one MGET and
-one script call per batch; bytes per entity close to the raw state size)."""
+"""The state stores behave the same (memory, one Redis, a 3-master Redis Cluster): batched
+load/save, one value per entity, monotonic saves, idle TTL, model-scoped keys, per-partition
+checkpoints with a compare-and-set. The Redis one is checked against the real shared Redis (one
+MGET and one script call per batch; bytes per entity close to the raw state size)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis_private import start_cluster, stop
 
 from stream.state import (
     FLAG_FORECAST,
     HEADER_BYTES,
+    UNCHECKED,
+    CheckpointMoved,
     MemoryStateStore,
     RedisStateStore,
     StateCodec,
@@ -36,7 +41,17 @@ def states(n: int, wm: float, seed: int = 0) -> np.ndarray:
     return rows
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(scope="module")
+def cluster_port(tmp_path_factory) -> Iterator[int]:
+    """A private 3-master Redis Cluster on loopback (never the shared Redis)."""
+    procs, ports = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield ports[0]
+    for proc in procs:
+        stop(proc)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration),
+                        pytest.param("cluster", marks=pytest.mark.integration)])
 def make_store(request, settings, unique):
     made: list[StateStore] = []
 
@@ -44,6 +59,10 @@ def make_store(request, settings, unique):
         prefix = namespace(unique, model_id)
         if request.param == "memory":
             store: StateStore = MemoryStateStore(prefix, ttl_s)
+        elif request.param == "cluster":
+            port = request.getfixturevalue("cluster_port")
+            store = RedisStateStore(aioredis.RedisCluster(host="127.0.0.1", port=port), prefix,
+                                    ttl_s)
         else:
             store = RedisStateStore(aioredis.Redis.from_url(settings.redis_url), prefix, ttl_s)
         made.append(store)
@@ -52,7 +71,7 @@ def make_store(request, settings, unique):
     yield make
     if request.param == "redis":
         client = redis.Redis.from_url(settings.redis_url)
-        keys = list(client.scan_iter(match=f"{unique}:*"))
+        keys = list(client.scan_iter(match="{" + unique + ":*"))
         if keys:
             client.delete(*keys)
 
@@ -105,6 +124,42 @@ def test_states_of_another_model_are_invisible(make_store):
     asyncio.run(go())
 
 
+def test_states_and_checkpoint_are_kept_per_partition(make_store):
+    async def go():
+        store = await make_store()
+        a, b = CODEC.encode(states(2, wm=3.0))
+        await store.save({"x": a, "y": b}, {"x": 1, "y": 2}, {1: (UNCHECKED, 10), 2: (None, 7)})
+        assert await store.load(["x", "y", "x"], [1, 2, 2]) == [a, b, None]
+        assert await store.checkpoints([1, 2, 3]) == {1: 10, 2: 7, 3: None}
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_save_whose_checkpoint_moved_is_refused_for_that_partition_only(make_store):
+    """Partition 1's stored checkpoint is 10 (as after Redis came back from an older copy) while
+    the worker expects 20: partition 1 writes nothing, partition 2 is saved."""
+    async def go():
+        store = await make_store()
+        old = CODEC.encode(states(2, wm=3.0))
+        await store.save({"x": old[0], "y": old[1]}, {"x": 1, "y": 2},
+                         {1: (None, 10), 2: (None, 5)})
+        new = CODEC.encode(states(2, wm=4.0, seed=1))
+        with pytest.raises(CheckpointMoved) as info:
+            await store.save({"x": new[0], "y": new[1]}, {"x": 1, "y": 2},
+                             {1: (20, 30), 2: (5, 9)})
+        assert info.value.stored == {1: 10} and info.value.expected == {1: 20}
+        assert await store.load(["x", "y"], [1, 2]) == [old[0], new[1]]
+        assert await store.checkpoints([1, 2]) == {1: 10, 2: 9}
+        # an absent checkpoint is expected as None: a worker expecting one is refused too
+        with pytest.raises(CheckpointMoved) as info:
+            await store.save({}, {}, {3: (4, 8)})
+        assert info.value.stored == {3: None}
+        await store.close()
+
+    asyncio.run(go())
+
+
 def test_an_idle_state_expires_after_its_ttl(make_store):
     async def go():
         store = await make_store(ttl_s=1)
@@ -139,8 +194,8 @@ def test_redis_batches_are_one_mget_and_one_script_call(settings, unique):
         await store.close()
 
     asyncio.run(go())
-    assert 3500 < sync.ttl(f"{prefix}:{ids[0]}") <= 3600
-    sync.delete(*[f"{prefix}:{i}" for i in ids])
+    assert 3500 < sync.ttl(f"{{{prefix}:0}}:{ids[0]}") <= 3600
+    sync.delete(*[f"{{{prefix}:0}}:{i}" for i in ids])
 
 
 @pytest.mark.integration
@@ -164,3 +219,17 @@ def test_a_stored_state_is_within_1_3x_of_its_raw_float32_bytes(settings, unique
           f"(x{usage / codec.raw_bytes:.2f})")
     assert stored == codec.size == codec.raw_bytes + HEADER_BYTES
     assert stored <= 1.3 * codec.raw_bytes
+
+
+def test_a_load_reads_the_checkpoints_and_refuses_a_moved_one(make_store):
+    async def go():
+        store = await make_store()
+        (a,) = CODEC.encode(states(1, wm=3.0))
+        await store.save({"x": a}, {"x": 1}, {1: (None, 10)})
+        assert await store.load_checked(["x"], [1], {1: 10}) == [a]
+        with pytest.raises(CheckpointMoved) as info:
+            await store.load_checked(["x"], [1], {1: 25})
+        assert info.value.stored == {1: 10} and info.value.saved == frozenset()
+        await store.close()
+
+    asyncio.run(go())

@@ -1,0 +1,89 @@
+"""The state store's own throughput: a single redis-server against a 3-master Redis Cluster.
+
+Each round is what the worker does per batch: one checked load (the batch's states and the
+partitions' checkpoints) and one save (states and checkpoints, a compare-and-set per partition),
+for ``batch`` entities spread over :data:`PARTITIONS` partitions, through
+:class:`stream.state.RedisStateStore`. Both servers are private, on free loopback ports, AOF off
+(the disk is not what is measured)::
+
+    states_per_s = batch * rounds / wall seconds of the rounds
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from stream.state import RedisStateStore, StateCodec, namespace
+
+__all__ = ["PARTITIONS", "store_throughput"]
+
+PARTITIONS = 4
+
+
+def _free_base() -> int:
+    """A port p with p + 1000..1002 and p + 2000..2002 free (the local cluster's layout)."""
+    for port in range(21_000, 40_000, 37):
+        wanted = [port + 1000 + i for i in range(3)] + [port + 2000 + i for i in range(3)]
+        if all(socket.socket().connect_ex(("127.0.0.1", p)) != 0 for p in wanted):
+            return port
+    raise RuntimeError("no free port range for a private cluster")
+
+
+async def _rounds(client: Any, codec: StateCodec, batch: int, rounds: int) -> float:
+    store = RedisStateStore(client, namespace("bench", "ab" * 32), ttl_s=3600)
+    ids = [f"b-{i}" for i in range(batch)]
+    parts = [i % PARTITIONS for i in range(batch)]
+    part_of = dict(zip(ids, parts, strict=True))
+    values = dict(zip(ids, codec.encode(codec.empty(batch)), strict=True))
+    positions: dict[int, int | None] = dict.fromkeys(range(PARTITIONS))
+    began = time.perf_counter()
+    for r in range(rounds):
+        await store.load_checked(ids, parts, positions)
+        write = {p: (positions[p], (r + 1) * batch) for p in range(PARTITIONS)}
+        await store.save(values, part_of, write)
+        positions = {p: w for p, (_, w) in write.items()}
+    elapsed = time.perf_counter() - began
+    await store.close()
+    return batch * rounds / elapsed
+
+
+def store_throughput(state_size: int, n_features: int, batch: int = 1000,
+                     rounds: int = 200) -> list[dict]:
+    """States per second through the store on one Redis and on a 3-master cluster."""
+    import redis.asyncio
+
+    from seqstream.stack import RedisServer, cluster_nodes, form_cluster
+    from stream.settings import Settings
+
+    codec = StateCodec(state_size, n_features)
+    out = []
+    with tempfile.TemporaryDirectory(prefix="seqstream-bench-store-") as tmp:
+        base = _free_base()
+        single = RedisServer(Path(tmp) / "single", base, appendfsync="no")
+        settings = Settings.from_env({"SEQSTREAM_HOME": tmp,
+                                      "SEQSTREAM_REDIS_PORT": str(base),
+                                      "SEQSTREAM_REDIS_APPENDFSYNC": "no"})
+        nodes = cluster_nodes(settings)
+        try:
+            single.start(timeout=30)
+            for node in nodes:
+                node.start(timeout=30)
+            form_cluster(nodes)
+            rate = asyncio.run(_rounds(redis.asyncio.Redis(port=base), codec, batch, rounds))
+            out.append({"redis": "single", "batch": batch, "partitions": PARTITIONS,
+                        "states_per_s": round(rate)})
+            rate = asyncio.run(_rounds(redis.asyncio.RedisCluster(host="127.0.0.1",
+                                                                  port=nodes[0].port),
+                                       codec, batch, rounds))
+            out.append({"redis": "cluster of 3", "batch": batch, "partitions": PARTITIONS,
+                        "states_per_s": round(rate)})
+        finally:
+            single.stop()
+            for node in nodes:
+                node.stop()
+    return out

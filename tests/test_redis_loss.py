@@ -1,0 +1,243 @@
+"""Redis forgets acknowledged writes while the worker keeps running, and states are lost whole.
+
+A PRIVATE redis-server (AOF, fsync always) is copied in the middle of a stream; the stream goes on
+for a few seconds; Redis is stopped and restarted from the copy, so it has forgotten every save
+since. (kill -9 of redis-server would lose nothing: what it wrote is in the kernel.) The running
+worker's next save is refused by the checkpoint compare-and-set, it seeks back, and the lost
+events are applied again: every sample's final prediction and every final state equal the
+uninterrupted offline run, none is missing, the rewind is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import numpy as np
+import pytest
+import redis
+from streamkit import (
+    EventSet,
+    WorkerProcess,
+    assert_predictions_match,
+    assert_states_equal,
+    consume,
+    create_topics,
+    free_port,
+    make_artifact,
+    produce,
+    redis_states,
+    reference_run,
+    topic_names,
+)
+
+from seqstream.stack import RedisServer
+from stream.artifact import load_artifact
+from stream.state import StateCodec, namespace, parse_key
+
+
+def checkpoint_sum(url: str, prefix: str, partitions: int) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        values = client.mget([f"{{{prefix}:{p}}}" for p in range(partitions)])
+    finally:
+        client.close()
+    return sum(int(v) for v in values if v is not None)
+
+
+def wait_checkpoints(url: str, prefix: str, partitions: int, want: int, timeout: float) -> None:
+    """Until the checkpoints say ``want`` records were applied (partitions start at offset 0)."""
+    deadline = time.monotonic() + timeout
+    while checkpoint_sum(url, prefix, partitions) < want:
+        assert time.monotonic() < deadline, (checkpoint_sum(url, prefix, partitions), want)
+        time.sleep(0.2)
+
+
+def final_predictions(records: list[dict]) -> list[dict]:
+    """The last prediction of each (entity, ts): the predictions topic is keyed by entity, so
+    per entity the consumed order is the produced order."""
+    last = {}
+    for rec in records:
+        last[(rec["entity_id"], rec["ts"])] = rec
+    return list(last.values())
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_running_worker_rewinds_when_redis_comes_back_from_an_older_copy(
+        tmp_path, shared_data, settings, unique):
+    server = RedisServer(tmp_path / "redis", free_port(), appendfsync="always")
+    server.start()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    events = EventSet(shared_data, entities=20, per_entity=240, t0=time.time(), chunk_every=5)
+    art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
+                        sample=np.concatenate(list(events.values.values())[:10]))
+    artifact = load_artifact(art)
+    prefix = namespace(unique, artifact.model_id)
+    names = topic_names(unique)
+    asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
+    worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
+                           redis_url=url, partitions=2, batch_max=100)
+    records = events.interleaved(seed=5)
+    slices = np.array_split(np.arange(len(records)), 9)
+    sources: list[tuple[int, int]] = []
+
+    def send(i: int) -> None:
+        sources.extend(asyncio.run(produce(settings.kafka_bootstrap, names["events"],
+                                           [records[j] for j in slices[i]])))
+
+    copy = tmp_path / "aof-copy"
+    try:
+        worker.start().wait_ready()
+        for i in range(3):
+            send(i)
+        wait_checkpoints(url, prefix, 2, len(sources), timeout=60)
+        shutil.copytree(server.dir / "appendonlydir", copy)
+        at_copy = checkpoint_sum(url, prefix, 2)
+        for i in range(3, 6):
+            send(i)
+            time.sleep(1.0)
+        wait_checkpoints(url, prefix, 2, len(sources), timeout=60)
+        server.stop()
+        shutil.rmtree(server.dir / "appendonlydir")
+        shutil.copytree(copy, server.dir / "appendonlydir")
+        server.start()
+        assert checkpoint_sum(url, prefix, 2) == at_copy  # Redis forgot the saves since the copy
+        assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-3000:]
+        for i in range(6, 9):
+            send(i)
+        wait_checkpoints(url, prefix, 2, len(sources), timeout=120)
+        got = asyncio.run(consume(
+            settings.kafka_bootstrap, [names["predictions"]],
+            lambda g: len({(r["entity_id"], r["ts"]) for r in g[names["predictions"]]})
+            >= len(records), timeout=120))[names["predictions"]]
+        states = redis_states(url, unique, artifact.model_id, sorted(events.values))
+    finally:
+        code = worker.stop()
+        server.stop()
+    log = worker.log()
+    assert code == 0, log[-3000:]
+    assert "partition sought back" in log, log[-3000:]
+    want_predictions, want_states = reference_run(art, records, sources, names["events"])
+    final = final_predictions(got)
+    assert_predictions_match(final, want_predictions, threshold=3.0)
+    codec = StateCodec(artifact.model.state_size, artifact.n_features)
+    assert_states_equal(codec, states, want_states)
+    print(f"{len(records)} events; checkpoints {at_copy} at the copy, {len(sources)} at the end;"
+          f" {len(got)} prediction records for {len(final)} events; rewinds logged "
+          f"{log.count('partition sought back')}")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("action", ["rebuild", "reset"])
+def test_state_loss_after_a_flushall(tmp_path, shared_data, settings, unique, action):
+    """The worker is stopped, its private Redis flushed (committed offsets stay in Kafka), and
+    started again. ``rebuild``: every partition is read again from the earliest offset, so the
+    final states equal the uninterrupted run's. ``reset``: it goes on from the committed offsets
+    with fresh states (steps counted from there), each partition logged once."""
+    server = RedisServer(tmp_path / "redis", free_port(), appendfsync="always")
+    server.start()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    events = EventSet(shared_data, entities=12, per_entity=200, t0=time.time(), chunk_every=4)
+    art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
+                        sample=np.concatenate(list(events.values.values())[:6]))
+    artifact = load_artifact(art)
+    prefix = namespace(unique, artifact.model_id)
+    names = topic_names(unique)
+    asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
+    worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
+                           redis_url=url, partitions=2, batch_max=100,
+                           extra_env={"SEQSTREAM_STATE_LOSS": action})
+    records = events.interleaved(seed=9)
+    half = len(records) // 2
+    sources = asyncio.run(produce(settings.kafka_bootstrap, names["events"], records[:half]))
+    try:
+        worker.start().wait_ready()
+        wait_checkpoints(url, prefix, 2, len(sources), timeout=60)
+        time.sleep(4.0)  # past a Kafka commit interval: the committed offsets are there
+        assert worker.stop() == 0, worker.log()[-3000:]
+        redis.Redis.from_url(url).flushall()
+        worker.start().wait_ready()
+        sources += asyncio.run(produce(settings.kafka_bootstrap, names["events"],
+                                       records[half:]))
+        wait_checkpoints(url, prefix, 2, len(sources), timeout=120)
+        states = redis_states(url, unique, artifact.model_id, sorted(events.values))
+    finally:
+        code = worker.stop()
+        server.stop()
+    log = worker.log()
+    assert code == 0, log[-3000:]
+    assert log.count(f"SEQSTREAM_STATE_LOSS={action}") == 2, log[-3000:]  # one per partition
+    _, want_states = reference_run(art, records, sources, names["events"])
+    codec = StateCodec(artifact.model.state_size, artifact.n_features)
+    if action == "rebuild":
+        assert_states_equal(codec, states, want_states)
+        return
+    got, found = codec.decode([states[n] for n in sorted(want_states)])
+    want, _ = codec.decode([want_states[n] for n in sorted(want_states)])
+    assert found.all()  # every entity went on, from a fresh state: fewer steps than the full run
+    assert (got["steps"] < want["steps"]).all() and (got["wm_ts"] == want["wm_ts"]).all()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_worker_streams_on_a_redis_cluster_and_resumes_from_its_checkpoints(
+        tmp_path, shared_data, settings, unique):
+    """SEQSTREAM_REDIS_URL=redis+cluster://: a private 3-master cluster on loopback. Half the
+    stream, a restart (the worker seeks to the checkpoints read from the cluster), the rest:
+    every prediction and final state equal the offline run's."""
+    from redis_private import start_cluster, stop
+
+    procs, ports = start_cluster(tmp_path / "cluster")
+    url = f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    events = EventSet(shared_data, entities=12, per_entity=200, t0=time.time(), chunk_every=4)
+    art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
+                        sample=np.concatenate(list(events.values.values())[:6]))
+    artifact = load_artifact(art)
+    names = topic_names(unique)
+    asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 4))
+    worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
+                           redis_url=url, partitions=4, batch_max=100)
+    records = events.interleaved(seed=3)
+    half = len(records) // 2
+    cluster = redis.RedisCluster(host="127.0.0.1", port=ports[0])
+    prefix = namespace(unique, artifact.model_id)
+
+    def applied() -> int:
+        return sum(int(cluster.get(f"{{{prefix}:{p}}}") or 0) for p in range(4))
+
+    def wait_applied(want: int) -> None:
+        deadline = time.monotonic() + 120
+        while applied() < want:
+            assert time.monotonic() < deadline, (applied(), want, worker.log()[-2000:])
+            time.sleep(0.2)
+
+    try:
+        sources = asyncio.run(produce(settings.kafka_bootstrap, names["events"], records[:half]))
+        worker.start().wait_ready()
+        wait_applied(len(sources))
+        assert worker.stop() == 0, worker.log()[-3000:]
+        worker.start().wait_ready()
+        sources += asyncio.run(produce(settings.kafka_bootstrap, names["events"],
+                                       records[half:]))
+        wait_applied(len(sources))
+        got = asyncio.run(consume(
+            settings.kafka_bootstrap, [names["predictions"]],
+            lambda g: len({(r["entity_id"], r["ts"]) for r in g[names["predictions"]]})
+            >= len(records), timeout=120))[names["predictions"]]
+        keys = {parse_key(k.decode())[2]: k  # type: ignore[index]
+                for k in cluster.scan_iter(match="{" + prefix + ":*", count=1000)
+                if parse_key(k.decode())[2] is not None}  # type: ignore[index]
+        states = {n: cluster.get(keys[n]) if n in keys else None for n in sorted(events.values)}
+    finally:
+        code = worker.stop()
+        cluster.close()
+        for proc in procs:
+            stop(proc)
+    assert code == 0, worker.log()[-3000:]
+    want_predictions, want_states = reference_run(art, records, sources, names["events"])
+    assert_predictions_match(got, want_predictions, threshold=3.0)
+    assert_states_equal(StateCodec(artifact.model.state_size, artifact.n_features), states,
+                        want_states)
