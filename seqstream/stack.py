@@ -284,7 +284,9 @@ class KafkaServer(Server):
                f"-Dlog4j2.configurationFile={DEPLOY / 'local' / 'kafka' / 'log4j2.yaml'}",
                "-cp", f"{jars}/*"]
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: "-x" reads as a flag
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             fmt = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id,
                                   "-c", str(config), *self.format_args()],
                                  capture_output=True, text=True, check=False)

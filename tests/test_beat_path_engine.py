@@ -167,7 +167,7 @@ def test_a_state_without_the_beat_part_is_a_counted_version_reset(tmp_path, seri
 class CrashingSave(MemoryStateStore):
     """A store whose saves fail like a process killed between the sends and the save."""
 
-    async def save(self, states):
+    async def save(self, states, partitions=None, checkpoints=None):
         raise RuntimeError("killed before the save")
 
 

@@ -57,8 +57,10 @@ def test_a_future_stamped_event_is_dead_lettered_and_the_entity_stays_on_the_air
     poisoned = codec.empty(1)
     poisoned["flags"], poisoned["steps"], poisoned["wm_ts"] = FLAG_FORECAST, 7, now + 100 * YEAR_S
     client = redis.Redis.from_url(settings.redis_url)
-    client.set(f"{namespace(unique, artifact.model_id)}:pump-2", codec.encode(poisoned)[0],
-               ex=3600)
+    # under pump-2's key on each partition: the worker reads the one its key hashes to
+    for partition in range(2):
+        client.set(f"{{{namespace(unique, artifact.model_id)}:{partition}}}:pump-2",
+                   codec.encode(poisoned)[0], ex=3600)
     client.close()
     port = free_port()
     worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
