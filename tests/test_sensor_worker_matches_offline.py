@@ -12,20 +12,20 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-import redis
 from streamkit import (
     WorkerProcess,
     consume,
     create_topics,
     make_artifact,
     produce,
+    redis_states,
     topic_names,
 )
 
 from stream.artifact import load_artifact
 from stream.offline import replay
 from stream.sensor_score import SensorScore
-from stream.state import StateCodec, namespace
+from stream.state import StateCodec
 from training.sources import SKAB_FEATURES
 
 FILES = ("valve1/3.csv", "other/12.csv", "valve1/0.csv")
@@ -100,9 +100,8 @@ def test_worker_publishes_the_offline_sensor_score(tmp_path, shared_data, settin
                                         > SENSOR["margin"]).tolist()
     assert flagged > 100 and len(got[names["anomalies"]]) == flagged
 
-    client = redis.Redis.from_url(settings.redis_url)
-    prefix = namespace(unique, art.model_id)
-    blobs = [client.get(f"{prefix}:{n}") for n in series]
+    stored = redis_states(settings.redis_url, unique, art.model_id, list(series))
+    blobs = [stored[n] for n in series]
     cfg = SensorScore.from_card(art.card)
     codec = StateCodec(art.model.state_size, 8, sensor_size=cfg.layout(8))
     states, found = codec.decode(blobs)
