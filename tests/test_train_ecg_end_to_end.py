@@ -37,7 +37,9 @@ def test_ecg_config_writes_artifact_report_and_plot(trained: Path) -> None:
     card = json.loads((trained / CARD).read_text())
     assert report["model_id"] == card["model_id"]
     assert card["data"]["path"] == "bundled:mitdb"  # the ecg-bundled config needs no ../shared
-    assert card["data"]["entities"] == sorted(p.stem for p in BUNDLED_MITDB.glob("*.hea"))
+    # the bundled DS1 records only: 100, 200 and 232 are DS2, kept for the demo to replay
+    assert card["data"]["entities"] == ["106", "215"]
+    assert {"106", "215"} < {p.stem for p in BUNDLED_MITDB.glob("*.hea")}
     assert card["features"] == [{"name": "MLII", "unit": "mV"}]
     assert card["period_s"] == pytest.approx(1 / 360)
     assert card["score"]["kind"] == "rms_z" and len(card["score"]["residual_scale"]) == 1
