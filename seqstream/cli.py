@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("seqstream.tail", "follow the predictions or anomalies topic"),
     "view": ("seqstream.view", "a live web page of any entity: signal, forecast, flags, beats"),
     "demo": ("seqstream.demo", "stack up, train on real ECG, stream it, show results"),
-    "bench": ("bench.cli", "measure throughput and latency against baselines"),
+    "bench": ("seqstream.bench.cli", "measure throughput and latency against baselines"),
     "evaluate": ("seqstream.evaluate", "score streamed flags and forecasts on labelled data"),
     "state": ("seqstream.state", "inspect, count or migrate the entity states kept in Redis"),
 }

@@ -189,7 +189,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 def _lanes(patients: int, prefix: str, trained: Sequence[str]):
     """The bundled DS2 records the artifact never trained on, whole, fanned out to
     ``patients`` entities."""
-    from evaluation.labels import DS2
+    from seqstream.evaluation.labels import DS2
     from seqstream.replay import fan_out
     from training.sources import load_source, resolve_path
 
@@ -367,7 +367,7 @@ def _latency(settings: Settings, seconds: float) -> dict[str, float | None]:
 
 
 def _labels(record: str):
-    from evaluation.labels import ecg_labels
+    from seqstream.evaluation.labels import ecg_labels
     from training.sources import resolve_path
 
     return ecg_labels(resolve_path("bundled:mitdb"), record)
@@ -375,7 +375,7 @@ def _labels(record: str):
 
 def _score(lanes, origin, collected: Collected, card: dict, report) -> dict:
     """Beat-level detection per patient, pooled (AAMI classes, warm-up left out)."""
-    from evaluation.metrics import Detection, beat_detection
+    from seqstream.evaluation.metrics import Detection, beat_detection
 
     warmup = int(card["threshold"].get("warmup", 360))
     period = float(card["period_s"])
@@ -403,8 +403,8 @@ def _score_beats(lanes, origin, collected: Collected, card: dict, fs: float) -> 
 
     The stream stops mid-record, and a beat is decided only after the next one (or a cap)
     arrives: reference beats past the last one decided are not counted."""
-    from evaluation.beateval import record_tally
-    from evaluation.beatmetrics import BeatTally
+    from seqstream.evaluation.beateval import record_tally
+    from seqstream.evaluation.beatmetrics import BeatTally
 
     warmup = int(card["threshold"].get("warmup", 360))
     period = 1.0 / fs

@@ -3,17 +3,19 @@ misses, and how good the forecasts are, on labelled data the network never saw, 
 simple detectors a user could run instead.
 
 1. Validation parts of the training series (thresholds) and unseen labelled test series
-   (:mod:`evaluation.dataset`), labels by AAMI EC57 for ECG (:mod:`evaluation.labels`).
+   (:mod:`seqstream.evaluation.dataset`), labels by AAMI EC57 for ECG
+   (:mod:`seqstream.evaluation.labels`).
 2. The network replayed offline (:mod:`stream.offline`), its per-entity-scaled variant
-   (:mod:`evaluation.entity_scale`) and the baselines (:mod:`evaluation.baselines`), each
-   thresholded on validation by the same rules (:mod:`evaluation.thresholds`).
+   (:mod:`seqstream.evaluation.entity_scale`) and the baselines
+   (:mod:`seqstream.evaluation.baselines`), each
+   thresholded on validation by the same rules (:mod:`seqstream.evaluation.thresholds`).
 3. Live (``--live spawn``, the default): the test series streamed through ``seqstream worker``
-   on the real Kafka and Redis (:mod:`evaluation.live`); the streamed predictions must equal
-   the offline ones to 1e-5, and the network's reported numbers are computed from the streamed
+   on the real Kafka and Redis (:mod:`seqstream.evaluation.live`); the streamed predictions must
+   equal the offline ones to 1e-5, and the network's reported numbers are computed from the streamed
    scores.
-4. Metrics (:mod:`evaluation.assess`), ``report.json`` + ``report.md`` + PNG plots under
-   ``--out`` (:mod:`evaluation.report`, :mod:`evaluation.plots`); ``--readme`` replaces the
-   README's ``## Quality`` section with the tables.
+4. Metrics (:mod:`seqstream.evaluation.assess`), ``report.json`` + ``report.md`` + PNG plots under
+   ``--out`` (:mod:`seqstream.evaluation.report`, :mod:`seqstream.evaluation.plots`); ``--readme``
+   replaces the README's ``## Quality`` section with the tables.
 
 Exit status 1 when the live check fails (streamed ≠ offline), so CI notices.
 """
@@ -107,8 +109,8 @@ def _test_dir(raw: str, card: dict[str, Any]) -> Path | None:
 
 
 def _data_section(data, warmup: int) -> dict[str, Any]:
-    from evaluation.labels import AAMI
-    from evaluation.metrics import ABNORMAL, beat_windows
+    from seqstream.evaluation.labels import AAMI
+    from seqstream.evaluation.metrics import ABNORMAL, beat_windows
 
     samples = sum(len(s.values) - max(warmup, s.start) for s in data.test)
     out: dict[str, Any] = {"kind": data.kind, "test_source": data.test_source,
@@ -137,7 +139,7 @@ def _data_section(data, warmup: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     if args.test_data != "auto":
-        from evaluation.benchmark import layout_of
+        from seqstream.evaluation.benchmark import layout_of
 
         if layout_of(Path(args.test_data).expanduser()) is not None:
             return _run_benchmark(args)
@@ -152,14 +154,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from evaluation.assess import assess_detector, forecast_section
-    from evaluation.baselines import make_baselines
-    from evaluation.beateval import BEAT_STAGE
-    from evaluation.dataset import load_eval_data
-    from evaluation.entity_scale import HALF_LIFE_S, TAU_S
-    from evaluation.plots import plot_beats, plot_series
-    from evaluation.report import write_report
-    from evaluation.runner import (
+    from seqstream.evaluation.assess import assess_detector, forecast_section
+    from seqstream.evaluation.baselines import make_baselines
+    from seqstream.evaluation.beateval import BEAT_STAGE
+    from seqstream.evaluation.dataset import load_eval_data
+    from seqstream.evaluation.entity_scale import HALF_LIFE_S, TAU_S
+    from seqstream.evaluation.plots import plot_beats, plot_series
+    from seqstream.evaluation.report import write_report
+    from seqstream.evaluation.runner import (
         ENTITY_SCALED,
         OURS,
         entity_scaled_variant,
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         score_network,
         unscaled_network,
     )
-    from evaluation.thresholds import flags_of
+    from seqstream.evaluation.thresholds import flags_of
     from stream.artifact import load_artifact
 
     started = time.perf_counter()
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
 
     live_section, streamed, live_run = None, None, None
     if args.live != "off":
-        from evaluation.live import compare, run_live
+        from seqstream.evaluation.live import compare, run_live
         from stream.offline import replay_many, residual_scale_of
 
         live_run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
@@ -246,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     beats = _beats(artifact, data, detectors, scored, warmup, out) if data.kind == "beats" \
         else None
     if live_run is not None and beats and "found" in beats:
-        from evaluation.beateval import compare_beats
+        from seqstream.evaluation.beateval import compare_beats
 
         check = compare_beats(live_run.beats, beats["found"], data.period_s)
         log.info("live beats: %s", check["summary"])
@@ -319,10 +321,11 @@ def run(args: argparse.Namespace) -> int:
 def _beats(artifact, data, detectors: dict[str, Any], scored: dict[str, list],
            warmup: int, out: Path) -> dict[str, Any]:
     """The beat-level section: the beat stage and every sample-level detector, under each
-    threshold rule, scored on the beat stage's detected beats (:mod:`evaluation.beateval`)."""
-    from evaluation.beateval import beat_section, detect_beats
-    from evaluation.runner import OURS
-    from evaluation.thresholds import flags_of
+    threshold rule, scored on the beat stage's detected beats
+    (:mod:`seqstream.evaluation.beateval`)."""
+    from seqstream.evaluation.beateval import beat_section, detect_beats
+    from seqstream.evaluation.runner import OURS
+    from seqstream.evaluation.thresholds import flags_of
 
     if artifact.beats is None:
         return {"missing": "the artifact has no beat model (no `beats` section in its card): "
@@ -343,11 +346,11 @@ def _beats(artifact, data, detectors: dict[str, Any], scored: dict[str, list],
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    """SKAB or NAB under its own protocol (:mod:`evaluation.benchmark`); ``--model`` optional
-    (the network whose residuals the sensor score also reads)."""
+    """SKAB or NAB under its own protocol (:mod:`seqstream.evaluation.benchmark`); ``--model``
+    optional (the network whose residuals the sensor score also reads)."""
     import torch
 
-    from evaluation.benchmark import run_benchmark
+    from seqstream.evaluation.benchmark import run_benchmark
 
     torch.set_num_threads(1)
     results = run_benchmark(args.test_data, args.out, args.entities or None, args.model)
@@ -368,7 +371,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
 def _events(labels, start: int) -> int:
     import numpy as np
 
-    from evaluation.metrics import ABNORMAL
+    from seqstream.evaluation.metrics import ABNORMAL
 
     if labels.kind == "beats":
         return int(np.isin(labels.classes[labels.r_peaks >= start], ABNORMAL).sum())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import wfdb
 
-from evaluation.baselines import (
+from seqstream.evaluation.baselines import (
     HalfSpaceTreesDetector,
     PersistenceZ,
     PredictiveDetector,

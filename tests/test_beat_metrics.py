@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.beatmetrics import BeatTally, beat_tally, flags_on_beats, match_of
+from seqstream.evaluation.beatmetrics import BeatTally, beat_tally, flags_on_beats, match_of
 
 
 def test_a_perfect_classifier_scores_one_everywhere() -> None:

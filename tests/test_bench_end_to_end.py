@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-import bench.events
-import bench.measure
-import bench.profile
-import bench.report
+import seqstream.bench.events
+import seqstream.bench.measure
+import seqstream.bench.profile
+import seqstream.bench.report
 from tests.conftest import REPO
 
 PIPELINES = {"bare", "naive", "worker", "plain"}
@@ -62,7 +62,8 @@ def test_bench_tiny_drains_every_pipeline(tmp_path):
     assert "Smoke run" in report
 
 
-@pytest.mark.parametrize("module", [bench.events, bench.measure, bench.profile, bench.report])
+@pytest.mark.parametrize("module", [seqstream.bench.events, seqstream.bench.measure,
+                                    seqstream.bench.profile, seqstream.bench.report])
 def test_bench_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.nab_score import (
+from seqstream.cli import main
+from seqstream.evaluation.nab_score import (
     PROFILES,
     normalised,
     probation_rows,
     score_series,
     windows_from_stamps,
 )
-from evaluation.skab_score import changepoint_score, outlier_counts
-from seqstream.cli import main
+from seqstream.evaluation.skab_score import changepoint_score, outlier_counts
 from stream.artifact import load_artifact
 from stream.offline import replay
 from training.sources import SKAB_FEATURES

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.metrics import (
+from seqstream.evaluation.metrics import (
     Detection,
     beat_detection,
     beat_windows,

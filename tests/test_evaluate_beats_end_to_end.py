@@ -16,9 +16,9 @@ import pytest
 import torch
 import wfdb
 
-from evaluation.beateval import CSV_COLUMNS
-from evaluation.ec57 import score
 from seqstream.cli import main
+from seqstream.evaluation.beateval import CSV_COLUMNS
+from seqstream.evaluation.ec57 import score
 from stream.artifact import load_artifact, save_artifact
 from stream.beatnet import BeatNet
 from stream.beats import FEATURES, BeatFeatures, BeatStage, offline_beats

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import wfdb
 
-from evaluation.dataset import load_eval_data, normal_mask, split_bounds
-from evaluation.labels import BEAT_SYMBOLS, Labels
+from seqstream.evaluation.dataset import load_eval_data, normal_mask, split_bounds
+from seqstream.evaluation.labels import BEAT_SYMBOLS, Labels
 from stream.errors import ConfigError
 
 CARD = {"training": {"config": {"data": {"source": "mitdb", "path": "bundled:mitdb"}}},

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import wfdb
 
-from evaluation.labels import (
+from seqstream.evaluation.labels import (
     PACED_RECORDS,
     Labels,
     aami_class,

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from evaluation.assess import detector_metrics
-from evaluation.entity_scale import entity_scaled, typical_log_peak
-from evaluation.labels import Labels
-from evaluation.report import BEGIN, END, markdown, replace_section, to_json, write_report
+from seqstream.evaluation.assess import detector_metrics
+from seqstream.evaluation.entity_scale import entity_scaled, typical_log_peak
+from seqstream.evaluation.labels import Labels
+from seqstream.evaluation.report import BEGIN, END, markdown, replace_section, to_json, write_report
 
 README = "# proj\n\nintro\n\n## Quality\n\nold table\n\n## Tests\n\nrun them\n"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.metrics import ForecastErrors, forecast_errors
+from seqstream.evaluation.metrics import ForecastErrors, forecast_errors
 
 
 def test_errors_of_a_hand_made_two_feature_series() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evaluation.live import LiveRun, compare
+from seqstream.evaluation.live import LiveRun, compare
 
 SCORES = np.array([np.nan, 0.5, 3.0, 0.2, 5.0])
 FORECASTS = np.arange(5.0).reshape(5, 1, 1) * 0.1

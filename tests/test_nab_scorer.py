@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from evaluation.nab_score import (
+from seqstream.evaluation.nab_score import (
     LOW_FN,
     LOW_FP,
     STANDARD,

@@ -9,9 +9,9 @@ import pytest
 import scipy.signal
 import wfdb
 
-from evaluation import qrs as qrs_cli
-from evaluation.ec57 import exclude, match, score, total
-from evaluation.labels import BEAT_SYMBOLS
+from seqstream.evaluation import qrs as qrs_cli
+from seqstream.evaluation.ec57 import exclude, match, score, total
+from seqstream.evaluation.labels import BEAT_SYMBOLS
 from stream.qrs import QRSDetector, detect
 from training.sources import BUNDLED_MITDB
 

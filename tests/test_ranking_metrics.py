@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation.metrics import average_precision, beat_scores, roc_auc
+from seqstream.evaluation.metrics import average_precision, beat_scores, roc_auc
 
 S = np.array([0.1, 0.4, 0.35, 0.8])
 Y = np.array([0, 0, 1, 1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.skab_score import (
+from seqstream.evaluation.skab_score import (
     changepoint_score,
     changepoint_windows,
     changepoints_of,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.metrics import Detection, beat_detection, window_detection
-from evaluation.thresholds import best_f1_beats, best_f1_windows, calibrated, flags_of
+from seqstream.evaluation.metrics import Detection, beat_detection, window_detection
+from seqstream.evaluation.thresholds import best_f1_beats, best_f1_windows, calibrated, flags_of
 
 
 def test_flags_respect_warm_up_and_nan() -> None:

@@ -45,7 +45,7 @@ from streamkit import (
     topic_names,
 )
 
-from evaluation.labels import ecg_labels
+from seqstream.evaluation.labels import ecg_labels
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ are excluded from both; the lead is picked by name (MLII; record 114 has its lea
 1. Each record runs through the streaming feature path (:class:`stream.beats.BeatFeatures`, one
    chunk, the worker's own code): the online QRS detector, then one feature row per decided
    beat. Detected beats are matched to the reference annotations with the EC57 rule
-   (:func:`evaluation.ec57.match`, 150 ms); a matched beat takes its reference's AAMI class,
-   N (N L R e j), S (A a J S), V (V E), F (F); Q beats (/ f Q) and the others, and detections
+   (:func:`seqstream.evaluation.ec57.match`, 150 ms); a matched beat takes its reference's AAMI
+   class, N (N L R e j), S (A a J S), V (V E), F (F); Q beats (/ f Q) and the others, and detections
    matching no reference beat (false detections), are *ignored*: no loss, no score.
 2. Features are standardised with the training patients' mean and std; the network trains on
    windows of ``window`` consecutive beats (stride ``window/2``) from a zero state, with the
@@ -47,7 +47,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from evaluation.ec57 import match
+from seqstream.evaluation.ec57 import match
 from stream.beatnet import CLASSES, BeatNet
 from stream.beats import FEATURES, BeatFeatures, BeatStage
 from stream.errors import ConfigError

@@ -3,15 +3,16 @@ and a JSON file under ``--out`` (default ``results/bench``).
 
 What one run does, in order:
 
-1. loads real MIT-BIH ECG (lead MLII) and exports the benchmark's artifact (:mod:`bench.model`);
+1. loads real MIT-BIH ECG (lead MLII) and exports the benchmark's artifact
+(:mod:`seqstream.bench.model`);
 2. for each shape (single-sample, chunks of 36 samples) and entity count: catch-up throughput of
-   each pipeline (:mod:`bench.pipelines`) with one process, and of (c) and (d) with two
-   processes in one group (:func:`bench.measure.catch_up`); every run must drain;
-3. a profile of (c) on the first shape (cProfile, main thread; :mod:`bench.profile`);
+   each pipeline (:mod:`seqstream.bench.pipelines`) with one process, and of (c) and (d) with two
+   processes in one group (:func:`seqstream.bench.measure.catch_up`); every run must drain;
+3. a profile of (c) on the first shape (cProfile, main thread; :mod:`seqstream.bench.profile`);
 4. steady-load latency of each pipeline at fractions of (c)'s catch-up rate
-   (:func:`bench.measure.steady`), skipping a pipeline where the offered rate exceeds 90 % of its
-   own catch-up rate (the queue would only grow);
-5. Redis bytes per entity (:mod:`bench.state_cost`) and model step time vs batch size.
+   (:func:`seqstream.bench.measure.steady`), skipping a pipeline where the offered rate exceeds 90
+   % of its own catch-up rate (the queue would only grow);
+5. Redis bytes per entity (:mod:`seqstream.bench.state_cost`) and model step time vs batch size.
 
 ``--size tiny`` is the CI smoke run (tens of entities, hundreds of events; every pipeline and
 shape, one latency run); ``full`` is the measurement. Event counts scale with how fast each
@@ -163,18 +164,18 @@ def _say(text: str) -> None:
 
 
 def _render(doc: dict[str, Any]) -> str:
-    from bench.report import markdown
+    from seqstream.bench.report import markdown
 
     return markdown(doc)
 
 
 async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any],
                plan: dict[str, Any], out: Path, command: str) -> dict[str, Any]:
-    from bench.events import load_series, make_events
-    from bench.measure import catch_up, steady
-    from bench.model import make_artifact, step_times
-    from bench.profile import summarize
-    from bench.report import ratios, targets
+    from seqstream.bench.events import load_series, make_events
+    from seqstream.bench.measure import catch_up, steady
+    from seqstream.bench.model import make_artifact, step_times
+    from seqstream.bench.profile import summarize
+    from seqstream.bench.report import ratios, targets
     from stream.artifact import load_artifact
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -280,12 +281,12 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
                            for r, (_, ref) in zip(done, lat_jobs, strict=True)]
     _say("state size and step time")
     if plan["state"]:
-        from bench.state_cost import state_cost
+        from seqstream.bench.state_cost import state_cost
 
         doc["state"] = await asyncio.to_thread(state_cost, net.state_size, net.n_features,
                                                plan["state"], artifact.model_id,
                                                settings.state_ttl_s)
-        from bench.state_throughput import store_throughput
+        from seqstream.bench.state_throughput import store_throughput
 
         doc["state_store"] = await asyncio.to_thread(store_throughput, net.state_size,
                                                      net.n_features)
@@ -302,7 +303,7 @@ def _live(events: list[Any]) -> list[Any]:
     stream (its latency metric reads event ts → acknowledgement)."""
     import orjson
 
-    from bench.events import EPOCH, Encoded
+    from seqstream.bench.events import EPOCH, Encoded
 
     shift = time.time() - EPOCH
     out = []

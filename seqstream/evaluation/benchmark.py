@@ -5,10 +5,10 @@ either benchmark's layout.
   columns): every experiment file is one entity, streamed from its first row with a fresh
   state; its first 400 rows are its anomaly-free reference (the warm-up: no flag there), as the
   leaderboard's notebooks use them. ``anomaly-free/`` is left out of the scored files. Scores:
-  :mod:`evaluation.skab_score`.
+  :mod:`seqstream.evaluation.skab_score`.
 - **NAB** (``DIR/data/<category>/<name>.csv`` + ``DIR/labels/combined_windows.json``): every
   series one entity; its warm-up is NAB's probationary period (unscored by NAB); scores:
-  :mod:`evaluation.nab_score`, the three profiles normalised over the series present.
+  :mod:`seqstream.evaluation.nab_score`, the three profiles normalised over the series present.
 
 The detector is :class:`stream.sensor_score.SensorScore` (each entity's own level, scale and
 threshold, from its warm-up only; nothing is fitted to any label). It writes, next to the
@@ -126,7 +126,7 @@ def _load_skab(root: Path, names: list[str]) -> list[BenchSeries]:
 
 
 def _load_nab(root: Path, names: list[str]) -> list[BenchSeries]:
-    from evaluation.nab_score import probation_rows, windows_from_stamps
+    from seqstream.evaluation.nab_score import probation_rows, windows_from_stamps
 
     labels = json.loads((root / "labels" / "combined_windows.json").read_text())
     out = []
@@ -172,7 +172,7 @@ def _write_series(out: Path, s: BenchSeries, scores: np.ndarray, flags: np.ndarr
 
 
 def _skab_metrics(bench: Benchmark, flags: list[np.ndarray]) -> dict[str, Any]:
-    from evaluation.skab_score import changepoint_score, outlier_counts
+    from seqstream.evaluation.skab_score import changepoint_score, outlier_counts
 
     outlier = outlier_counts([s.anomaly for s in bench.series], flags).summary()
     cp = changepoint_score([s.times_s for s in bench.series],
@@ -181,7 +181,7 @@ def _skab_metrics(bench: Benchmark, flags: list[np.ndarray]) -> dict[str, Any]:
 
 
 def _nab_metrics(bench: Benchmark, flags: list[np.ndarray]) -> dict[str, Any]:
-    from evaluation.nab_score import PROFILES, normalised, score_series
+    from seqstream.evaluation.nab_score import PROFILES, normalised, score_series
 
     out: dict[str, Any] = {}
     for profile in PROFILES:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.metrics import ABNORMAL
+from seqstream.evaluation.metrics import ABNORMAL
 
 __all__ = ["BEGIN", "END", "markdown", "replace_section", "to_json", "write_report"]
 
@@ -100,7 +100,7 @@ def _beat_lines(beats: dict[str, Any]) -> list[str]:
     detector's flags on the same detected beats, and the classifier per record."""
     if "missing" in beats:
         return [f"Beats: {beats['missing']}."]
-    from evaluation.beateval import BEAT_STAGE
+    from seqstream.evaluation.beateval import BEAT_STAGE
 
     stage = beats["detectors"][BEAT_STAGE]
     q = stage["qrs"]

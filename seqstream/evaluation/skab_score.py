@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.nab_score import PROFILES, Profile
+from seqstream.evaluation.nab_score import PROFILES, Profile
 
 __all__ = ["Counts", "changepoint_score", "changepoint_windows", "changepoints_of",
            "improved_scale", "outlier_counts"]

@@ -2,8 +2,8 @@
 MIT-BIH benchmarks' way of counting).
 
 The detector's R peaks are first matched to the reference beats (EC57: one-to-one, within
-150 ms; :mod:`evaluation.ec57`). ``match[k]`` is the reference beat matched to detected beat
-``k``, or -1. Reference beats of class Q (paced, unclassifiable, inside flutter) are ignored:
+150 ms; :mod:`seqstream.evaluation.ec57`). ``match[k]`` is the reference beat matched to detected
+beat ``k``, or -1. Reference beats of class Q (paced, unclassifiable, inside flutter) are ignored:
 neither they nor the detections matched to them count anywhere below (QRS detection aside).
 
 **Per class** ``c`` in V (VEB), S (SVEB), F, from the class the classifier gave each beat::
@@ -22,7 +22,7 @@ sensitivity per class (the share of reference c beats flagged) is kept too: it i
 any flagging detector, sample-level ones included, where a per-class +P is not.
 
 **QRS detection**: Se = matched / reference beats, +P = matched / detected beats (all classes;
-:class:`evaluation.ec57.Score`, pooled by :func:`evaluation.ec57.total`).
+:class:`seqstream.evaluation.ec57.Score`, pooled by :func:`seqstream.evaluation.ec57.total`).
 
 All counts are *gross*: summed over records first, then the ratios (EC57's gross statistics),
 so a record with many beats weighs more. ``+`` pools two :class:`BeatTally`.
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evaluation.ec57 import Score, total
-from evaluation.metrics import f1_score
+from seqstream.evaluation.ec57 import Score, total
+from seqstream.evaluation.metrics import f1_score
 
 __all__ = ["CLASSES", "REFERENCE", "BeatTally", "ClassCounts", "beat_tally", "flags_on_beats",
            "match_of"]
@@ -180,12 +180,12 @@ def beat_tally(ref_classes: Sequence[str], det_classes: Sequence[str] | None,
 
 def match_of(ref: np.ndarray, det: np.ndarray, fs: float) -> np.ndarray:
     """Each detected beat's matched reference index or -1 (EC57, 150 ms:
-    :func:`evaluation.ec57.match`).
+    :func:`seqstream.evaluation.ec57.match`).
 
     >>> match_of(np.array([100, 460]), np.array([30, 104, 470]), fs=360.0).tolist()
     [-1, 0, 1]
     """
-    from evaluation.ec57 import match
+    from seqstream.evaluation.ec57 import match
 
     pairs = match(ref, det, fs)
     out = np.full(len(det), -1, dtype=np.int64)
@@ -196,14 +196,14 @@ def match_of(ref: np.ndarray, det: np.ndarray, fs: float) -> np.ndarray:
 def flags_on_beats(flags: np.ndarray, beats: np.ndarray) -> np.ndarray:
     """Beat flags from sample flags: a detected beat is flagged when a flagged sample lies in
     its half-RR window (midpoint to the previous detected beat to midpoint to the next), the
-    rule :mod:`evaluation.metrics` uses for reference beats, so a sample-level detector is
+    rule :mod:`seqstream.evaluation.metrics` uses for reference beats, so a sample-level detector is
     scored on the same detected beats as the beat classifier.
 
     >>> f = np.zeros(10, bool); f[7] = True
     >>> flags_on_beats(f, np.array([1, 4, 8])).tolist()
     [False, False, True]
     """
-    from evaluation.metrics import beat_windows, first_flags
+    from seqstream.evaluation.metrics import beat_windows, first_flags
 
     lo, hi = beat_windows(np.asarray(beats, dtype=np.int64), len(flags))
     return first_flags(np.asarray(flags, dtype=bool), lo, hi) >= 0

@@ -4,8 +4,8 @@ Each detector turns one series ``x`` (``[T, F]``, user units) into a causal scor
 score at ``t`` uses samples ``<= t`` only; NaN where it is not defined yet), starting fresh on
 every series as the worker does for a new entity. Fixed scales come from the training parts
 (:meth:`Detector.fit`); thresholds are chosen afterwards on validation scores, the same way for
-every detector (:mod:`evaluation.thresholds`). Features are combined by root mean square, as
-:mod:`stream.scoring` combines the network's residuals.
+every detector (:mod:`seqstream.evaluation.thresholds`). Features are combined by root mean square,
+as :mod:`stream.scoring` combines the network's residuals.
 
 - ``persistence_z``: the residual of persistence, ``r_t = x_t - x_{t-1}``, as a z-score with the
   mean and std of training residuals: ``z_t,f = (r_t,f - μ_f) / σ_f``.

@@ -1,6 +1,6 @@
 """From per-sample scores to the report's numbers: thresholds on validation, metrics on test.
 
-For each detector: both threshold rules of :mod:`evaluation.thresholds` on the validation
+For each detector: both threshold rules of :mod:`seqstream.evaluation.thresholds` on the validation
 series, then on the test series (samples before ``warmup`` never flag, and beats or windows that
 start in it, or before a series' ``start``, are left out, for every detector alike):
 precision, recall, F1, false flags per hour and detection delay, pooled over the test series,
@@ -8,7 +8,7 @@ for all anomalies together and (ECG) per AAMI class; ROC-AUC and PR-AUC of the s
 beats (windows: samples); and F1 per test series. For the network, the *calibrated*
 threshold is the card's own (the one the worker flags with).
 
->>> from evaluation.labels import Labels
+>>> from seqstream.evaluation.labels import Labels
 >>> lab = Labels.from_beats([400, 800, 1200], ["N", "VEB", "N"])
 >>> s = np.zeros(1500); s[790:800] = 9.0
 >>> out = detector_metrics("beats", [s], [lab], threshold=5.0, period_s=1 / 360, warmup=360)
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.dataset import EvalData, normal_mask
-from evaluation.labels import Labels
-from evaluation.metrics import (
+from seqstream.evaluation.dataset import EvalData, normal_mask
+from seqstream.evaluation.labels import Labels
+from seqstream.evaluation.metrics import (
     ABNORMAL,
     Detection,
     ForecastErrors,
@@ -38,8 +38,8 @@ from evaluation.metrics import (
     roc_auc,
     window_detection,
 )
-from evaluation.runner import OURS, Scores
-from evaluation.thresholds import best_f1_beats, best_f1_windows, calibrated, flags_of
+from seqstream.evaluation.runner import OURS, Scores
+from seqstream.evaluation.thresholds import best_f1_beats, best_f1_windows, calibrated, flags_of
 
 __all__ = ["RULES", "assess_detector", "detector_metrics", "forecast_section", "validation_units"]
 

@@ -1,4 +1,5 @@
-"""``python -m bench.proc CONFIG_JSON [PROFILE_OUT]``: one pipeline process of a benchmark run.
+"""``python -m seqstream.bench.proc CONFIG_JSON [PROFILE_OUT]``: one pipeline process of a
+benchmark run.
 
 The harness starts each pipeline in a process of its own (a faust app owns its process and loop,
 and two processes form a two-member consumer group), stops it with SIGTERM, and with
@@ -44,7 +45,7 @@ def freeze_startup() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    from bench.pipelines import Config, run
+    from seqstream.bench.pipelines import Config, run
 
     cfg = Config(**json.loads(argv[0]))
     os.environ.setdefault("OMP_NUM_THREADS", "1")

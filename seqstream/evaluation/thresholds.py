@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.metrics import ABNORMAL, Detection, window_detection
+from seqstream.evaluation.metrics import ABNORMAL, Detection, window_detection
 
 __all__ = ["best_f1_beats", "best_f1_windows", "calibrated", "flags_of"]
 

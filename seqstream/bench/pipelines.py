@@ -1,4 +1,4 @@
-"""The pipelines under test, each run in its own process by :mod:`bench.proc`.
+"""The pipelines under test, each run in its own process by :mod:`seqstream.bench.proc`.
 
 All read the same input topic (key = entity id) and write one output record per event to their
 output topic, so the harness measures them the same way:
@@ -27,7 +27,7 @@ from typing import Any
 
 __all__ = ["LETTERS", "PIPELINES", "Config", "run"]
 
-log = logging.getLogger("bench.pipelines")
+log = logging.getLogger("seqstream.bench.pipelines")
 LETTERS = {"bare": "a", "naive": "b", "worker": "c", "plain": "d"}
 
 

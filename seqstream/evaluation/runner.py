@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evaluation.baselines import Detector
-from evaluation.dataset import EvalData, EvalSeries
+from seqstream.evaluation.baselines import Detector
+from seqstream.evaluation.dataset import EvalData, EvalSeries
 
 __all__ = ["ENTITY_SCALED", "OURS", "Scores", "entity_scaled_variant", "score_baselines",
            "score_network", "unscaled_network"]
@@ -102,10 +102,11 @@ def score_baselines(detectors: Sequence[Detector], data: EvalData, jobs: int = 1
 
 
 def entity_scaled_variant(sc: Scores, data: EvalData, warmup: int) -> Scores:
-    """``sc`` with every series' scores scaled per entity (:mod:`evaluation.entity_scale`);
+    """``sc`` with every series' scores scaled per entity
+    (:mod:`seqstream.evaluation.entity_scale`);
     ``μ_0`` from this detector's own normal validation samples past the warm-up."""
-    from evaluation.dataset import normal_mask
-    from evaluation.entity_scale import entity_scaled, typical_log_peak
+    from seqstream.evaluation.dataset import normal_mask
+    from seqstream.evaluation.entity_scale import entity_scaled, typical_log_peak
 
     started = time.perf_counter()
     masks = []

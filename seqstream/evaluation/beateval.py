@@ -3,11 +3,12 @@
 For each test record the artifact's beat stage (:mod:`stream.beats`: online QRS detection,
 causal beat features, the beat network) runs over the ECG lead with the sample-level scores
 as its residual input, exactly as the worker feeds it. Its beats are matched to the reference
-annotations (EC57, 150 ms: :mod:`evaluation.ec57`) and counted by :mod:`evaluation.beatmetrics`:
+annotations (EC57, 150 ms: :mod:`seqstream.evaluation.ec57`) and counted by
+:mod:`seqstream.evaluation.beatmetrics`:
 the classifier per class (V, S, F) and its flags pooled (S + V + F). The sample-level detectors
 (the network's residual score, the baselines) are scored on the same detected beats: a beat is
-flagged when one of its samples is (:func:`evaluation.beatmetrics.flags_on_beats`), so every row
-of the table counts the same beats.
+flagged when one of its samples is (:func:`seqstream.evaluation.beatmetrics.flags_on_beats`), so
+every row of the table counts the same beats.
 
 Live, the worker's beat records (topic ``seqstream.beats``) must equal this offline pass:
 :func:`compare_beats` (R peak samples, RR, decision samples, classes and flags exactly,
@@ -33,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.beatmetrics import BeatTally, beat_tally, flags_on_beats, match_of
-from evaluation.dataset import EvalData
-from evaluation.labels import Labels
+from seqstream.evaluation.beatmetrics import BeatTally, beat_tally, flags_on_beats, match_of
+from seqstream.evaluation.dataset import EvalData
+from seqstream.evaluation.labels import Labels
 
 __all__ = ["CSV_COLUMNS", "RecordBeats", "beat_section", "compare_beats", "detect_beats",
            "record_tally", "restrict", "write_beats_csv"]

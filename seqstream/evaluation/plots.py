@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.dataset import EvalSeries
-from evaluation.labels import Labels
-from evaluation.metrics import ABNORMAL
+from seqstream.evaluation.dataset import EvalSeries
+from seqstream.evaluation.labels import Labels
+from seqstream.evaluation.metrics import ABNORMAL
 
 __all__ = ["BEAT_COLOURS", "CLASS_COLOURS", "pick_stretch", "plot_beats", "plot_series"]
 
@@ -107,8 +107,8 @@ def plot_beats(path: Path, series: EvalSeries, beats, period_s: float, lead: int
                lead_name: str, threshold: float, seconds: float, warmup: int,
                title: str) -> dict:
     """Draw one series' stretch with every detected beat coloured by the class the beat
-    classifier gave it (``beats``: :class:`evaluation.beateval.RecordBeats`), the reference
-    abnormal beats ringed in their class's colour, flagged beats crossed, and each beat's
+    classifier gave it (``beats``: :class:`seqstream.evaluation.beateval.RecordBeats`), the
+    reference abnormal beats ringed in their class's colour, flagged beats crossed, and each beat's
     ``p_abnormal`` against the threshold below; returns what was drawn."""
     import matplotlib
 

@@ -6,7 +6,7 @@ start, so no two entities repeat each other in lock step) and cut into events of
 with :func:`seqstream.replay.chunks` (``m = 1``: one reading per message; ``m = 36``: 100 ms of ECG
 per message). Timestamps are the samples' recording times from a fixed epoch, so they increase
 per entity and never trip the worker's gap reset; the steady-load phase stamps events with the
-wall clock instead (see :mod:`bench.load`).
+wall clock instead (see :mod:`seqstream.bench.load`).
 
 The recordings come from ``../shared/data/mitdb`` when it is there, else from the subset bundled
 with the package (``training/bundled/mitdb``); nothing is downloaded.
@@ -31,7 +31,7 @@ from stream.errors import ConfigError
 
 __all__ = ["EPOCH", "PERIOD_S", "Encoded", "find_mitdb", "load_series", "make_events"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CANDIDATES = (REPO.parent / "shared" / "data" / "mitdb", REPO / "training" / "bundled" / "mitdb")
 EPOCH = 1_700_000_000.0  # ts of every entity's first sample, seconds
 PERIOD_S = 1 / 360

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from bench.events import Encoded
+from seqstream.bench.events import Encoded
 from seqstream.topics import started
 from stream.errors import StackError
 from stream.security import kafka_kwargs

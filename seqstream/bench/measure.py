@@ -43,15 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from bench import kafka
-from bench.events import Encoded
-from bench.pipelines import Config
+from seqstream.bench import kafka
+from seqstream.bench.events import Encoded
+from seqstream.bench.pipelines import Config
 from stream.errors import StackError
 from stream.settings import Settings
 
 __all__ = ["Run", "catch_up", "steady"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAUSTISH = ("naive", "worker")
 
 
@@ -111,7 +111,7 @@ def _start(cfg: Config, workers: int, profile: Path | None, logs: Path) -> list[
     procs = []
     logs.mkdir(parents=True, exist_ok=True)
     for i in range(workers):
-        argv = [sys.executable, "-m", "bench.proc", json.dumps(asdict(cfg))]
+        argv = [sys.executable, "-m", "seqstream.bench.proc", json.dumps(asdict(cfg))]
         if profile is not None and i == 0:
             argv.append(str(profile))
         log = open(logs / f"{cfg.group}-{i}.log", "wb")  # noqa: SIM115 - closed with the process

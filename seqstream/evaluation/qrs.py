@@ -1,9 +1,10 @@
 """QRS detection accuracy of :mod:`stream.qrs` on MIT-BIH records, beat by beat (EC57).
 
-``python3 -m evaluation.qrs --data ../shared/data/mitdb`` runs the detector over the MLII lead
-(picked by name: record 114 has its leads swapped) of every record in the folder except the
-paced ones (102, 104, 107, 217), matches its R peaks to the reference beats within 150 ms
-(:mod:`evaluation.ec57`) and prints a per-record table and the gross totals. Ventricular flutter
+``python3 -m seqstream.evaluation.qrs --data ../shared/data/mitdb`` runs the detector over
+the MLII lead (picked by name: record 114 has its leads swapped) of every record in the folder
+except the paced ones (102, 104, 107, 217), matches its R peaks to the reference beats within 150 ms
+(:mod:`seqstream.evaluation.ec57`) and prints a per-record table and the gross totals. Ventricular
+flutter
 episodes (``[`` .. ``]``) are left out of the scoring as EC57 does; ``--start`` leaves out the
 first seconds of each record (EC57's learning period is 300 s; the detector reports nothing
 in its first 2 s). ``--chunk`` streams each record in chunks of that many samples instead of one
@@ -24,8 +25,8 @@ import numpy as np
 import wfdb
 import wfdb.processing
 
-from evaluation.ec57 import Score, exclude, match, score, total
-from evaluation.labels import BEAT_SYMBOLS, ecg_records
+from seqstream.evaluation.ec57 import Score, exclude, match, score, total
+from seqstream.evaluation.labels import BEAT_SYMBOLS, ecg_records
 from stream.errors import ConfigError
 from stream.qrs import QRSDetector, detect
 from training.sources import BUNDLED_MITDB
@@ -79,8 +80,8 @@ def evaluate_record(path: Path, start_s: float = 0.0, chunk: int = 0,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m evaluation.qrs", description=__doc__.split(
-        "\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python3 -m seqstream.evaluation.qrs",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=BUNDLED_MITDB,
                     help="folder of MIT-BIH records (default: the bundled ones)")
     ap.add_argument("--start", type=float, default=0.0,

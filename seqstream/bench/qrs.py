@@ -1,6 +1,6 @@
 """Speed of the online QRS detector (:mod:`stream.qrs`) on real ECG.
 
-``python3 -m bench.qrs`` prints samples per second for
+``python3 -m seqstream.bench.qrs`` prints samples per second for
 
 - a fleet: ``--entities`` entities (1,000) each sending ``--chunk``-sample chunks (36 = 100 ms
   at 360 Hz, as the demo's monitors do), every call advancing all of them, for ``--seconds`` of
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluation.qrs import read_record
+from seqstream.evaluation.qrs import read_record
 from stream.qrs import QRSDetector
 from training.sources import BUNDLED_MITDB
 
@@ -33,7 +33,8 @@ RECORDS = ("100", "106", "215")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python3 -m bench.qrs", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python3 -m seqstream.bench.qrs",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--entities", type=int, default=1000)
     ap.add_argument("--chunk", type=int, default=36)
     ap.add_argument("--seconds", type=float, default=60.0)

@@ -47,7 +47,7 @@ __all__ = ["ATOL", "RTOL", "LiveRun", "compare", "run_live"]
 log = logging.getLogger(__name__)
 ATOL = 1e-5
 RTOL = 1e-5
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -370,7 +370,7 @@ def compare(live: LiveRun, offline_forecasts: Sequence[np.ndarray],
     (the card's, smallest feature), so float32 rounding of a forecast, a few 1e-7 in the
     network's units, is magnified by ``1/residual_scale`` in the score; scores are therefore
     compared as residuals, ``score × residual_scale``, to the same 1e-5."""
-    from evaluation.thresholds import flags_of
+    from seqstream.evaluation.thresholds import flags_of
 
     samples = sum(len(s) for s in offline_scores)
     received = int(sum(r.sum() for r in live.received))

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.labels import (
+from seqstream.evaluation.labels import (
     DS1,
     PACED_RECORDS,
     Labels,
@@ -36,7 +36,7 @@ from evaluation.labels import (
     nab_labels,
     skab_labels,
 )
-from evaluation.metrics import beat_windows
+from seqstream.evaluation.metrics import beat_windows
 from stream.errors import ConfigError
 
 __all__ = ["EvalData", "EvalSeries", "load_eval_data", "normal_mask", "split_bounds"]
