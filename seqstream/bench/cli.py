@@ -14,6 +14,9 @@ What one run does, in order:
    % of its own catch-up rate (the queue would only grow);
 5. Redis bytes per entity (:mod:`seqstream.bench.state_cost`) and model step time vs batch size.
 
+With ``--beats N``, after the catch-up runs, (c) runs on chunks N times each without and with a
+beat stage, alternated: what the beat path costs (:mod:`seqstream.bench.beatpath`).
+
 ``--size tiny`` is the CI smoke run (tens of entities, hundreds of events; every pipeline and
 shape, one latency run); ``full`` is the measurement. Event counts scale with how fast each
 pipeline is, so each catch-up run lasts a few seconds.
@@ -82,6 +85,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="results/bench", help="results folder")
     parser.add_argument("--no-profile", action="store_true",
                         help="skip the profile of (c)")
+    parser.add_argument("--beats", type=int, default=0, metavar="N",
+                        help="also run (c) on chunks N times each without and with a beat stage, "
+                             "alternated, for the beat path's cost (default 0: skip)")
     add_flags(parser, ["kafka_bootstrap", "redis_url", "partitions", "batch_max"])
 
 
@@ -244,6 +250,9 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
         doc["profile"] = {"run": f"catch-up, {shape}, {base:,} entities, "
                                  f"{count(shape, 'worker'):,} events", **summarize(profile)}
     _say("catch-up done")
+    if args.beats > 0:
+        doc["beat_path"] = await _beat_path(settings, series, model_dir, tmp, base,
+                                            count("chunk", "worker"), args.beats, kw)
     rate_of = {(r["pipeline"], r["shape"]): r["events_per_s"] for r in doc["catch_up"]
                if r["entities"] == base and r["workers"] == 1}
     lat_jobs = []
@@ -296,6 +305,29 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
     host["load_after"] = list(os.getloadavg())
     doc["targets"] = targets(doc)
     return doc
+
+
+async def _beat_path(settings: Settings, series: list, model_dir: Path, tmp: Path,
+                     entities: int, n_events: int, repeats: int,
+                     kw: dict[str, Any]) -> dict[str, Any]:
+    """(c) on chunks with and without a beat stage (:mod:`seqstream.bench.beatpath`)."""
+    from seqstream.bench.beatpath import compare, make_beat_artifact, summary
+    from seqstream.bench.events import make_events
+    from seqstream.bench.measure import catch_up
+
+    with_beats = tmp / "model-beats"
+    make_beat_artifact(model_dir, with_beats, series)
+    events = make_events(series, entities, SHAPES["chunk"], n_events)
+
+    async def one(model: Path) -> dict[str, Any]:
+        _say(f"beat path: catch-up worker chunk {entities:,} entities, "
+             f"{'with' if model == with_beats else 'without'} beats, {len(events):,} events")
+        run = await catch_up(settings, "worker", events, shape="chunk", entities=entities,
+                             workers=1, **{**kw, "model": model})
+        return run.as_dict()
+
+    runs = await compare(one, model_dir, with_beats, repeats)
+    return {"entities": entities, "events": len(events), "runs": runs, **summary(runs)}
 
 
 def _live(events: list[Any]) -> list[Any]:

@@ -79,6 +79,11 @@ def targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
             else None
         add(f"({tag}) {shape} throughput at {big:,} / at {base:,} entities", ">= 0.8", v,
             None if v is None else v >= 0.8)
+    beat = doc.get("beat_path")
+    if beat:
+        v = beat["ratio"]
+        add("(c) chunk samples/s with the beat path / without (median of alternated runs)",
+            ">= 0.85", v, None if v is None else v >= 0.85)
     for s in doc.get("state", []):
         v = s["ratio_to_raw"]
         add(f"Redis bytes per entity / raw state bytes at {s['entities']:,} entities",
@@ -129,6 +134,18 @@ def markdown(doc: dict[str, Any]) -> str:
     keys = sorted({k for v in doc["ratios"].values() for k in v})
     out += _table(["shape", *keys], [[shape, *(_fmt(r.get(k), 2) for k in keys)]
                                      for shape, r in doc["ratios"].items()])
+    beat = doc.get("beat_path")
+    if beat:
+        out += [f"**Beat path** (catch-up of (c), chunk, {beat['entities']:,} entities, one "
+                f"worker process, {beat['events']:,} events; A without, B with a seeded beat "
+                f"stage, alternated):", ""]
+        out += _table(["run", "artifact", "load before", "events/s", "samples/s", "drained"],
+                      [[i + 1, r["artifact"], _fmt(r["load_before"], 2),
+                        _fmt(r["events_per_s"]), _fmt(r["samples_per_s"]), _fmt(r["drained"])]
+                       for i, r in enumerate(beat["runs"])])
+        out += [f"B/A = {_fmt(beat['ratio'], 3)} (median samples/s {_fmt(beat['B'])} / "
+                f"{_fmt(beat['A'])}; adjacent pairs "
+                f"{', '.join(f'{x:.3f}' for x in beat['pairs']) or '–'}).", ""]
     if doc["latency"]:
         out += ["**Latency under steady load** (event sent → prediction appended, ms; load as a "
                 "fraction of the reference pipeline's catch-up rate):", ""]
