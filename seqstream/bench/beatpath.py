@@ -12,11 +12,19 @@ it on the chunk shape at the base entity count, with the same events for both ar
 
 The runs alternate A B A B … (``N`` of each), so a drift in the shared machine's load falls on
 both; the 1-minute load average is recorded before each run. The reported ratio is
-``median(B) / median(A)`` of the chunk samples/s, beside each adjacent pair's ratio.
+``median(B) / median(A)`` of the chunk samples/s, beside each adjacent pair's ratio. When other
+jobs share the CPUs, wall-clock rates mostly measure the scheduler, so the worker's own CPU time
+per sample (:attr:`seqstream.bench.measure.Run.cpu_us_per_sample`) is compared too:
+``cpu_ratio = median(A's) / median(B's)`` is the rate ratio one free core would give.
 
->>> summary([{"artifact": "A", "samples_per_s": 100.0}, {"artifact": "B", "samples_per_s": 80.0},
-...          {"artifact": "A", "samples_per_s": 120.0}, {"artifact": "B", "samples_per_s": 90.0}])
-{'A': 110.0, 'B': 85.0, 'ratio': 0.773, 'pairs': [0.8, 0.75]}
+>>> s = summary([{"artifact": "A", "samples_per_s": 100.0, "cpu_us_per_sample": 2.0},
+...              {"artifact": "B", "samples_per_s": 80.0, "cpu_us_per_sample": 2.5},
+...              {"artifact": "A", "samples_per_s": 120.0, "cpu_us_per_sample": 2.2},
+...              {"artifact": "B", "samples_per_s": 90.0, "cpu_us_per_sample": 2.5}])
+>>> s["A"], s["B"], s["ratio"], s["pairs"]
+(110.0, 85.0, 0.773, [0.8, 0.75])
+>>> s["cpu_A"], s["cpu_B"], s["cpu_ratio"]
+(2.1, 2.5, 0.84)
 """
 
 from __future__ import annotations
@@ -78,8 +86,15 @@ async def compare(run_one: Callable[[Path], Awaitable[dict[str, Any]]], without:
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median samples/s of A and B, their ratio, and each adjacent A B pair's ratio."""
+    """Median samples/s of A and B, their ratio, each adjacent A B pair's ratio, and the same
+    from the worker's CPU microseconds per sample."""
+    def median(key: str, x: str) -> float | None:
+        v = [r[key] for r in runs if r["artifact"] == x and r.get(key)]
+        return round(float(np.median(v)), 4) if v else None
+
     rate = {x: [r["samples_per_s"] for r in runs if r["artifact"] == x] for x in "AB"}
-    a, b = (float(np.median(rate[x])) if rate[x] else None for x in "AB")
+    a, b = median("samples_per_s", "A"), median("samples_per_s", "B")
     pairs = [round(y / x, 3) for x, y in zip(rate["A"], rate["B"], strict=False) if x and y]
-    return {"A": a, "B": b, "ratio": round(b / a, 3) if a and b else None, "pairs": pairs}
+    ca, cb = median("cpu_us_per_sample", "A"), median("cpu_us_per_sample", "B")
+    return {"A": a, "B": b, "ratio": round(b / a, 3) if a and b else None, "pairs": pairs,
+            "cpu_A": ca, "cpu_B": cb, "cpu_ratio": round(ca / cb, 3) if ca and cb else None}

@@ -75,6 +75,7 @@ class Run:
     offered_per_s: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     profile: str | None = None
+    cpu_us_per_sample: float | None = None  # the pipeline processes' CPU, first → last output
 
     @property
     def drained(self) -> bool:
@@ -141,9 +142,25 @@ def _check_alive(procs: list[subprocess.Popen], cfg: Config, logs: Path) -> None
                              f"before the run ended; its log ends:\n{tail}")
 
 
+def _cpu_s(procs: list[subprocess.Popen]) -> float | None:
+    """User + system CPU seconds the processes have used (Linux ``/proc``; else None): on a
+    shared machine their CPU per sample says what the pipeline costs when wall time cannot."""
+    try:
+        ticks = 0
+        for p in procs:
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 async def _wait_outputs(probe: kafka.Probe, cfg: Config, procs: list[subprocess.Popen],
                         expected: int, timeout_s: float, logs: Path,
-                        stable_at: list[float], workers: int) -> None:
+                        stable_at: list[float], workers: int,
+                        cpu: list[tuple[int, float | None]] | None = None) -> None:
+    """Wait for ``expected`` outputs; ``cpu`` gets (outputs, CPU seconds) at the first output
+    seen and at the end."""
     deadline = time.monotonic() + timeout_s
     last_check = 0.0
     while time.monotonic() < deadline:
@@ -156,7 +173,10 @@ async def _wait_outputs(probe: kafka.Probe, cfg: Config, procs: list[subprocess.
                 state, members = "?", 0
             if state == "Stable" and members == workers:
                 stable_at.append(time.time())
-        if await probe.end_offsets(cfg.topic_out) >= expected:
+        done = await probe.end_offsets(cfg.topic_out)
+        if cpu is not None and done and (not cpu or done >= expected):
+            cpu.append((done, _cpu_s(procs)))
+        if done >= expected:
             return
         await asyncio.sleep(0.1)
     have = await probe.end_offsets(cfg.topic_out)
@@ -221,9 +241,10 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
         await kafka.preload(settings, names["in"], events, partitions)
         procs = _start(cfg, workers, profile, logs)
         stable_at: list[float] = []
+        cpu: list[tuple[int, float | None]] = []
         async with kafka.Probe(settings) as probe:
             await _wait_outputs(probe, cfg, procs, len(events), timeout_s, logs, stable_at,
-                                workers)
+                                workers, cpu)
             _stop(procs)
             await _drain_check(probe, cfg, run)
         back = await kafka.read_topic(settings, names["out"])
@@ -236,6 +257,10 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
         run.events_per_s = (len(after) - 1) / run.seconds if run.seconds > 0 else 0.0
         run.samples_per_s = run.events_per_s * run.samples_per_event
         run.profile = str(profile) if profile else None
+        if len(cpu) == 2 and None not in (cpu[0][1], cpu[1][1]) and cpu[1][0] > cpu[0][0]:
+            spent = cpu[1][1] - cpu[0][1]  # type: ignore[operator]
+            run.cpu_us_per_sample = spent / ((cpu[1][0] - cpu[0][0]) * run.samples_per_event) \
+                * 1e6
         return run
     finally:
         _stop(procs)
