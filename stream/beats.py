@@ -115,12 +115,6 @@ def _mean(x: np.ndarray) -> float:
     return np.add.reduce(x) / x.size
 
 
-def _std(x: np.ndarray) -> float:
-    """``x.std()`` as numpy computes it (mean, squared deviations, their mean, root)."""
-    d = x - _mean(x)
-    return math.sqrt(_mean(d * d))
-
-
 def _ptp(x: np.ndarray) -> float:
     """``np.ptp(x)``: max - min."""
     return float(np.maximum.reduce(x) - np.minimum.reduce(x))
@@ -339,9 +333,9 @@ class BeatFeatures:
         nt = int(st["n_template"][i])
         t = st["template"][i].copy() if nt else w.copy()
         a = max(_ptp(t), AMP_FLOOR_MV)
-        sw, st_ = _std(w), _std(t)
-        corr = float(_mean((w - _mean(w)) * (t - _mean(t))) / (sw * st_)) if sw > 0 and st_ > 0 \
-            else 0.0
+        dw, dt = w - _mean(w), t - _mean(t)  # the deviations behind w.std(), t.std() and corr
+        sw, st_ = math.sqrt(_mean(dw * dw)), math.sqrt(_mean(dt * dt))
+        corr = float(_mean(dw * dt) / (sw * st_)) if sw > 0 and st_ > 0 else 0.0
         dist = float(math.sqrt(_mean((w - t) ** 2)) / a)
         centre = seg[g.half - g.centre_width:g.half + g.centre_width + 1]
         mag = np.abs(centre)
