@@ -245,13 +245,12 @@ class BeatFeatures:
         out: list[list[DecidedBeat]] = [[] for _ in sig64]
         for i in np.flatnonzero(busy).tolist():
             out[i] = self._entity(states, i, sig64[i], peaks[i])
-        self._store(states, np.flatnonzero(~busy & (lengths > 0)), sig64, lengths)
+        self._store(states, np.flatnonzero(lengths > 0), sig64, lengths)
         return out
 
     def _busy(self, st: np.ndarray, lengths: np.ndarray, n_peaks: np.ndarray) -> np.ndarray:
-        """The rows that take new R peaks or decide their first pending one in this call; for
-        the others :meth:`_entity` would only store the samples (:meth:`_store` does it for all
-        of them at once: most rows of a short chunk have no beat to decide)."""
+        """The rows that take new R peaks or decide their first pending one in this call: the
+        others have nothing for :meth:`_entity` to do (most rows of a short chunk)."""
         g = self.geo
         n_pending, r0, r1 = st["n_pending"], st["pending"][:, 0], st["pending"][:, 1]
         close = (n_pending >= 2) & (r1 - r0 <= g.cap)
@@ -260,8 +259,8 @@ class BeatFeatures:
 
     def _store(self, st: np.ndarray, rows: np.ndarray, sig: list[np.ndarray],
                lengths: np.ndarray) -> None:
-        """Put ``rows``' new samples in their rings (sample k at k % ring) and count them, as
-        :meth:`_entity` does, in one array operation per chunk length."""
+        """Put ``rows``' new samples in their rings (sample k at k % ring) and count them, in
+        one array operation per chunk length, after :meth:`_entity` has read the old ones."""
         ring = self.geo.ring
         n_old = st["n"][rows]
         for t in np.unique(lengths[rows]).tolist():
@@ -278,8 +277,8 @@ class BeatFeatures:
         n_new = n_old + len(sig)
         ring = st["ring"][i]
         # samples n_old - ring .. n_new as one array (the ring holds sample k at k % ring)
-        old = ring[np.arange(n_old - g.ring, n_old) % g.ring].astype(np.float64)
-        ext = np.concatenate([old, sig])
+        at = n_old % g.ring  # the slot of sample n_old - ring
+        ext = np.concatenate([ring[at:], ring[:at], sig], dtype=np.float64)
         base = n_old - g.ring
         pending = [*st["pending"][i][:st["n_pending"][i]].tolist(), *np.asarray(peaks).tolist()]
         out = []
@@ -302,9 +301,6 @@ class BeatFeatures:
                                f"got {len(rest)} (peaks closer than the detector allows?)")
         st["pending"][i][:len(rest)] = rest
         st["n_pending"][i] = len(rest)
-        keep = ext[-min(g.ring, len(ext)):]
-        ring[np.arange(n_new - len(keep), n_new) % g.ring] = keep.astype(np.float32)
-        st["n"][i] = n_new
         return out
 
     def _beat(self, st: np.ndarray, i: int, r: int, post: int, decided: int,
