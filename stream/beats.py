@@ -416,11 +416,14 @@ class BeatStage:
         out: list[list[BeatOut]] = [[] for _ in decided]
         if not rows:
             return out
-        lengths = torch.tensor([len(decided[i]) for i in rows])
-        width = int(lengths.max())
+        counts = np.array([len(decided[i]) for i in rows])
+        lengths = torch.from_numpy(counts)
+        width = int(counts.max())
         x = np.zeros((len(rows), width, len(FEATURES)), dtype=np.float32)
-        for j, i in enumerate(rows):
-            x[j, :len(decided[i])] = self.normalise(np.stack([b.features for b in decided[i]]))
+        # every decided beat normalised in one call, then put at (its row, its place in the row)
+        at = np.repeat(np.cumsum(counts) - counts, counts)
+        x[np.repeat(np.arange(len(rows)), counts), np.arange(len(at)) - at] = self.normalise(
+            np.stack([b.features for i in rows for b in decided[i]]))
         with torch.no_grad():
             state = self.net.unpack_state(torch.from_numpy(states["hidden"][rows]))
             z = torch.relu(self.net.embed(torch.from_numpy(x)))
