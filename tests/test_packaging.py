@@ -173,3 +173,20 @@ print(json.dumps({
         p.name for p in (stack.DEPLOY / "prometheus" / "rules").iterdir())
     assert found["model"][0] == found["model"][1]
     assert found["lanes"] == 2
+
+
+def test_a_command_without_its_extra_names_the_extra(tmp_path: Path) -> None:
+    """``seqstream train`` where the `train` extra's packages are missing (a worker-only
+    install): one line naming the extra to install, not a traceback."""
+    code = ("import sys\n"
+            "class Missing:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('yaml', 'pytorch_lightning'):\n"
+            "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+            "sys.meta_path.insert(0, Missing())\n"
+            "from seqstream.cli import main\n"
+            "sys.exit(main(['train', '--print-config']))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**_clean_env(), "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "pip install 'seqstream[train]'" in done.stderr and "Traceback" not in done.stderr
