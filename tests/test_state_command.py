@@ -1,17 +1,37 @@
 """``seqstream state``: migrate the layout before partitions, inspect, stats, repartition; and the
-worker's refusal of a changed partition count. Against the real shared Redis and Kafka."""
+worker's refusal of a changed partition count. Against the real shared Redis and Kafka; the
+migration also end to end, from a group with committed offsets to a worker that resumes there."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
 
 import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
-from streamkit import create_topics, topic_names
+from streamkit import (
+    REPO,
+    EventSet,
+    WorkerProcess,
+    assert_predictions_match,
+    assert_states_equal,
+    consume,
+    create_topics,
+    free_port,
+    make_artifact,
+    produce,
+    redis_states,
+    reference_run,
+    topic_names,
+)
 
 from seqstream.state import inspect_entity, migrate, repartition, stats
+from stream.artifact import load_artifact
 from stream.errors import StackError
 from stream.settings import Settings
 from stream.state import FLAG_FORECAST, RedisStateStore, StateCodec, namespace
@@ -118,3 +138,99 @@ def test_a_changed_partition_count_is_refused_with_one_line(settings, unique):
             await client.aclose()
 
     asyncio.run(go())
+
+
+async def commit_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]
+                         ) -> None:
+    """Commit ``offsets`` (partition → next offset to read) for ``group``, as the old worker's
+    Faust consumer did."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = {p: TopicPartition(topic, p) for p in offsets}
+        consumer.assign(list(tps.values()))
+        await consumer.commit({tps[p]: o for p, o in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_migrate_with_committed_offsets_lets_the_new_worker_resume_without_loss(
+        tmp_path, bundled_data, settings, unique):
+    """A deployment before partitions: the first half of a stream consumed by the old worker
+    (its states under ``<namespace>:<entity>``, the group's offsets committed in Kafka, no
+    checkpoint). ``seqstream state migrate`` moves the states and turns the committed offsets
+    into checkpoints; the new worker starts at those offsets (not the earliest: no event of the
+    first half is read again, none is called lost) and streams the second half: every
+    prediction of it and every final state equal the uninterrupted offline run's."""
+    events = EventSet(bundled_data, entities=12, per_entity=200, t0=time.time(), chunk_every=4)
+    art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
+                        sample=np.concatenate(list(events.values.values())[:6]))
+    artifact = load_artifact(art)
+    prefix = namespace(unique, artifact.model_id)
+    names = topic_names(unique)
+    asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
+    records = events.interleaved(seed=4)
+    half = len(records) // 2
+    sources = asyncio.run(produce(settings.kafka_bootstrap, names["events"], records[:half]))
+    # the old worker's work: its states, in the layout before partitions, and its commits
+    first, old_states = reference_run(art, records[:half], sources, names["events"])
+    sync = redis.Redis.from_url(settings.redis_url)
+    for entity, value in old_states.items():
+        sync.set(f"{prefix}:{entity}", value, ex=3600)
+    committed = {p: max(o for q, o in sources if q == p) + 1 for p in {q for q, _ in sources}}
+    assert len(committed) == 2
+    asyncio.run(commit_offsets(settings.kafka_bootstrap, unique, names["events"], committed))
+
+    metrics_port = free_port()
+    worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
+                           redis_url=settings.redis_url, partitions=2, batch_max=100,
+                           extra_env={"SEQSTREAM_METRICS_PORT": str(metrics_port)})
+    try:
+        said = subprocess.run([sys.executable, "-m", "seqstream", "state", "migrate", "--model",
+                               str(art)], cwd=REPO, env=worker.env, capture_output=True,
+                              text=True, timeout=120)
+        assert said.returncode == 0, said.stdout + said.stderr
+        checkpoints = {p: int(sync.get(f"{{{prefix}:{p}}}")) for p in committed}
+        worker.start().wait_ready()
+        sources += asyncio.run(produce(settings.kafka_bootstrap, names["events"],
+                                       records[half:]))
+        ends = {p: max(o for q, o in sources if q == p) + 1 for p in committed}
+        deadline = time.monotonic() + 120
+        while any(int(sync.get(f"{{{prefix}:{p}}}") or 0) < ends[p] for p in ends):
+            assert time.monotonic() < deadline, worker.log()[-3000:]
+            time.sleep(0.2)
+        want_predictions, want_states = reference_run(art, records, sources, names["events"])
+        second = {k: v for k, v in want_predictions.items() if k not in first}
+        got = asyncio.run(consume(
+            settings.kafka_bootstrap, [names["predictions"]],
+            lambda g: len(g[names["predictions"]]) >= len(second),
+            timeout=120))[names["predictions"]]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                         timeout=10).read().decode()
+        states = redis_states(settings.redis_url, unique, artifact.model_id,
+                              sorted(want_states))
+    finally:
+        code = worker.stop()
+        keys = [*sync.scan_iter(match="{" + prefix + ":*"), *sync.scan_iter(match=prefix + ":*")]
+        if keys:
+            sync.delete(*keys)
+        sync.close()
+    log = worker.log()
+    assert code == 0, log[-3000:]
+    assert f"migrated {len(old_states)} states" in said.stdout, said.stdout
+    assert "written for 2 of 2 partitions" in said.stdout, said.stdout
+    assert checkpoints == committed
+    assert "no Redis checkpoint" not in log, log[-3000:]
+    consumed = [ln for ln in metrics.splitlines() if ln.startswith("seqstream_events_total")]
+    assert consumed and float(consumed[0].split()[-1]) == len(records) - half, consumed
+    assert_predictions_match(got, second, threshold=3.0)  # none of the first half again
+    codec = StateCodec(artifact.model.state_size, artifact.n_features)
+    assert_states_equal(codec, states, want_states)
+    print(said.stdout.strip())
+    print(f"{half} events before the migration, {len(records) - half} after; checkpoints "
+          f"{checkpoints} from the committed offsets; {len(got)} predictions after it")
