@@ -37,8 +37,8 @@ def _free_base() -> int:
     raise RuntimeError("no free port range for a private cluster")
 
 
-async def _rounds(client: Any, codec: StateCodec, batch: int, rounds: int) -> float:
-    store = RedisStateStore(client, namespace("bench", "ab" * 32), ttl_s=3600)
+async def _rounds(client: Any, codec: StateCodec, batch: int, rounds: int, run: int) -> float:
+    store = RedisStateStore(client, namespace(f"bench-{run}", "ab" * 32), ttl_s=3600)
     ids = [f"b-{i}" for i in range(batch)]
     parts = [i % PARTITIONS for i in range(batch)]
     part_of = dict(zip(ids, parts, strict=True))
@@ -81,9 +81,9 @@ def store_throughput(state_size: int, n_features: int, batch: int = 1000,
             for node in nodes:
                 node.start(timeout=30)
             form_cluster(nodes)
-            for _ in range(repeats):
+            for run in range(repeats):  # each run its own keys: checkpoints start absent
                 for name, client in clients.items():
-                    runs[name].append(asyncio.run(_rounds(client(), codec, batch, rounds)))
+                    runs[name].append(asyncio.run(_rounds(client(), codec, batch, rounds, run)))
         finally:
             single.stop()
             for node in nodes:
