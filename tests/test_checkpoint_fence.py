@@ -38,7 +38,14 @@ from stream.artifact import load_artifact
 from stream.engine import Engine, RawMessage
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Topics
-from stream.state import CheckpointMoved, RedisStateStore, StateCodec, namespace
+from stream.state import (
+    UNCHECKED,
+    CheckpointMoved,
+    MemoryStateStore,
+    RedisStateStore,
+    StateCodec,
+    namespace,
+)
 from stream.worker import position
 
 BATCH = 100
@@ -150,3 +157,26 @@ def test_a_zombie_worker_is_refused_by_the_checkpoint_compare_and_set(
     assert repeats == BATCH  # batch 1, by A and by B
     codec = StateCodec(artifact.model.state_size, artifact.n_features)
     assert_states_equal(codec, left, want_states)
+
+
+def test_a_checkpoint_behind_the_last_write_found_at_a_seek_is_a_counted_rewind(tmp_path, caplog):
+    """A seek after one partition's refusal re-reads every partition's checkpoint: another one
+    the same Redis loss rolled back is sought back there and logged and counted as a rewind; one
+    where the checkpoint is the last write (or ahead: another worker went on) is not."""
+    art = make_artifact(tmp_path / "art", hidden=4)
+    store = MemoryStateStore("fence")
+    asyncio.run(store.save({}, None, {0: (UNCHECKED, 100), 1: (UNCHECKED, 50),
+                                      2: (UNCHECKED, 70)}))
+    pipeline = Pipeline(Engine(load_artifact(art)), store, Sent(), Topics("p", "a", "d", "b"),
+                        Metrics())
+    pipeline.positions.update({0: 300, 1: 50, 2: 40})
+    tps = [TP("events", p) for p in range(3)]
+    with caplog.at_level(logging.WARNING, logger="stream.worker"):
+        starts = asyncio.run(position(pipeline, "rebuild", dict.fromkeys(tps, 10), set()))
+    assert starts == dict(zip(tps, [100, 50, 70], strict=True))
+    assert pipeline.positions == {0: 100, 1: 50, 2: 70}
+    assert pipeline.metrics.registry.get_sample_value("seqstream_state_rewinds_total") == 1
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["partition 0 of events: stored checkpoint 100, behind the 300 this worker "
+                    "last wrote (Redis lost acknowledged writes): the partition sought back "
+                    "there"], said
