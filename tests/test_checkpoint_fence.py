@@ -1,10 +1,11 @@
 """A zombie worker, one still processing a partition after a rebalance gave it away, is fenced by
 the checkpoint compare-and-set.
 
-Two :class:`~stream.pipeline.Pipeline` s on the same partition, the real engine and the real
-shared Redis (a store each, as two processes have): A consumes the first batch, then the
-partition is assigned to B, which is positioned by the worker's own assignment code
-(:func:`stream.worker.position`: the checkpoint read from Redis). A does not know yet and goes on:
+Two :class:`~stream.pipeline.Pipeline` s on the same partition, the real engine and a real Redis
+(the shared one, and a private 3-master cluster; a store each, as two processes have): A consumes
+the first batch, then the partition is assigned to B, which is positioned by the worker's own
+assignment code (:func:`stream.worker.position`: the checkpoint read from Redis). A does not know
+yet and goes on:
 
 - a batch A loaded before B's saves is computed and produced (at least once, as after a crash),
   but its save, which would move the checkpoint back, is refused: nothing of it is written;
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 
 import numpy as np
 import orjson
@@ -25,11 +27,13 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from faust.types import TP
+from redis_private import start_cluster, stop
 from streamkit import (
     EventSet,
     assert_predictions_match,
     assert_states_equal,
     make_artifact,
+    redis_states,
     reference_run,
     topic_names,
 )
@@ -71,9 +75,27 @@ def predictions(records: list[tuple[str, bytes | None, bytes]]) -> list[dict]:
             if topic.endswith(".predictions")]
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request, settings, tmp_path) -> Iterator[str]:
+    """The shared Redis, or a private 3-master Redis Cluster on loopback."""
+    if request.param == "redis":
+        yield settings.redis_url
+        return
+    procs, ports = start_cluster(tmp_path / "cluster")
+    yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    for proc in procs:
+        stop(proc)
+
+
+def connect(url: str) -> aioredis.Redis | aioredis.RedisCluster:
+    if "+cluster://" in url:
+        return aioredis.RedisCluster.from_url(url.replace("+cluster://", "://", 1))
+    return aioredis.Redis.from_url(url)
+
+
 @pytest.mark.integration
 def test_a_zombie_worker_is_refused_by_the_checkpoint_compare_and_set(
-        tmp_path, bundled_data, settings, unique, caplog):
+        tmp_path, bundled_data, unique, caplog, redis_url):
     events = EventSet(bundled_data, entities=8, per_entity=50, t0=1.7e9, chunk_every=5)
     art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
                         sample=np.concatenate(list(events.values.values())[:4]))
@@ -92,7 +114,7 @@ def test_a_zombie_worker_is_refused_by_the_checkpoint_compare_and_set(
 
     def pipeline(sent: Sent) -> Pipeline:
         engine = Engine(artifact, warmup_steps=0, max_gap_s=60.0)
-        store = RedisStateStore(aioredis.Redis.from_url(settings.redis_url), prefix, 3600)
+        store = RedisStateStore(connect(redis_url), prefix, 3600)
         return Pipeline(engine, store, sent, topics, Metrics())
 
     async def go() -> tuple[Pipeline, Pipeline, Sent, Sent, list[CheckpointMoved], int]:
@@ -128,17 +150,16 @@ def test_a_zombie_worker_is_refused_by_the_checkpoint_compare_and_set(
             await a.store.close()
             await b.store.close()
 
-    sync = redis.Redis.from_url(settings.redis_url)
     try:
         with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
             a, b, sent_a, sent_b, refusals, stored = asyncio.run(go())
-        entities = sorted(events.values)
-        keys = [f"{{{prefix}:0}}:{e}" for e in entities]
-        left = dict(zip(entities, sync.mget(keys), strict=True))
+        left = redis_states(redis_url, unique, artifact.model_id, sorted(events.values))
     finally:
-        for key in sync.scan_iter(match="{" + prefix + ":*"):
-            sync.delete(key)
-        sync.close()
+        if "+cluster://" not in redis_url:  # the private cluster goes with its servers
+            sync = redis.Redis.from_url(redis_url)
+            for key in sync.scan_iter(match="{" + prefix + ":*"):
+                sync.delete(key)
+            sync.close()
 
     assert stored == 4 * BATCH
     assert [(r.stored, r.expected, r.saved) for r in refusals] == [
