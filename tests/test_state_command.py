@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis_private import start_cluster, stop
 from streamkit import (
     REPO,
     EventSet,
@@ -157,10 +159,22 @@ async def commit_offsets(bootstrap: str, group: str, topic: str, offsets: dict[i
         await consumer.stop()
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request, settings, tmp_path) -> Iterator[str]:
+    """The shared Redis, or a private 3-master Redis Cluster on loopback."""
+    if request.param == "redis":
+        yield settings.redis_url
+        return
+    procs, ports = start_cluster(tmp_path / "cluster")
+    yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    for proc in procs:
+        stop(proc)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_migrate_with_committed_offsets_lets_the_new_worker_resume_without_loss(
-        tmp_path, bundled_data, settings, unique):
+        tmp_path, bundled_data, settings, unique, redis_url):
     """A deployment before partitions: the first half of a stream consumed by the old worker
     (its states under ``<namespace>:<entity>``, the group's offsets committed in Kafka, no
     checkpoint). ``seqstream state migrate`` moves the states and turns the committed offsets
@@ -179,7 +193,9 @@ def test_migrate_with_committed_offsets_lets_the_new_worker_resume_without_loss(
     sources = asyncio.run(produce(settings.kafka_bootstrap, names["events"], records[:half]))
     # the old worker's work: its states, in the layout before partitions, and its commits
     first, old_states = reference_run(art, records[:half], sources, names["events"])
-    sync = redis.Redis.from_url(settings.redis_url)
+    cluster = "+cluster://" in redis_url
+    sync = (redis.RedisCluster.from_url(redis_url.replace("+cluster://", "://", 1)) if cluster
+            else redis.Redis.from_url(redis_url))
     for entity, value in old_states.items():
         sync.set(f"{prefix}:{entity}", value, ex=3600)
     committed = {p: max(o for q, o in sources if q == p) + 1 for p in {q for q, _ in sources}}
@@ -188,13 +204,18 @@ def test_migrate_with_committed_offsets_lets_the_new_worker_resume_without_loss(
 
     metrics_port = free_port()
     worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
-                           redis_url=settings.redis_url, partitions=2, batch_max=100,
+                           redis_url=redis_url, partitions=2, batch_max=100,
                            extra_env={"SEQSTREAM_METRICS_PORT": str(metrics_port)})
-    try:
-        said = subprocess.run([sys.executable, "-m", "seqstream", "state", "migrate", "--model",
+
+    def state_command(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "seqstream", "state", *args, "--model",
                                str(art)], cwd=REPO, env=worker.env, capture_output=True,
                               text=True, timeout=120)
-        assert said.returncode == 0, said.stdout + said.stderr
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    try:
+        said = state_command("migrate")
         checkpoints = {p: int(sync.get(f"{{{prefix}:{p}}}")) for p in committed}
         worker.start().wait_ready()
         sources += asyncio.run(produce(settings.kafka_bootstrap, names["events"],
@@ -212,13 +233,16 @@ def test_migrate_with_committed_offsets_lets_the_new_worker_resume_without_loss(
             timeout=120))[names["predictions"]]
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
                                          timeout=10).read().decode()
-        states = redis_states(settings.redis_url, unique, artifact.model_id,
-                              sorted(want_states))
+        states = redis_states(redis_url, unique, artifact.model_id, sorted(want_states))
+        entity = sorted(want_states)[0]
+        shown, table = state_command("inspect", entity).stdout, state_command("stats").stdout
     finally:
         code = worker.stop()
-        keys = [*sync.scan_iter(match="{" + prefix + ":*"), *sync.scan_iter(match=prefix + ":*")]
-        if keys:
-            sync.delete(*keys)
+        if not cluster:  # the private cluster goes with its servers
+            keys = [*sync.scan_iter(match="{" + prefix + ":*"),
+                    *sync.scan_iter(match=prefix + ":*")]
+            if keys:
+                sync.delete(*keys)
         sync.close()
     log = worker.log()
     assert code == 0, log[-3000:]
@@ -231,6 +255,9 @@ def test_migrate_with_committed_offsets_lets_the_new_worker_resume_without_loss(
     assert_predictions_match(got, second, threshold=3.0)  # none of the first half again
     codec = StateCodec(artifact.model.state_size, artifact.n_features)
     assert_states_equal(codec, states, want_states)
+    want, _ = codec.decode([want_states[entity]])
+    assert f"steps        {int(want['steps'][0])}" in shown, shown
+    assert all(f"{p:>9} {ends[p]:>12}" in table for p in ends), table
     print(said.stdout.strip())
     print(f"{half} events before the migration, {len(records) - half} after; checkpoints "
           f"{checkpoints} from the committed offsets; {len(got)} predictions after it")
