@@ -179,7 +179,12 @@ async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int
                    reported: set[int]) -> dict[Any, int | None]:
     """Where each partition starts: its Redis checkpoint; else (no checkpoint) Kafka's committed
     offset for a partition never consumed, or the ``state_loss`` action for one whose states are
-    gone. Sets the pipeline's expected checkpoints; ``reported`` keeps loss lines to one."""
+    gone. Sets the pipeline's expected checkpoints; ``reported`` keeps loss lines to one.
+
+    A checkpoint behind the one this pipeline last wrote is a rewind like a refused save, logged
+    and counted the same: a seek after one partition's refusal re-reads every partition, and
+    another partition rolled back by the same Redis loss is found here first, before a batch of
+    its own is refused."""
     store: StateStore = pipeline.store
     by_partition = {tp.partition: tp for tp in committed}
     stored = await pipeline._until_done("Redis checkpoint read", store.checkpoints,
@@ -188,10 +193,17 @@ async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int
     starts: dict[Any, int | None] = {}
     for p, tp in by_partition.items():
         checkpoint, kafka = stored[p], committed[tp]
+        wrote = pipeline.positions.get(p)
         pipeline.positions[p] = checkpoint
         if checkpoint is not None:
             reported.discard(p)
             starts[tp] = checkpoint
+            if wrote is not None and checkpoint < wrote:  # rolled back with no refusal of its own
+                log.warning("partition %d of %s: stored checkpoint %d, behind the %d this worker "
+                            "last wrote (Redis lost acknowledged writes): the partition sought "
+                            "back there", p, tp.topic, checkpoint, wrote)
+                if metrics is not None:
+                    metrics.state_rewinds.inc()
             continue
         starts[tp] = EARLIEST if state_loss == "rebuild" else None
         if kafka is None or kafka <= 0 or p in reported:
