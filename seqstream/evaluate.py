@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     live_section, streamed, live_run = None, None, None
     if args.live != "off":
         from seqstream.evaluation.live import compare, run_live
-        from stream.offline import replay_many, residual_scale_of
+        from stream.offline import replay_many
 
         live_run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
                             [s.values for s in data.test], data.period_s,
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         offline = replay_many(artifact, [s.values for s in data.test])
         live_section = compare(live_run, [r.forecasts for r in offline], ours.test,
                                artifact.threshold, warmup, artifact.model_id,
-                               float(min(residual_scale_of(artifact))))
+                               float(min(artifact.residual_scale)))
         log.info("live: %s", live_section["summary"])
         streamed = live_run.scores
         ours.forecasts = [np.concatenate([np.full((1, fc.shape[2]), np.nan), fc[:-1, 0]])

@@ -82,11 +82,9 @@ import orjson
 import torch
 
 from stream.beatstep import BeatStep
-from stream.entity_scale import EntityScale
-from stream.errors import ArtifactError, RecordError
+from stream.errors import RecordError
 from stream.records import TS_MAX, Event, deadletter_record, parse_event
 from stream.scoring import score
-from stream.sensor_score import SensorScore
 from stream.state import FLAG_FORECAST, StateCodec
 
 if TYPE_CHECKING:
@@ -195,33 +193,17 @@ class Engine:
         self.model = artifact.model.eval()
         self.n_features = artifact.n_features
         self.model_id = artifact.model_id
-        self.threshold = artifact.threshold
-        section = artifact.card.get("score", {})
-        scale = np.asarray(section.get("residual_scale", []), dtype=np.float64)
-        if scale.shape != (self.n_features,) or not np.all(scale > 0):
-            raise ArtifactError(f"card score.residual_scale: expected {self.n_features} positive "
-                                f"numbers, got {section.get('residual_scale')!r}")
-        self.residual_scale = scale
-        self.entity_scale = EntityScale.from_card(artifact.card)
-        self.period_s = float(artifact.card.get("period_s") or 0.0)
+        self.threshold = artifact.flag_threshold
+        self.residual_scale = artifact.residual_scale
+        self.entity_scale = artifact.entity_scale
+        self.period_s = artifact.period_s
         self.beats = None if artifact.beats is None else BeatStep(
             artifact.beats, n_features=self.n_features, period_s=self.period_s,
             threshold=artifact.beats.threshold, model_id=self.model_id)
-        self.sensor = SensorScore.from_card(artifact.card)
-        if self.sensor is not None:
-            if self.entity_scale is not None:
-                raise ArtifactError("card score: expected entity_scale or sensor, got both")
-            self.threshold = self.sensor.margin
+        self.sensor = artifact.sensor
         self.codec = StateCodec(self.model.state_size, self.n_features,
                                 None if self.beats is None else self.beats.dtype,
                                 0 if self.sensor is None else self.sensor.layout(self.n_features))
-        if self.entity_scale is not None and not self.period_s > 0:
-            raise ArtifactError(f"card period_s: expected the sampling period in seconds (the "
-                                f"per-entity scale decays by it), got "
-                                f"{artifact.card.get('period_s')!r}")
-        if not math.isfinite(self.threshold):
-            raise ArtifactError(f"card threshold.value: expected a finite number, got "
-                                f"{self.threshold!r}")
         self.warmup_steps, self.max_gap_s = warmup_steps, max_gap_s
         self.max_payload_bytes, self.check_key = max_payload_bytes, check_key
         self.max_future_s = max_future_s if max_future_s > 0 else math.inf

@@ -281,7 +281,7 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
         redis_client, namespace(settings.app_id, artifact.model_id), settings.topic_events,
         counts[settings.topic_events]))
     cell = artifact.model.cell
-    metrics.set_model(artifact.model_id, cell, str(artifact.card.get("version", "unknown")))
+    metrics.set_model(artifact.model_id, cell, artifact.version)
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port, settings.metrics_host,

@@ -121,9 +121,9 @@ def offline_forecasts(artifact_dir: Path, values: np.ndarray) -> tuple[np.ndarra
     with torch.no_grad():
         y, _ = art.model(torch.from_numpy(scaled)[None])
     y = y[0].numpy()
-    rs = np.asarray(art.card["score"]["residual_scale"], dtype=np.float64)
     scores = np.full(len(values), np.nan)
-    scores[1:] = score(scaled[1:].astype(np.float64) - y[:-1, 0].astype(np.float64), rs)
+    scores[1:] = score(scaled[1:].astype(np.float64) - y[:-1, 0].astype(np.float64),
+                       art.residual_scale)
     return art.unscale(y), scores
 
 

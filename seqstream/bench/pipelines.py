@@ -166,7 +166,6 @@ def run_naive(cfg: Config) -> None:
     settings = _settings(cfg)
     artifact = _engine(settings).artifact
     net, f = artifact.model, artifact.n_features
-    residual_scale = np.asarray(artifact.card["score"]["residual_scale"], dtype=np.float64)
     size = net.state_size
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -196,7 +195,8 @@ def run_naive(cfg: Config) -> None:
             with torch.inference_mode():
                 y, state = net(x[None], net.unpack_state(h))
                 h = net.pack_state(state)
-            s = None if prev is None else float(score(x[0].numpy() - prev, residual_scale))
+            s = None if prev is None else float(score(x[0].numpy() - prev,
+                                                      artifact.residual_scale))
             await client.set(key, h.numpy().tobytes() + y[0, -1, 0].numpy().tobytes())
             record = {"entity_id": e.entity_id, "ts": e.ts, "score": s,
                       "forecast": artifact.unscale(y[0, -1].numpy()).tolist()}
