@@ -72,7 +72,6 @@ import itertools
 import logging
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -91,17 +90,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from stream.artifact import Artifact
-    from stream.metrics import Metrics
 
-__all__ = ["ACTIVE_MAX", "ACTIVE_WINDOW_S", "MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome",
-           "RawMessage"]
+__all__ = ["MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome", "RawMessage"]
 
 log = logging.getLogger(__name__)
 
-ACTIVE_WINDOW_S = 300.0
-# The active-entities gauge remembers at most this many entities (least recently applied ones are
-# forgotten first), so a flood of new entity ids cannot grow the worker's memory without bound.
-ACTIVE_MAX = 100_000
 # A chunk's prediction carries samples x H x F forecast values; capping them keeps that record far
 # below Kafka's default 1 MB message limit (a larger one would be refused by the broker forever).
 MAX_FORECAST_VALUES = 32_768
@@ -186,9 +179,8 @@ class Engine:
 
     def __init__(self, artifact: Artifact, *, warmup_steps: int = 360, max_gap_s: float = 60.0,
                  max_payload_bytes: int = 1 << 20, check_key: bool = True,
-                 max_future_s: float = 300.0, active_max: int = ACTIVE_MAX,
-                 clock: Callable[[], float] = time.time,
-                 metrics: Metrics | None = None) -> None:
+                 max_future_s: float = 300.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.n_features = artifact.n_features
@@ -207,10 +199,7 @@ class Engine:
         self.warmup_steps, self.max_gap_s = warmup_steps, max_gap_s
         self.max_payload_bytes, self.check_key = max_payload_bytes, check_key
         self.max_future_s = max_future_s if max_future_s > 0 else math.inf
-        self.clock, self.active_max = clock, active_max
-        self.metrics = metrics
-        self._seen: OrderedDict[str, float] = OrderedDict()  # least recently applied first
-        self._pruned = time.monotonic()
+        self.clock = clock
 
     # -- 1. validate and group ---------------------------------------------------------------
 
@@ -308,7 +297,6 @@ class Engine:
             raise ValueError(f"states: expected {len(entity_ids)} loaded values, got "
                              f"{len(blobs)}")
         if not entity_ids:
-            self._count(batch, out)
             return out
         rows_state, found = self.codec.decode(blobs)
         undecodable = self.codec.corrupt(blobs, found)
@@ -323,7 +311,6 @@ class Engine:
         seq_rows, emits, final = self._plan(batch, rows_state, out)
         if seq_rows:
             self._run(batch, seq_rows, emits, final, rows_state, out)
-        self._count(batch, out)
         return out
 
     def _plan(self, batch: Batch, st: np.ndarray, out: Outcome
@@ -572,52 +559,6 @@ class Engine:
         ids = batch.entity_ids
         out.states = {ids[ent]: blob
                       for ent, blob in zip(ents, self.codec.encode(new), strict=True)}
-
-    def _count(self, batch: Batch, out: Outcome) -> None:
-        m = self.metrics
-        if m is None:
-            return
-        m.events.inc(batch.messages)
-        m.samples.inc(out.samples)
-        m.predictions.inc(len(out.predictions))
-        anomalies = out.anomalies
-        m.anomalies.inc(len(anomalies) - sum(out.abnormal_beats.values()))
-        if out.beats:
-            m.beats.inc(len(out.beats))
-            for cls, n in out.abnormal_beats.items():
-                m.abnormal_beats.labels(cls).inc(n)
-        for record in batch.deadletter_records:
-            m.deadletters.labels(reason=record["reason"]).inc()
-        if out.late:
-            m.deadletters.labels(reason="late").inc(out.late)
-        if out.replayed:
-            m.replayed.inc(out.replayed)
-        for reason, n in out.skipped.items():
-            if n:
-                m.skipped.labels(reason=reason).inc(n)
-        for reason, n in out.resets.items():
-            if n:
-                m.resets.labels(reason=reason).inc(n)
-        if out.step_seconds:
-            m.model_step.observe(out.step_seconds)
-        self._track(out.states)
-        m.active_entities.set(len(self._seen))
-
-    def _track(self, applied: dict[str, bytes]) -> None:
-        """Remember when each entity was last applied, least recent first; forget those idle
-        over :data:`ACTIVE_WINDOW_S` and, past ``active_max``, the least recent ones."""
-        now = time.monotonic()
-        seen = self._seen
-        for entity in applied:
-            seen[entity] = now
-            seen.move_to_end(entity)
-        while len(seen) > self.active_max:
-            seen.popitem(last=False)
-        if now - self._pruned > 10.0:
-            cutoff = now - ACTIVE_WINDOW_S
-            while seen and next(iter(seen.values())) < cutoff:
-                seen.popitem(last=False)
-            self._pruned = now
 
 
 def _iso(ts: float) -> str:

@@ -116,16 +116,15 @@ def faust_app(settings: Settings) -> faust.App:
     )
 
 
-def build_engine(settings: Settings, artifact: Artifact, metrics: Metrics | None = None
-                 ) -> Engine:
+def build_engine(settings: Settings, artifact: Artifact) -> Engine:
     """The engine for ``artifact`` with the settings' warm-up, gap, payload and clock limits."""
     return Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
                   max_payload_bytes=settings.max_payload_bytes,
-                  max_future_s=settings.max_future_s, metrics=metrics)
+                  max_future_s=settings.max_future_s)
 
 
 def build_pipeline(settings: Settings, engine: Engine, redis_client: Any,
-                   producer: Callable[[], Any],
+                   producer: Callable[[], Any], metrics: Metrics | None = None,
                    send_errors: tuple[type[BaseException], ...] = ()) -> Pipeline:
     """The pipeline over ``engine``: states in Redis under the model's namespace, the batch's
     records appended by :mod:`stream.batchsend` to the aiokafka producer ``producer()`` returns,
@@ -134,7 +133,7 @@ def build_pipeline(settings: Settings, engine: Engine, redis_client: Any,
 
     store = RedisStateStore(redis_client, namespace(settings.app_id, engine.model_id),
                             settings.state_ttl_s)
-    return Pipeline(engine, store, batch_send(producer), output_topics(settings), engine.metrics,
+    return Pipeline(engine, store, batch_send(producer), output_topics(settings), metrics,
                     send_errors=(KafkaError, asyncio.TimeoutError, *send_errors))
 
 
@@ -148,7 +147,7 @@ def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
     from faust.exceptions import ProducerSendError
 
     app = faust_app(settings)
-    engine = build_engine(settings, artifact, metrics)
+    engine = build_engine(settings, artifact)
     events = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     source = fastpath.install(app, events, max_batch=settings.batch_max)
@@ -156,7 +155,7 @@ def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
     # to one record batch per partition instead of one send() coroutine per record.
     pipeline = build_pipeline(settings, engine, redis_client,
                               lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
-                              send_errors=(ProducerSendError,))
+                              metrics, send_errors=(ProducerSendError,))
     reported: set[int] = set()
 
     async def positioner(committed: dict[Any, int | None]) -> dict[Any, int | None]:
@@ -182,9 +181,7 @@ def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_events)
         if metrics is not None:
-            metrics.consumer_lag.clear()
-            for p in mine:
-                metrics.consumer_lag.labels(partition=str(p)).set(0)
+            metrics.on_assigned(mine)
         log.info("seqstream worker ready: group %s, %s partitions %s, model %s", settings.app_id,
                  settings.topic_events, mine, artifact.model_id[:16])
 
@@ -223,9 +220,7 @@ async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int
                         "lost its states): SEQSTREAM_STATE_LOSS=reset, going on from the "
                         "committed offset with fresh states", p, tp.topic, kafka)
         if metrics is not None:
-            metrics.state_lost.labels(action=state_loss).inc()
-            if state_loss == "reset":
-                metrics.resets.labels(reason="state_lost").inc()
+            metrics.on_state_lost(state_loss)
     return starts
 
 
@@ -251,8 +246,7 @@ def _record_lag(app: faust.App, batch: fastpath.RecordBatch, metrics: Metrics | 
         with contextlib.suppress(Exception):  # no highwater yet right after an assignment
             end = consumer.highwater(tp)
             if end is not None:
-                metrics.consumer_lag.labels(partition=str(tp.partition)).set(
-                    max(0, end - offset - 1))
+                metrics.on_lag(tp.partition, end - offset - 1)
 
 
 def run_worker(settings: Settings, artifact: Artifact) -> int:

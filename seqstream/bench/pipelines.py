@@ -59,14 +59,6 @@ def _settings(cfg: Config) -> Any:
     return Settings.from_env(cfg.env, overrides={"model": cfg.model})
 
 
-def _engine(settings: Any) -> Any:
-    from stream.artifact import load_artifact
-    from stream.metrics import Metrics
-    from stream.worker import build_engine
-
-    return build_engine(settings, load_artifact(settings.model), Metrics())
-
-
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,14 +112,16 @@ async def run_bare(cfg: Config) -> None:
 
 async def run_plain(cfg: Config) -> None:
     """(d) The worker's Pipeline in a plain aiokafka loop."""
+    from stream.artifact import load_artifact
+    from stream.metrics import Metrics
     from stream.security import connect_redis
-    from stream.worker import build_pipeline
+    from stream.worker import build_engine, build_pipeline
 
     settings = _settings(cfg)
-    engine = _engine(settings)
+    engine = build_engine(settings, load_artifact(settings.model))
     redis_client = await connect_redis(settings)
     current: list[Any] = []
-    pipeline = build_pipeline(settings, engine, redis_client, lambda: current[0])
+    pipeline = build_pipeline(settings, engine, redis_client, lambda: current[0], Metrics())
 
     async def handle(producer: Any, records: Sequence[Any]) -> None:
         current[:] = [producer]
@@ -157,6 +151,7 @@ def run_naive(cfg: Config) -> None:
     import orjson
     import torch
 
+    from stream.artifact import load_artifact
     from stream.errors import RecordError
     from stream.records import parse_event
     from stream.scoring import score
@@ -164,7 +159,7 @@ def run_naive(cfg: Config) -> None:
     from stream.worker import faust_app
 
     settings = _settings(cfg)
-    artifact = _engine(settings).artifact
+    artifact = load_artifact(settings.model)
     net, f = artifact.model, artifact.n_features
     size = net.state_size
     loop = asyncio.new_event_loop()
