@@ -82,7 +82,7 @@ import torch
 
 from stream.beatstep import BeatStep
 from stream.errors import RecordError
-from stream.records import TS_MAX, Event, deadletter_record, parse_event
+from stream.records import TS_MAX, Event, deadletter_record, parse_event, prediction_record
 from stream.scoring import score
 from stream.state import FLAG_FORECAST, StateCodec
 
@@ -493,9 +493,8 @@ class Engine:
             lo, hi = spans[i]
             a = row_start[r] + p  # first applied sample in the flat arrays
             if not e.chunk:
-                record = {"entity_id": e.entity_id, "ts": e.ts, "forecast": user[a],
-                          "score": score_list[a], "anomaly": flag_list[a], "threshold": thr,
-                          "model_id": model_id}
+                record = prediction_record(e.entity_id, e.ts, user[a], score_list[a],
+                                           flag_list[a], thr, model_id)
                 out.predictions.append((key, dumps(record, option=opt)))
                 out.last_ts.append(e.ts)
                 if flag_list[a]:
@@ -504,20 +503,15 @@ class Engine:
             # A chunk's applied samples are contiguous in one row unless a gap reset split it.
             count = hi - lo - k
             idx = self._chunk_indexes(rows, r, p, count, row_start)
-            first_ts = e.ts + e.period * k
-            record = {"entity_id": e.entity_id, "ts": first_ts, "period": e.period,
-                      "forecast": user[idx], "score": [score_list[j] for j in idx],
-                      "anomaly": [flag_list[j] for j in idx], "threshold": thr,
-                      "model_id": model_id}
-            if k:
-                record["skipped"] = k  # samples before ts, at or before the watermark
+            record = prediction_record(e.entity_id, e.ts + e.period * k, user[idx],
+                                       [score_list[j] for j in idx],
+                                       [flag_list[j] for j in idx], thr, model_id, e.period, k)
             out.predictions.append((key, dumps(record, option=opt)))
             out.last_ts.append(e.ts + e.period * (hi - lo - 1))
             for n, j in enumerate(idx):
                 if flag_list[j]:
-                    single = {"entity_id": e.entity_id, "ts": e.ts + e.period * (k + n),
-                              "forecast": user[j], "score": score_list[j], "anomaly": True,
-                              "threshold": thr, "model_id": model_id}
+                    single = prediction_record(e.entity_id, e.ts + e.period * (k + n), user[j],
+                                               score_list[j], True, thr, model_id)
                     out.anomalies.append((key, dumps(single, option=opt)))
 
     @staticmethod
