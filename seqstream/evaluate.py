@@ -158,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
     from seqstream.evaluation.baselines import make_baselines
     from seqstream.evaluation.beateval import BEAT_STAGE
     from seqstream.evaluation.dataset import load_eval_data
-    from seqstream.evaluation.entity_scale import HALF_LIFE_S, TAU_S
     from seqstream.evaluation.plots import plot_beats, plot_series
     from seqstream.evaluation.report import write_report
     from seqstream.evaluation.runner import (
@@ -171,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from seqstream.evaluation.thresholds import flags_of
     from stream.artifact import load_artifact
+    from stream.entity_scale import AVERAGE_S, PEAK_HOLD_S
 
     started = time.perf_counter()
     # one thread: a recurrent step on a few dozen rows is too small to split, and on a busy
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         "settings": {"warmup": warmup, "minutes": args.minutes, "baselines": args.baselines,
                      "samples_per_event": args.samples_per_event, "live": args.live,
                      "entity_scale": card["score"].get("entity_scale") or {
-                         "half_life_s": HALF_LIFE_S, "tau_s": TAU_S}},
+                         "half_life_s": PEAK_HOLD_S, "tau_s": AVERAGE_S}},
         "data": _data_section(data, warmup),
         "detectors": detectors,
         "forecast": forecast,

@@ -133,20 +133,16 @@ class _Layout:
                    np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
 
 
-async def _collect(settings, topic: str, start: dict, layouts: dict[str, _Layout],
-                   period_s: float, timeout: float) -> tuple[set[str], int]:
-    """Read predictions of the wanted entities into ``layouts`` until every sample has one
-    (or ``timeout`` passes); returns the model ids seen and the records read."""
+async def _reader(settings, topic: str, start: dict, **options: Any) -> tuple[Any, list]:
+    """A started consumer without a group on every partition of ``topic``, each at its offset
+    in ``start`` (from the beginning where none is given), and those partitions."""
     from aiokafka import AIOKafkaConsumer
 
     from stream.security import kafka_kwargs
 
     consumer = AIOKafkaConsumer(**kafka_kwargs(settings), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=16 << 20)
+                                enable_auto_commit=False, auto_offset_reset="earliest", **options)
     await consumer.start()
-    model_ids: set[str] = set()
-    records = 0
     try:
         tps = await _partitions(settings, topic)
         consumer.assign(tps)
@@ -155,6 +151,20 @@ async def _collect(settings, topic: str, start: dict, layouts: dict[str, _Layout
                 consumer.seek(tp, start[tp])
             else:
                 await consumer.seek_to_beginning(tp)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer, tps
+
+
+async def _collect(settings, topic: str, start: dict, layouts: dict[str, _Layout],
+                   period_s: float, timeout: float) -> tuple[set[str], int]:
+    """Read predictions of the wanted entities into ``layouts`` until every sample has one
+    (or ``timeout`` passes); returns the model ids seen and the records read."""
+    consumer, _ = await _reader(settings, topic, start, max_partition_fetch_bytes=16 << 20)
+    model_ids: set[str] = set()
+    records = 0
+    try:
         deadline = time.monotonic() + timeout
         remaining = sum(len(lay.scores) for lay in layouts.values())
         while remaining > 0 and time.monotonic() < deadline:
@@ -196,22 +206,9 @@ async def _collect_beats(settings, topic: str, start: dict, wanted: set[str]
     """The beat records of the wanted entities, read once every prediction is in: the worker
     sends a batch's beats with its predictions, so they are on the topic by then or a moment
     later; read to the end offsets until a second look finds nothing new."""
-    from aiokafka import AIOKafkaConsumer
-
-    from stream.security import kafka_kwargs
-
     out: dict[str, list[dict]] = {}
-    consumer = AIOKafkaConsumer(**kafka_kwargs(settings), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
+    consumer, tps = await _reader(settings, topic, start)
     try:
-        tps = await _partitions(settings, topic)
-        consumer.assign(tps)
-        for tp in tps:
-            if tp in start:
-                consumer.seek(tp, start[tp])
-            else:
-                await consumer.seek_to_beginning(tp)
         async def behind(end: dict) -> bool:
             return any([await consumer.position(tp) < end[tp] for tp in tps])
 
