@@ -1,7 +1,8 @@
 """The hot path as a pure batch processor: raw messages + loaded states → records + new states.
 
-Nothing here talks to Kafka or Redis, so the Faust worker, a plain aiokafka loop (benchmarks) and
-unit tests drive the very same code. A batch goes through two calls:
+Nothing here talks to Kafka, Redis or Prometheus (the pipeline hands each :class:`Outcome` to
+:meth:`stream.metrics.Metrics.on_batch`), so the Faust worker, a plain aiokafka loop (benchmarks)
+and unit tests drive the very same code. A batch goes through two calls:
 
 1. :meth:`Engine.prepare` validates every message (``stream.records``), scales all samples with
    one numpy call (a value that overflows float32 *after* scaling is refused too), and groups the
