@@ -153,7 +153,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     worker = WorkerProcess(worker_argv(), {**os.environ, **settings_env(model=args.model)},
                            args.out)
-    print(f"== 3/5 worker (log: {worker.log_file()})", flush=True)
+    print(f"== 3/5 worker (log: {worker.log_path})", flush=True)
     worker.start()
     view = _start_view(settings, args.out)
     try:

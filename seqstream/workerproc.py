@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from stream.errors import StackError
 from stream.settings import env_name
@@ -45,7 +45,7 @@ def settings_env(**values: Any) -> dict[str, str]:
 
 class WorkerProcess:
     """One subprocess (by default a worker) logging to a file; :meth:`start` may be called again
-    after a stop or a kill, each start with a log of its own (:meth:`log_file`)."""
+    after a stop or a kill, each start with a log of its own (:attr:`log_path`)."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_dir: Path,
                  name: str = "worker", cwd: Path | None = None) -> None:
@@ -55,16 +55,13 @@ class WorkerProcess:
         self.starts = 0
         self.killed = False  # the last wait ran out and the process was SIGKILLed
 
-    def log_file(self) -> Path:
-        """The current start's log: ``<name>.log``, then ``<name>-2.log``, ..."""
+    @property
+    def log_path(self) -> Path:
+        """The current (or first) start's log: ``<name>.log``, then ``<name>-2.log``, ..."""
         suffix = "" if self.starts <= 1 else f"-{self.starts}"
         return self.log_dir / f"{self.name}{suffix}.log"
 
-    @property
-    def log_path(self) -> Path:
-        return self.log_file()
-
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as out:
@@ -86,7 +83,7 @@ class WorkerProcess:
             raise StackError(f"{what}: the {self.name} exited with {code}; its log "
                              f"({self.log_path}) ends:\n{self.log()[-2000:]}")
 
-    def wait_ready(self, timeout: float, marker: str = READY) -> None:
+    def wait_ready(self, timeout: float = 90.0, marker: str = READY) -> None:
         """Until the log shows ``marker`` (the worker was assigned partitions); a process that
         exits first, or a timeout, is a :class:`StackError` with the log's end."""
         deadline = time.monotonic() + timeout

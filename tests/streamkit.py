@@ -214,14 +214,6 @@ class WorkerProcess(workerproc.WorkerProcess):
                          name=f"worker-{id(self)}", cwd=REPO)
         self.artifact = artifact
 
-    def start(self) -> WorkerProcess:
-        super().start()
-        return self
-
-    def wait_ready(self, timeout: float = 90.0, marker: str = workerproc.READY) -> None:
-        """Until the worker logs that it was assigned partitions (or it dies)."""
-        super().wait_ready(timeout, marker)
-
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM, then wait; returns the exit code (0 if never started)."""
         code = super().stop(timeout)
