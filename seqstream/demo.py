@@ -37,6 +37,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,8 @@ from stream.settings import Settings
 __all__ = ["configure", "run"]
 
 CHUNK = 36  # samples per event: 100 ms at 360 Hz
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "stream" / "models" / "ecg"
-SHARED_MITDB = REPO.parent / "shared" / "data" / "mitdb"
+# package data of `stream` (stream.artifact.DEFAULT_ECG, without importing torch for --help)
+SHIPPED = Path(str(resources.files("stream").joinpath("models", "ecg")))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +114,15 @@ def run(args: argparse.Namespace) -> int:
                       + ", ".join(s.name for s in started))
 
 
+def _train_config() -> str:
+    """``ecg`` (forecaster + beat classifier) where its MIT-BIH DS1 records are, as that config
+    reads them (``../shared/data/mitdb``, relative to here); else ``ecg-bundled``."""
+    from training.config import load_config
+    from training.sources import resolve_path
+
+    return "ecg" if resolve_path(load_config("ecg").data.path).is_dir() else "ecg-bundled"
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from stream.artifact import CARD, load_artifact
 
@@ -121,8 +130,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.train and args.model == SHIPPED:
         args.model = Path("artifacts/ecg")  # the shipped artifact is never overwritten
     if args.train:
-        # the full `ecg` config (forecaster + beat classifier) needs MIT-BIH DS1 in ../shared
-        config = "ecg" if SHARED_MITDB.is_dir() else "ecg-bundled"
+        config = _train_config()
         print(f"   training the `{config}` config into {args.model} (minutes on 2 cores)",
               flush=True)
         t0 = time.monotonic()
