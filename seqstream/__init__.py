@@ -4,6 +4,14 @@ The root API is tiny on purpose; the online side lives in :mod:`stream`, the off
 :mod:`training`.
 """
 
+from importlib.metadata import version
+
 __all__ = ["__version__"]
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> str:
+    """``__version__``: the installed distribution's (pyproject.toml), looked up when asked, so
+    that importing a command from a checkout that was never installed still works."""
+    if name == "__version__":
+        return version("seqstream")
+    raise AttributeError(f"module 'seqstream' has no attribute {name!r}")

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from types import ModuleType
 
 from stream.errors import SeqstreamError
 
@@ -28,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("seqstream.evaluate", "score streamed flags and forecasts on labelled data"),
     "state": ("seqstream.state", "inspect, count or migrate the entity states kept in Redis"),
 }
+# The commands that need an extra of pyproject.toml: the base install is the worker's.
+EXTRAS: dict[str, str] = {"publish": "publish", "train": "train", "demo": "train",
+                          "evaluate": "evaluate", "bench": "evaluate"}
 
 
 def _overview() -> argparse.ArgumentParser:
@@ -38,7 +42,18 @@ def _overview() -> argparse.ArgumentParser:
         + "\n\n`seqstream COMMAND --help` shows a command's flags; each names its SEQSTREAM_* "
           "variable.")
     parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"seqstream {_version()}")
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError
+
+    try:
+        from seqstream import __version__
+    except PackageNotFoundError:  # run from a checkout that pip never installed
+        return "(not installed)"
+    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
     try:
-        module = importlib.import_module(module_name)
+        return _run(name, importlib.import_module(module_name), help_text, rest)
     except ModuleNotFoundError as ex:
-        if ex.name != module_name:
-            raise
-        print(f"seqstream {name}: not available in this build ({module_name} is missing)",
-              file=sys.stderr)
-        return 2
+        if ex.name == module_name:
+            print(f"seqstream {name}: not available in this build ({module_name} is missing)",
+                  file=sys.stderr)
+            return 2
+        if name in EXTRAS and (ex.name or "").split(".")[0] not in ("seqstream", "stream",
+                                                                     "training"):
+            print(f"seqstream {name}: expected the package {ex.name!r}, which the base "
+                  f"install leaves out: pip install 'seqstream[{EXTRAS[name]}]'",
+                  file=sys.stderr)
+            return 2
+        raise
+
+
+def _run(name: str, module: ModuleType, help_text: str, rest: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"seqstream {name}", description=help_text)
     module.configure(parser)
     args = parser.parse_args(rest)

@@ -37,20 +37,21 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from seqstream import stack
+from seqstream.workerproc import WorkerProcess, settings_env, worker_argv
 from stream.errors import SeqstreamError, StackError
 from stream.settings import Settings
 
 __all__ = ["configure", "run"]
 
 CHUNK = 36  # samples per event: 100 ms at 360 Hz
-REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "stream" / "models" / "ecg"
-SHARED_MITDB = REPO.parent / "shared" / "data" / "mitdb"
+# package data of `stream` (stream.artifact.DEFAULT_ECG, without importing torch for --help)
+SHIPPED = Path(str(resources.files("stream").joinpath("models", "ecg")))
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -113,6 +114,15 @@ def run(args: argparse.Namespace) -> int:
                       + ", ".join(s.name for s in started))
 
 
+def _train_config() -> str:
+    """``ecg`` (forecaster + beat classifier) where its MIT-BIH DS1 records are, as that config
+    reads them (``../shared/data/mitdb``, relative to here); else ``ecg-bundled``."""
+    from training.config import load_config
+    from training.sources import resolve_path
+
+    return "ecg" if resolve_path(load_config("ecg").data.path).is_dir() else "ecg-bundled"
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from stream.artifact import CARD, load_artifact
 
@@ -120,8 +130,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.train and args.model == SHIPPED:
         args.model = Path("artifacts/ecg")  # the shipped artifact is never overwritten
     if args.train:
-        # the full `ecg` config (forecaster + beat classifier) needs MIT-BIH DS1 in ../shared
-        config = "ecg" if SHARED_MITDB.is_dir() else "ecg-bundled"
+        config = _train_config()
         print(f"   training the `{config}` config into {args.model} (minutes on 2 cores)",
               flush=True)
         t0 = time.monotonic()
@@ -150,15 +159,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     lanes, origin = _lanes(args.patients, f"demo-{run_id}-",
                            card.get("data", {}).get("entities") or ())
     args.out.mkdir(parents=True, exist_ok=True)
-    log_path = args.out / "worker.log"
-    print(f"== 3/5 worker (log: {log_path})", flush=True)
-    env = {**os.environ, "SEQSTREAM_MODEL": str(args.model)}
-    with open(log_path, "wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "seqstream", "worker"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
-    view = _start_view(settings, args.out / "view.log")
+    worker = WorkerProcess(worker_argv(), {**os.environ, **settings_env(model=args.model)},
+                           args.out)
+    print(f"== 3/5 worker (log: {worker.log_path})", flush=True)
+    worker.start()
+    view = _start_view(settings, args.out)
     try:
-        _wait_for_metrics(settings, worker, log_path)
+        _wait_for_metrics(settings, worker)
         print(f"   serving /metrics on {settings.metrics_host}:{settings.metrics_port}",
               flush=True)
         print(f"== 4/5 streaming {len(lanes)} patients for {args.seconds:.0f} s in real time "
@@ -167,12 +174,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         collected, report = asyncio.run(_stream(settings, lanes, args.seconds, worker,
                                                 stage is not None))
     finally:
-        _stop_view(view, args.out / "view.log")
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        _stop_view(view)
+        worker.stop(timeout=30)
     print("== 5/5 results", flush=True)
     summary = _score(lanes, origin, collected, card, report)
     if stage is not None:
@@ -206,41 +209,33 @@ def _lanes(patients: int, prefix: str, trained: Sequence[str]):
     return lanes, where
 
 
-def _start_view(settings: Settings, log_path: Path) -> subprocess.Popen:
+def _start_view(settings: Settings, out: Path) -> WorkerProcess:
     """``seqstream view`` for the replay's duration, on the demo's Kafka, topics and Prometheus."""
     flags = {"--kafka-bootstrap": settings.kafka_bootstrap,
              "--topic-events": settings.topic_events,
              "--topic-predictions": settings.topic_predictions,
              "--topic-beats": settings.topic_beats, "--prometheus-url": settings.prometheus_url}
-    with open(log_path, "wb") as log:
-        view = subprocess.Popen([sys.executable, "-m", "seqstream", "view",
-                                 *(x for pair in flags.items() for x in pair)],
-                                stdout=log, stderr=subprocess.STDOUT)
+    view = WorkerProcess([sys.executable, "-m", "seqstream", "view",
+                          *(x for pair in flags.items() for x in pair)], os.environ, out,
+                         name="view").start()
     print(f"   live view of every patient: open http://{settings.view_host}:"
-          f"{settings.view_port}/ in a browser (`seqstream view`, log {log_path})", flush=True)
+          f"{settings.view_port}/ in a browser (`seqstream view`, log {view.log_path})",
+          flush=True)
     return view
 
 
-def _stop_view(view: subprocess.Popen, log_path: Path) -> None:
-    if view.poll() is not None:  # e.g. its port was taken: the demo goes on without it
-        print(f"   the view had exited ({view.returncode}); see {log_path}", flush=True)
+def _stop_view(view: WorkerProcess) -> None:
+    if view.exited() is not None:  # e.g. its port was taken: the demo goes on without it
+        print(f"   the view had exited ({view.exited()}); see {view.log_path}", flush=True)
         return
-    view.terminate()
-    try:
-        view.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        view.kill()
+    view.stop(timeout=15)
 
 
-def _wait_for_metrics(settings: Settings, worker: subprocess.Popen, log: Path,
-                      timeout: float = 90.0) -> None:
+def _wait_for_metrics(settings: Settings, worker: WorkerProcess, timeout: float = 90.0) -> None:
     url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-            raise StackError(f"the worker exited with {worker.returncode} before serving "
-                             f"/metrics; last lines of {log}:\n{tail}")
+        worker.check_alive("expected the worker to serve /metrics")
         try:
             with urllib.request.urlopen(url, timeout=1) as reply:
                 # the lag gauge gets its partition labels once the consumer group assigned
@@ -250,24 +245,26 @@ def _wait_for_metrics(settings: Settings, worker: subprocess.Popen, log: Path,
         except OSError:
             pass
         time.sleep(0.5)
-    raise StackError(f"the worker did not serve {url} within {timeout:.0f} s; see {log}")
+    raise StackError(f"the worker did not serve {url} within {timeout:.0f} s; see "
+                     f"{worker.log_path}")
 
 
-async def _stream(settings: Settings, lanes, seconds: float, worker: subprocess.Popen,
+async def _stream(settings: Settings, lanes, seconds: float, worker: WorkerProcess,
                   with_beats: bool):
     """Publish in real time while collecting predictions (and beat records) and printing a
     live line."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from seqstream.publish import Options, publish
-    from seqstream.topics import ensure_topic
+    from stream.kafka_access import ensure_topics
     from stream.security import kafka_kwargs
 
     wanted = {lane.entity_id for lane in lanes}
     collected = Collected()
     topics = [settings.topic_predictions, *([settings.topic_beats] if with_beats else [])]
-    parts = [TopicPartition(topic, p) for topic in topics
-             for p in range(await ensure_topic(settings, topic))]
+    parts = [TopicPartition(topic, p)
+             for topic, count in (await ensure_topics(settings, topics)).items()
+             for p in range(count)]
     consumer = AIOKafkaConsumer(**kafka_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     consumer.assign(parts)
@@ -307,8 +304,7 @@ async def _stream(settings: Settings, lanes, seconds: float, worker: subprocess.
     try:
         while not publisher.done():
             await asyncio.sleep(5)
-            if worker.poll() is not None:
-                raise StackError(f"the worker exited with {worker.returncode} mid-stream")
+            worker.check_alive("mid-stream")
             now = time.monotonic()
             rate_out = (collected.records - last[1]) / (now - last[0])
             last = (now, collected.records)

@@ -158,7 +158,6 @@ def run(args: argparse.Namespace) -> int:
     from seqstream.evaluation.baselines import make_baselines
     from seqstream.evaluation.beateval import BEAT_STAGE
     from seqstream.evaluation.dataset import load_eval_data
-    from seqstream.evaluation.entity_scale import HALF_LIFE_S, TAU_S
     from seqstream.evaluation.plots import plot_beats, plot_series
     from seqstream.evaluation.report import write_report
     from seqstream.evaluation.runner import (
@@ -171,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from seqstream.evaluation.thresholds import flags_of
     from stream.artifact import load_artifact
+    from stream.entity_scale import AVERAGE_S, PEAK_HOLD_S
 
     started = time.perf_counter()
     # one thread: a recurrent step on a few dozen rows is too small to split, and on a busy
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     live_section, streamed, live_run = None, None, None
     if args.live != "off":
         from seqstream.evaluation.live import compare, run_live
-        from stream.offline import replay_many, residual_scale_of
+        from stream.offline import replay_many
 
         live_run = run_live(settings, Path(settings.model), [s.entity for s in data.test],
                             [s.values for s in data.test], data.period_s,
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         offline = replay_many(artifact, [s.values for s in data.test])
         live_section = compare(live_run, [r.forecasts for r in offline], ours.test,
                                artifact.threshold, warmup, artifact.model_id,
-                               float(min(residual_scale_of(artifact))))
+                               float(min(artifact.residual_scale)))
         log.info("live: %s", live_section["summary"])
         streamed = live_run.scores
         ours.forecasts = [np.concatenate([np.full((1, fc.shape[2]), np.nan), fc[:-1, 0]])
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         "settings": {"warmup": warmup, "minutes": args.minutes, "baselines": args.baselines,
                      "samples_per_event": args.samples_per_event, "live": args.live,
                      "entity_scale": card["score"].get("entity_scale") or {
-                         "half_life_s": HALF_LIFE_S, "tau_s": TAU_S}},
+                         "half_life_s": PEAK_HOLD_S, "tau_s": AVERAGE_S}},
         "data": _data_section(data, warmup),
         "detectors": detectors,
         "forecast": forecast,

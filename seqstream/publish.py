@@ -38,8 +38,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from seqstream.replay import Lane, chunks, event, fan_out
-from seqstream.topics import ensure_topic, started
+from seqstream.topics import started
 from stream.errors import ConfigError, StackError
+from stream.kafka_access import ensure_topics
 from stream.security import kafka_kwargs
 from stream.settings import Settings, add_flags
 
@@ -256,7 +257,7 @@ def _planned(lanes: list[Lane], options: Options) -> int | None:
 async def publish(settings: Settings, lanes: list[Lane], options: Options) -> Report:
     """Send the lanes' events to ``settings.topic_events``; returns what was sent."""
     topic = settings.topic_events
-    partitions = await ensure_topic(settings, topic)
+    partitions = (await ensure_topics(settings, [topic]))[topic]
     producer = AIOKafkaProducer(**kafka_kwargs(settings), acks="all", linger_ms=5,
                                 max_batch_size=1 << 18, request_timeout_ms=30_000)
     await started(producer, settings)

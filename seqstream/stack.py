@@ -4,11 +4,11 @@ Three real servers on loopback, each a child process recorded in a pid file unde
 ``$SEQSTREAM_HOME/stack/<name>/``:
 
 - **Kafka**: the Apache Kafka broker assembled from Maven Central jars
-  (``deploy/local/kafka/pom.xml`` pins the version; Maven copies the runtime tree into
+  (``seqstream/deploy/local/kafka/pom.xml`` pins the version; Maven copies the runtime tree into
   ``$SEQSTREAM_HOME/kafka-<version>-<pom hash>/`` once, so later starts need no network),
   one combined broker+controller in KRaft mode, heap capped.
 - **Redis**: Debian's ``redis-server`` with AOF on (``appendfsync`` from settings).
-- **Prometheus**: Debian's ``prometheus`` with ``deploy/prometheus/prometheus.yml``.
+- **Prometheus**: Debian's ``prometheus`` with ``seqstream/deploy/prometheus/prometheus.yml``.
 
 ``up`` is idempotent (a healthy part is left alone) and returns only when every part answers a real
 request (a Kafka metadata request, a Redis PING, Prometheus ``/-/ready``); ``down`` stops exactly
@@ -42,8 +42,8 @@ from stream.settings import Settings, add_flags
 __all__ = ["KafkaServer", "PrometheusServer", "RedisServer", "SecureKafkaServer", "Server",
            "components", "configure", "configure_ports", "port_open", "run"]
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / "deploy"
+# package data (pyproject.toml): an installed seqstream finds it; deploy/ in a checkout links here
+DEPLOY = Path(__file__).resolve().parent / "deploy"
 KAFKA_POM = DEPLOY / "local" / "kafka" / "pom.xml"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
 

@@ -96,7 +96,7 @@ async def inspect_entity(client: redis.asyncio.Redis, prefix: str, codec: StateC
         raise StackError(f"Redis: expected {prefix}:partitions (written by a worker of this "
                          f"model and group), got none: no states of this model here")
     keys = [f"{{{prefix}:{p}}}:{entity}" for p in range(count)]
-    values = await client.mget(keys)
+    values = [await client.get(k) for k in keys]  # one slot each: no MGET across them (cluster)
     found = [(k, v) for k, v in zip(keys, values, strict=True) if v is not None]
     if not found:
         raise StackError(f"Redis: expected a state of {entity!r} under {prefix} on one of "

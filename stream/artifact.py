@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from stream.beats import BeatStage
+from stream.entity_scale import EntityScale
 from stream.errors import ArtifactError
 from stream.model import Forecaster
+from stream.sensor_score import SensorScore
 
 __all__ = ["CARD", "DEFAULT_ECG", "FORMAT", "WEIGHTS", "Artifact", "load_artifact",
            "save_artifact"]
@@ -50,7 +52,14 @@ DEFAULT_ECG = Path(__file__).resolve().parent / "models" / "ecg"
 
 @dataclass(frozen=True)
 class Artifact:
-    """A loaded, verified artifact: the network in eval mode and its card."""
+    """A loaded, verified artifact: the network in eval mode, its card, and the card's scoring
+    sections read and checked once, as typed fields (the engine and the offline replay use
+    these, never the card dict, so they cannot disagree on what a card means).
+
+    A card hand-built for a probe (training's calibration replay, a doctest) may lack
+    ``threshold`` and ``period_s``: then :attr:`threshold` is None and :attr:`period_s` 0, and
+    only what needs them (the engine; the per-entity scale) refuses it.
+    """
 
     model: Forecaster
     card: dict[str, Any]
@@ -58,14 +67,57 @@ class Artifact:
     mean: np.ndarray  # per-feature scaler, float32
     std: np.ndarray
     beats: BeatStage | None = None
+    score_kind: str = field(init=False)  # "rms_z", the only kind (stream.scoring)
+    residual_scale: np.ndarray = field(init=False)  # [F] float64, positive
+    period_s: float = field(init=False)  # seconds between samples; 0.0 when the card has none
+    threshold: float | None = field(init=False)  # the card's threshold.value (finite)
+    entity_scale: EntityScale | None = field(init=False)  # score.entity_scale
+    sensor: SensorScore | None = field(init=False)  # score.sensor
+    version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        card, f = self.card, self.model.n_features
+        section = card.get("score", {})
+        if section.get("kind") != "rms_z":
+            raise ArtifactError(f"card score: expected kind 'rms_z', got {section.get('kind')!r}")
+        scale = np.asarray(section.get("residual_scale", []), dtype=np.float64)
+        if scale.shape != (f,) or not np.all(scale > 0):
+            raise ArtifactError(f"card score.residual_scale: expected {f} positive numbers, got "
+                                f"{section.get('residual_scale')!r}")
+        period = card.get("period_s") or 0.0
+        if not (isinstance(period, (int, float)) and math.isfinite(period) and period >= 0):
+            raise ArtifactError(f"card period_s: expected the sampling period in seconds, got "
+                                f"{period!r}")
+        value = card.get("threshold", {}).get("value")
+        threshold = None if value is None else float(value)
+        if threshold is not None and not math.isfinite(threshold):
+            raise ArtifactError(f"card threshold.value: expected a finite number, got {value!r}")
+        entity_scale, sensor = EntityScale.from_card(card), SensorScore.from_card(card)
+        if entity_scale is not None and sensor is not None:
+            raise ArtifactError("card score: expected entity_scale or sensor, got both")
+        if entity_scale is not None and not period > 0:
+            raise ArtifactError(f"card period_s: expected the sampling period in seconds (the "
+                                f"per-entity scale decays by it), got {card.get('period_s')!r}")
+        for name, typed in (("score_kind", "rms_z"), ("residual_scale", scale),
+                            ("period_s", float(period)), ("threshold", threshold),
+                            ("entity_scale", entity_scale), ("sensor", sensor),
+                            ("version", str(card.get("version", "unknown")))):
+            object.__setattr__(self, name, typed)
 
     @property
     def n_features(self) -> int:
         return self.model.n_features
 
     @property
-    def threshold(self) -> float:
-        return float(self.card["threshold"]["value"])
+    def flag_threshold(self) -> float:
+        """What a score is flagged against: the sensor score's margin with a ``score.sensor``
+        section, else the card's threshold (required here)."""
+        if self.sensor is not None:
+            return self.sensor.margin
+        if self.threshold is None:
+            raise ArtifactError("card threshold: expected {'value': number} to flag scores "
+                                "against, got none")
+        return self.threshold
 
     def scale(self, values: np.ndarray) -> np.ndarray:
         """User units → the network's units (per feature)."""

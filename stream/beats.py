@@ -21,15 +21,14 @@ on entry, and the per-beat arithmetic is float64 on those values).
 **Features of beat i** (``FEATURES``; all from samples up to ``decided_i``), each relative to the
 entity's own running references so that one network fits every patient:
 
-- rhythm: pre-RR and post-RR over the running short RR average (``s ← s + (rr - s)/8`` over
-  every beat), pre-RR over the long one (``l ← l + (rr - l)·min(1, rr/300 s)``, about 5 minutes,
-  over normal-looking beats: pre-RR within 0.8–1.25 of ``s``); post/pre; s/l (de Chazal's set);
-  and, scale-free, against the *local* rhythm of the last 16 pre-RRs ``q``: pre-RR over
-  ``m = median(q)``, and ``z(pre)``, ``z(post)`` with ``z(x) = slog((x - m)/σ)``,
-  ``σ = max(median|Δq|, 0.025·m)`` (median absolute successive difference) and
-  ``slog(z) = sign(z)·log(1 + |z|)``. In atrial fibrillation ``σ`` is large, so an irregular
-  but normal beat is not far from its neighbours; in sinus rhythm ``σ`` is small and a
-  premature beat stands out, whatever the patient's rate;
+- rhythm: pre-RR and post-RR over the running short RR average (``s ← s + (rr - s)/8``),
+  pre-RR over the long one (``l ← l + (rr - l)·min(1, rr/300 s)``, about 5 minutes); post/pre;
+  s/l (de Chazal's set); and, scale-free, against the *local* rhythm of the last 16 pre-RRs
+  ``q``: pre-RR over ``m = median(q)``, and ``z(pre)``, ``z(post)`` with
+  ``z(x) = slog((x - m)/σ)``, ``σ = max(median|Δq|, 0.025·m)`` (median absolute successive
+  difference) and ``slog(z) = sign(z)·log(1 + |z|)``. In atrial fibrillation ``σ`` is large,
+  so an irregular but normal beat is not far from its neighbours; in sinus rhythm ``σ`` is
+  small and a premature beat stands out, whatever the patient's rate;
 - morphology: the window ``r_i ± H`` (about ±267 ms) minus its median (baseline), averaged in
   ``M = 32`` blocks of ``step`` samples → ``w``; the entity's running dominant-beat template
   ``t`` (exponential, ``α = max(1/(k+1), 1/16)`` over the beats it has taken) and its
@@ -45,17 +44,25 @@ Absolute quantities (RR in seconds, QRS width in seconds, the raw window ``w/a``
 once and are not: on held-out DS1 patients they let the network learn patients rather than beats
 (validation loss 0.68 with them, 0.16 without; pooled abnormal F1 0.76 → 0.96).
 
-The template takes a beat when it is one of the entity's first 8, or its pre-RR looks normal
-(0.8–1.25 of ``s``) and its correlation with the template is above 0.7. This is a rule on the
-features, not the network's class: a template fed by the network would make the training features
-depend on the weights being trained; with the rule, the features seen in training are exactly
-those streamed. The sample-level forecaster's residuals are accepted (``residuals``) but not
-used as a feature.
+**References that follow the dominant rhythm.** A beat is *premature* when its pre-RR is below
+both ``0.8·m`` and ``m - 3σ`` (in sinus rhythm the classic 80 % rule; in an irregular rhythm
+the local dispersion widens it), and *template-like* when its correlation with the template is
+above 0.7 (or it is one of the template's first 8). ``q`` and ``s`` take every pre-RR except
+those of beats both premature and unlike the template (ectopic-looking), so in bigeminy the
+ventricular beats do not become half of the rhythm they are judged against, while in atrial
+fibrillation, where every beat looks like the template, all RRs count and ``σ`` is large. ``l``
+and the template take only template-like beats that are not premature. After 16 consecutive
+beats the template did not take, it starts afresh (its first 8 beats again): the dominant beat
+has changed (a new conduction pattern, a lead moved), and a frozen template would make every
+later beat look ectopic. These are rules on the features, not the network's class: a template
+fed by the network would make the training features depend on the weights being trained; with
+the rules, the features seen in training are exactly those streamed. The sample-level
+forecaster's residuals are accepted (``residuals``) but not used as a feature.
 
 **State size.** One row holds the detector's state, a float32 ring of ``C + D + H + 2`` samples
 (the largest part: at 360 Hz and a 2 s cap about 3 kB; :attr:`BeatFeatures.ring_bytes`), up to
 ``PENDING`` undecided R peaks, the RR averages, the last 16 pre-RRs, the template (``M``
-float64) and the network's hidden state.
+float64), the count of beats since it last took one, and the network's hidden state.
 
 >>> feats = BeatFeatures(360.0, detector=_Demo())
 >>> sig = np.zeros(3600); sig[[100, 460, 820, 1180, 1500, 1900, 2260]] = 1.0
@@ -95,7 +102,9 @@ TEMPLATE_WARMUP = 8
 TEMPLATE_MIN_ALPHA = 1 / 16
 SHORT_ALPHA = 1 / 8
 LONG_TAU_S = 300.0
-NORMAL_RR = (0.8, 1.25)
+PREMATURE_RATIO = 0.8  # premature: pre-RR below this fraction of the local median RR ...
+PREMATURE_Z = 3.0  # ... and below it by this many local RR dispersions
+TEMPLATE_STALE = 16  # consecutive beats the template did not take before it starts afresh
 TEMPLATE_CORR = 0.7
 RR_HISTORY = 16  # pre-RRs behind the local median and dispersion
 RR_DISP_FLOOR = 0.025  # the local RR dispersion is at least this fraction of the local median
@@ -208,7 +217,8 @@ class BeatFeatures:
             ("rr_short", np.float64), ("rr_long", np.float64), ("template", np.float64, (M,)),
             ("n_template", np.int64), ("tmpl_width", np.float64), ("tmpl_energy", np.float64),
             ("tmpl_slope", np.float64), ("rr_hist", np.float64, (RR_HISTORY,)),
-            ("n_rr", np.int64), ("dist_mean", np.float64), ("dist_disp", np.float64)])
+            ("n_rr", np.int64), ("n_stale", np.int64), ("dist_mean", np.float64),
+            ("dist_disp", np.float64)])
 
     @property
     def fs(self) -> float:
@@ -316,12 +326,12 @@ class BeatFeatures:
         long_eff = long_ if math.isfinite(long_) else short_eff
         rr = [pre_eff / short_eff, post_s / short_eff, pre_eff / long_eff, post_s / pre_eff,
               short_eff / long_eff]
-        rr_normal = NORMAL_RR[0] <= pre_eff / short_eff <= NORMAL_RR[1]
         hist = st["rr_hist"][i]
         past = hist[RR_HISTORY - min(int(st["n_rr"][i]), RR_HISTORY):].tolist()
         med = _median(past) if past else short_eff
         masd = _median([abs(y - x) for x, y in pairwise(past)]) if len(past) > 1 else 0.0
         scale = max(masd, RR_DISP_FLOOR * med)
+        premature = pre_eff < med - max(PREMATURE_Z * scale, (1 - PREMATURE_RATIO) * med)
         rr += [pre_eff / med, _slog((pre_eff - med) / scale), _slog((post_s - med) / scale)]
 
         seg = seg - _median_of(seg)
@@ -349,16 +359,21 @@ class BeatFeatures:
                  math.log(slope / ts), _slog((dist - dm) / max(dd, DIST_DISP_FLOOR))]
         feats = np.concatenate([rr, shape, (w - t) / a])
 
-        if pre_s is not None:
+        # the references follow the dominant rhythm: an ectopic-looking beat (premature and
+        # unlike the template) does not enter the RR references, and only a template-like,
+        # not premature beat enters the long RR average and the template
+        warm = nt < TEMPLATE_WARMUP
+        dominant = warm or corr > TEMPLATE_CORR
+        if pre_s is not None and (dominant or not premature):
             hist[:-1] = hist[1:].copy()
             hist[-1] = pre_s
             st["n_rr"][i] += 1
             st["rr_short"][i] = pre_s if not math.isfinite(short) else short + (
                 pre_s - short) * SHORT_ALPHA
-            if rr_normal:
+            if dominant and not premature:
                 st["rr_long"][i] = pre_s if not math.isfinite(long_) else long_ + (
                     pre_s - long_) * min(1.0, pre_s / LONG_TAU_S)
-        if nt < TEMPLATE_WARMUP or (rr_normal and corr > TEMPLATE_CORR):
+        if warm or (dominant and not premature):
             alpha = max(1 / (nt + 1), TEMPLATE_MIN_ALPHA)
             st["template"][i] = t + (w - t) * alpha
             st["tmpl_width"][i] = tw + (width - tw) * alpha
@@ -367,6 +382,12 @@ class BeatFeatures:
             st["dist_disp"][i] = dd + (abs(dist - dm) - dd) * alpha
             st["dist_mean"][i] = dm + (dist - dm) * alpha
             st["n_template"][i] = nt + 1
+            st["n_stale"][i] = 0
+        else:
+            st["n_stale"][i] += 1
+            if st["n_stale"][i] >= TEMPLATE_STALE:  # the dominant beat changed: start afresh
+                st["n_template"][i] = 0
+                st["n_stale"][i] = 0
         st["prev_r"][i] = r
         return DecidedBeat(r, pre_s, decided, feats)
 

@@ -1,7 +1,8 @@
 """The hot path as a pure batch processor: raw messages + loaded states → records + new states.
 
-Nothing here talks to Kafka or Redis, so the Faust worker, a plain aiokafka loop (benchmarks) and
-unit tests drive the very same code. A batch goes through two calls:
+Nothing here talks to Kafka, Redis or Prometheus (the pipeline hands each :class:`Outcome` to
+:meth:`stream.metrics.Metrics.on_batch`), so the Faust worker, a plain aiokafka loop (benchmarks)
+and unit tests drive the very same code. A batch goes through two calls:
 
 1. :meth:`Engine.prepare` validates every message (``stream.records``), scales all samples with
    one numpy call (a value that overflows float32 *after* scaling is refused too), and groups the
@@ -72,7 +73,6 @@ import itertools
 import logging
 import math
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -82,28 +82,20 @@ import orjson
 import torch
 
 from stream.beatstep import BeatStep
-from stream.entity_scale import EntityScale
-from stream.errors import ArtifactError, RecordError
-from stream.records import TS_MAX, Event, deadletter_record, parse_event
+from stream.errors import RecordError
+from stream.records import TS_MAX, Event, deadletter_record, parse_event, prediction_record
 from stream.scoring import score
-from stream.sensor_score import SensorScore
 from stream.state import FLAG_FORECAST, StateCodec
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from stream.artifact import Artifact
-    from stream.metrics import Metrics
 
-__all__ = ["ACTIVE_MAX", "ACTIVE_WINDOW_S", "MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome",
-           "RawMessage"]
+__all__ = ["MAX_FORECAST_VALUES", "Batch", "Engine", "Outcome", "RawMessage"]
 
 log = logging.getLogger(__name__)
 
-ACTIVE_WINDOW_S = 300.0
-# The active-entities gauge remembers at most this many entities (least recently applied ones are
-# forgotten first), so a flood of new entity ids cannot grow the worker's memory without bound.
-ACTIVE_MAX = 100_000
 # A chunk's prediction carries samples x H x F forecast values; capping them keeps that record far
 # below Kafka's default 1 MB message limit (a larger one would be refused by the broker forever).
 MAX_FORECAST_VALUES = 32_768
@@ -188,47 +180,27 @@ class Engine:
 
     def __init__(self, artifact: Artifact, *, warmup_steps: int = 360, max_gap_s: float = 60.0,
                  max_payload_bytes: int = 1 << 20, check_key: bool = True,
-                 max_future_s: float = 300.0, active_max: int = ACTIVE_MAX,
-                 clock: Callable[[], float] = time.time,
-                 metrics: Metrics | None = None) -> None:
+                 max_future_s: float = 300.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.artifact = artifact
         self.model = artifact.model.eval()
         self.n_features = artifact.n_features
         self.model_id = artifact.model_id
-        self.threshold = artifact.threshold
-        section = artifact.card.get("score", {})
-        scale = np.asarray(section.get("residual_scale", []), dtype=np.float64)
-        if scale.shape != (self.n_features,) or not np.all(scale > 0):
-            raise ArtifactError(f"card score.residual_scale: expected {self.n_features} positive "
-                                f"numbers, got {section.get('residual_scale')!r}")
-        self.residual_scale = scale
-        self.entity_scale = EntityScale.from_card(artifact.card)
-        self.period_s = float(artifact.card.get("period_s") or 0.0)
+        self.threshold = artifact.flag_threshold
+        self.residual_scale = artifact.residual_scale
+        self.entity_scale = artifact.entity_scale
+        self.period_s = artifact.period_s
         self.beats = None if artifact.beats is None else BeatStep(
             artifact.beats, n_features=self.n_features, period_s=self.period_s,
             threshold=artifact.beats.threshold, model_id=self.model_id)
-        self.sensor = SensorScore.from_card(artifact.card)
-        if self.sensor is not None:
-            if self.entity_scale is not None:
-                raise ArtifactError("card score: expected entity_scale or sensor, got both")
-            self.threshold = self.sensor.margin
+        self.sensor = artifact.sensor
         self.codec = StateCodec(self.model.state_size, self.n_features,
                                 None if self.beats is None else self.beats.dtype,
                                 0 if self.sensor is None else self.sensor.layout(self.n_features))
-        if self.entity_scale is not None and not self.period_s > 0:
-            raise ArtifactError(f"card period_s: expected the sampling period in seconds (the "
-                                f"per-entity scale decays by it), got "
-                                f"{artifact.card.get('period_s')!r}")
-        if not math.isfinite(self.threshold):
-            raise ArtifactError(f"card threshold.value: expected a finite number, got "
-                                f"{self.threshold!r}")
         self.warmup_steps, self.max_gap_s = warmup_steps, max_gap_s
         self.max_payload_bytes, self.check_key = max_payload_bytes, check_key
         self.max_future_s = max_future_s if max_future_s > 0 else math.inf
-        self.clock, self.active_max = clock, active_max
-        self.metrics = metrics
-        self._seen: OrderedDict[str, float] = OrderedDict()  # least recently applied first
-        self._pruned = time.monotonic()
+        self.clock = clock
 
     # -- 1. validate and group ---------------------------------------------------------------
 
@@ -326,7 +298,6 @@ class Engine:
             raise ValueError(f"states: expected {len(entity_ids)} loaded values, got "
                              f"{len(blobs)}")
         if not entity_ids:
-            self._count(batch, out)
             return out
         rows_state, found = self.codec.decode(blobs)
         undecodable = self.codec.corrupt(blobs, found)
@@ -341,7 +312,6 @@ class Engine:
         seq_rows, emits, final = self._plan(batch, rows_state, out)
         if seq_rows:
             self._run(batch, seq_rows, emits, final, rows_state, out)
-        self._count(batch, out)
         return out
 
     def _plan(self, batch: Batch, st: np.ndarray, out: Outcome
@@ -524,9 +494,8 @@ class Engine:
             lo, hi = spans[i]
             a = row_start[r] + p  # first applied sample in the flat arrays
             if not e.chunk:
-                record = {"entity_id": e.entity_id, "ts": e.ts, "forecast": user[a],
-                          "score": score_list[a], "anomaly": flag_list[a], "threshold": thr,
-                          "model_id": model_id}
+                record = prediction_record(e.entity_id, e.ts, user[a], score_list[a],
+                                           flag_list[a], thr, model_id)
                 out.predictions.append((key, dumps(record, option=opt)))
                 out.last_ts.append(e.ts)
                 if flag_list[a]:
@@ -535,20 +504,15 @@ class Engine:
             # A chunk's applied samples are contiguous in one row unless a gap reset split it.
             count = hi - lo - k
             idx = self._chunk_indexes(rows, r, p, count, row_start)
-            first_ts = e.ts + e.period * k
-            record = {"entity_id": e.entity_id, "ts": first_ts, "period": e.period,
-                      "forecast": user[idx], "score": [score_list[j] for j in idx],
-                      "anomaly": [flag_list[j] for j in idx], "threshold": thr,
-                      "model_id": model_id}
-            if k:
-                record["skipped"] = k  # samples before ts, at or before the watermark
+            record = prediction_record(e.entity_id, e.ts + e.period * k, user[idx],
+                                       [score_list[j] for j in idx],
+                                       [flag_list[j] for j in idx], thr, model_id, e.period, k)
             out.predictions.append((key, dumps(record, option=opt)))
             out.last_ts.append(e.ts + e.period * (hi - lo - 1))
             for n, j in enumerate(idx):
                 if flag_list[j]:
-                    single = {"entity_id": e.entity_id, "ts": e.ts + e.period * (k + n),
-                              "forecast": user[j], "score": score_list[j], "anomaly": True,
-                              "threshold": thr, "model_id": model_id}
+                    single = prediction_record(e.entity_id, e.ts + e.period * (k + n), user[j],
+                                               score_list[j], True, thr, model_id)
                     out.anomalies.append((key, dumps(single, option=opt)))
 
     @staticmethod
@@ -590,52 +554,6 @@ class Engine:
         ids = batch.entity_ids
         out.states = {ids[ent]: blob
                       for ent, blob in zip(ents, self.codec.encode(new), strict=True)}
-
-    def _count(self, batch: Batch, out: Outcome) -> None:
-        m = self.metrics
-        if m is None:
-            return
-        m.events.inc(batch.messages)
-        m.samples.inc(out.samples)
-        m.predictions.inc(len(out.predictions))
-        anomalies = out.anomalies
-        m.anomalies.inc(len(anomalies) - sum(out.abnormal_beats.values()))
-        if out.beats:
-            m.beats.inc(len(out.beats))
-            for cls, n in out.abnormal_beats.items():
-                m.abnormal_beats.labels(cls).inc(n)
-        for record in batch.deadletter_records:
-            m.deadletters.labels(reason=record["reason"]).inc()
-        if out.late:
-            m.deadletters.labels(reason="late").inc(out.late)
-        if out.replayed:
-            m.replayed.inc(out.replayed)
-        for reason, n in out.skipped.items():
-            if n:
-                m.skipped.labels(reason=reason).inc(n)
-        for reason, n in out.resets.items():
-            if n:
-                m.resets.labels(reason=reason).inc(n)
-        if out.step_seconds:
-            m.model_step.observe(out.step_seconds)
-        self._track(out.states)
-        m.active_entities.set(len(self._seen))
-
-    def _track(self, applied: dict[str, bytes]) -> None:
-        """Remember when each entity was last applied, least recent first; forget those idle
-        over :data:`ACTIVE_WINDOW_S` and, past ``active_max``, the least recent ones."""
-        now = time.monotonic()
-        seen = self._seen
-        for entity in applied:
-            seen[entity] = now
-            seen.move_to_end(entity)
-        while len(seen) > self.active_max:
-            seen.popitem(last=False)
-        if now - self._pruned > 10.0:
-            cutoff = now - ACTIVE_WINDOW_S
-            while seen and next(iter(seen.values())) < cutoff:
-                seen.popitem(last=False)
-            self._pruned = now
 
 
 def _iso(ts: float) -> str:

@@ -9,7 +9,6 @@ __all__ = [
     "RecordError",
     "SeqstreamError",
     "StackError",
-    "StateError",
 ]
 
 
@@ -32,10 +31,6 @@ class RecordError(SeqstreamError, ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-class StateError(SeqstreamError):
-    """Per-entity state in the store cannot be decoded or does not belong to this model."""
 
 
 class StackError(SeqstreamError):

@@ -25,14 +25,19 @@ topic, write the output topics, read the group (Read includes Describe for Kafka
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
     for_code,
 )
@@ -45,7 +50,8 @@ from stream.errors import ConfigError, StackError
 from stream.security import kafka_kwargs
 from stream.settings import Settings, env_name
 
-__all__ = ["OPERATIONS", "WORKER_ACLS", "Need", "check_access", "connect", "needs"]
+__all__ = ["OPERATIONS", "WORKER_ACLS", "Need", "check_access", "connect", "ensure_topics",
+           "needs", "worker_topics"]
 
 # Kafka's AclOperation codes; an "authorized operations" field sets bit (1 << code).
 OPERATIONS = {"READ": 3, "WRITE": 4, "CREATE": 5, "DESCRIBE": 8}
@@ -188,6 +194,49 @@ async def _connect(settings: Settings, host: str, port: int) -> Any:
     except UnsupportedSaslMechanismError as ex:
         raise ConfigError(f"{env_name('kafka_sasl_mechanism')}: {where} does not offer "
                           f"{settings.kafka_sasl_mechanism} ({ex})") from None
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    """The five topics a worker reads or writes: events, predictions, anomalies, dead letters,
+    beats."""
+    return [settings.topic_events, settings.topic_predictions, settings.topic_anomalies,
+            settings.topic_deadletter, settings.topic_beats]
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str] | None = None
+                        ) -> dict[str, int]:
+    """Create the topics ``names`` (default :func:`worker_topics`) where missing; return each
+    one's partition count. Existing topics are left as they are.
+
+    Why the worker, the publisher and the tools create topics themselves: a broker with
+    ``auto.create.topics.enable`` (Kafka's default) creates a topic on the first write with
+    ``num.partitions`` (default 1), and one partition caps a consumer group at one busy worker
+    however many replicas run. A missing topic gets ``SEQSTREAM_PARTITIONS`` partitions and a
+    replication factor of up to 3 (as many as there are brokers).
+    """
+    names = worker_topics(settings) if names is None else list(dict.fromkeys(names))
+    admin = AIOKafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=15_000)
+    try:
+        await admin.start()
+        present = set(await admin.list_topics())
+        missing = [n for n in names if n not in present]
+        if missing:
+            brokers = len((await admin.describe_cluster())["brokers"])
+            # another publisher or worker may win the race: then the topic is there
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(n, settings.partitions, min(3, brokers))
+                                           for n in missing])
+        return {meta["topic"]: len(meta["partitions"])
+                for meta in await admin.describe_topics(names)}
+    except KafkaConnectionError as ex:
+        (await connect(settings)).close()  # a TLS or SASL refusal: the line naming its setting
+        raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected a reachable broker, got "
+                         f"{ex}") from ex
+    except KafkaError as ex:
+        raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected to create or describe "
+                         f"topics {', '.join(names)}, got {type(ex).__name__}: {ex}") from ex
+    finally:
+        await admin.close()
 
 
 async def check_access(settings: Settings, wanted: list[Need]) -> None:

@@ -1,4 +1,9 @@
-"""Every Prometheus metric of the worker, declared once, against an injectable registry.
+"""Every Prometheus metric of the worker, declared once against an injectable registry, and
+recorded here only: the engine stays a pure batch function, and the pipeline and the worker call
+one hook per thing that happened (the shape of faust's ``sensors/prometheus.py``):
+:meth:`Metrics.on_batch` (an engine outcome), :meth:`Metrics.on_delivered` (a batch acked and
+saved), :meth:`Metrics.on_rewind`, :meth:`Metrics.on_state_lost`, :meth:`Metrics.on_assigned`,
+:meth:`Metrics.on_lag` and :meth:`Metrics.set_model`.
 
 Names follow client_python conventions (``*_seconds``, ``*_total``; counters are declared without
 the suffix, which client_python appends). Labels come from small fixed sets only — a reason from
@@ -21,12 +26,22 @@ milliseconds, a batch or a Redis round trip within a few.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream.records import REASONS
 
+if TYPE_CHECKING:
+    from stream.engine import Batch, Outcome
+
 __all__ = [
+    "ACTIVE_MAX",
+    "ACTIVE_WINDOW_S",
     "BATCH_SIZE_BUCKETS",
     "BEAT_CLASSES",
     "LATENCY_BUCKETS",
@@ -38,6 +53,10 @@ __all__ = [
     "observe_many",
 ]
 
+ACTIVE_WINDOW_S = 300.0
+# The active-entities gauge remembers at most this many entities (least recently applied ones are
+# forgotten first), so a flood of new entity ids cannot grow the worker's memory without bound.
+ACTIVE_MAX = 100_000
 SKIP_REASONS = ("duplicate", "late")
 BEAT_CLASSES = ("N", "S", "V", "F")  # AAMI classes the beat network tells apart
 RESET_REASONS = ("gap", "corrupt", "version", "future_watermark", "state_lost")
@@ -52,8 +71,12 @@ BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1000
 class Metrics:
     """The worker's metrics; one instance per registry (tests pass a fresh registry each)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 active_max: int = ACTIVE_MAX) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.active_max = active_max
+        self._seen: OrderedDict[str, float] = OrderedDict()  # least recently applied first
+        self._pruned = time.monotonic()
         self.events = Counter("seqstream_events", "Kafka messages consumed from the events topic",
                               registry=r)
         self.samples = Counter("seqstream_samples", "samples applied to entity states",
@@ -126,6 +149,85 @@ class Metrics:
         """Publish which model this worker serves."""
         self.model_info.clear()
         self.model_info.labels(model_id=model_id, cell=cell, version=version).set(1)
+
+    def on_batch(self, batch: Batch, out: Outcome) -> None:
+        """What the engine made of one batch: events, samples, records, refusals, skips,
+        resets, the network call's time, and the entities applied to."""
+        self.events.inc(batch.messages)
+        self.samples.inc(out.samples)
+        self.predictions.inc(len(out.predictions))
+        self.anomalies.inc(len(out.anomalies) - sum(out.abnormal_beats.values()))
+        if out.beats:
+            self.beats.inc(len(out.beats))
+            for cls, n in out.abnormal_beats.items():
+                self.abnormal_beats.labels(cls).inc(n)
+        for record in batch.deadletter_records:
+            self.deadletters.labels(reason=record["reason"]).inc()
+        if out.late:
+            self.deadletters.labels(reason="late").inc(out.late)
+        if out.replayed:
+            self.replayed.inc(out.replayed)
+        for reason, n in out.skipped.items():
+            if n:
+                self.skipped.labels(reason=reason).inc(n)
+        for reason, n in out.resets.items():
+            if n:
+                self.resets.labels(reason=reason).inc(n)
+        if out.step_seconds:
+            self.model_step.observe(out.step_seconds)
+        self._track(out.states)
+        self.active_entities.set(len(self._seen))
+
+    def on_delivered(self, messages: int, seconds: float, acked_at: float,
+                     event_ts: Sequence[float], load_s: float | None,
+                     save_s: float | None) -> None:
+        """A batch of ``messages`` acked by Kafka at ``acked_at`` and saved: its time, each
+        prediction's latency (its event's ``ts`` to the ack), and the Redis round trips (None:
+        none was made)."""
+        if len(event_ts):
+            observe_many(self.latency, acked_at - np.asarray(event_ts))
+        if load_s is not None:
+            self.redis_load.observe(load_s)
+        if save_s is not None:
+            self.redis_save.observe(save_s)
+        self.batch_size.observe(messages)
+        self.batch.observe(seconds)
+
+    def on_rewind(self, partitions: int) -> None:
+        """Partitions sought back to their Redis checkpoint after a refused load or save."""
+        self.state_rewinds.inc(partitions)
+
+    def on_state_lost(self, action: str) -> None:
+        """A partition with a committed offset but no checkpoint, handled by ``action``."""
+        self.state_lost.labels(action=action).inc()
+        if action == "reset":
+            self.resets.labels(reason="state_lost").inc()
+
+    def on_assigned(self, partitions: Iterable[int]) -> None:
+        """A new assignment: the lag gauge's series become exactly these partitions, at 0."""
+        self.consumer_lag.clear()
+        for p in partitions:
+            self.consumer_lag.labels(partition=str(p)).set(0)
+
+    def on_lag(self, partition: int, behind: int) -> None:
+        """Messages of ``partition`` behind the end of the events topic after a batch."""
+        self.consumer_lag.labels(partition=str(partition)).set(max(0, behind))
+
+    def _track(self, applied: Iterable[str]) -> None:
+        """Remember when each entity was last applied, least recent first; forget those idle
+        over :data:`ACTIVE_WINDOW_S` and, past ``active_max``, the least recent ones."""
+        now = time.monotonic()
+        seen = self._seen
+        for entity in applied:
+            seen[entity] = now
+            seen.move_to_end(entity)
+        while len(seen) > self.active_max:
+            seen.popitem(last=False)
+        if now - self._pruned > 10.0:
+            cutoff = now - ACTIVE_WINDOW_S
+            while seen and next(iter(seen.values())) < cutoff:
+                seen.popitem(last=False)
+            self._pruned = now
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:

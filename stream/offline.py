@@ -46,18 +46,15 @@ import numpy as np
 import torch
 
 from stream.beats import offline_beats
-from stream.entity_scale import EntityScale
-from stream.errors import ArtifactError
 from stream.records import beat_record
 from stream.scoring import score
-from stream.sensor_score import SensorScore
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from stream.artifact import Artifact
 
-__all__ = ["Replay", "replay", "replay_beats", "replay_many", "residual_scale_of"]
+__all__ = ["Replay", "replay", "replay_beats", "replay_many"]
 
 CHUNK = 32_768
 
@@ -69,18 +66,6 @@ class Replay:
     forecasts: np.ndarray  # [T, H, F] float64, made after sample t for t+1 .. t+H
     scores: np.ndarray  # [T] float64, NaN at t = 0
     residuals: np.ndarray  # [T, F] scaled units, x_t - 1-step forecast of x_t (NaN at t = 0)
-
-
-def residual_scale_of(artifact: Artifact) -> np.ndarray:
-    """The card's per-feature residual scale (``score.residual_scale``), checked."""
-    section = artifact.card.get("score", {})
-    if section.get("kind") != "rms_z":
-        raise ArtifactError(f"card score: expected kind 'rms_z', got {section.get('kind')!r}")
-    scale = np.asarray(section.get("residual_scale", []), dtype=np.float64)
-    if scale.shape != (artifact.n_features,) or not np.all(scale > 0):
-        raise ArtifactError(f"card score.residual_scale: expected {artifact.n_features} positive "
-                            f"numbers, got {section.get('residual_scale')!r}")
-    return scale
 
 
 def replay(artifact: Artifact, values: np.ndarray, chunk: int = CHUNK,
@@ -102,7 +87,7 @@ def replay_many(artifact: Artifact, series: Sequence[np.ndarray], chunk: int = C
                              f"{list(a.shape)}")
     if not arrays:
         return []
-    rs = residual_scale_of(artifact)
+    rs = artifact.residual_scale
     longest = max(len(a) for a in arrays)
     scaled = np.zeros((len(arrays), longest, f), dtype=np.float32)
     for i, a in enumerate(arrays):
@@ -121,18 +106,14 @@ def replay_many(artifact: Artifact, series: Sequence[np.ndarray], chunk: int = C
         residuals[1:] = scaled[i, 1:n].astype(np.float64) - out[i, :n - 1, 0].astype(np.float64)
         all_scores[i, 1:n] = score(residuals[1:], rs)
         all_residuals.append(residuals)
-    es = EntityScale.from_card(artifact.card) if entity_scale else None
+    es = artifact.entity_scale if entity_scale else None
     if es is not None:
-        period = float(artifact.card.get("period_s") or 0.0)
-        if not period > 0:
-            raise ArtifactError(f"card period_s: expected the sampling period in seconds, got "
-                                f"{artifact.card.get('period_s')!r}")
         peak, log_mu = None, None
         for lo in range(0, longest, chunk):
-            done = es.apply(all_scores[:, lo:lo + chunk], period, peak, log_mu)
+            done = es.apply(all_scores[:, lo:lo + chunk], artifact.period_s, peak, log_mu)
             all_scores[:, lo:lo + chunk] = done.scaled
             peak, log_mu = done.peak, done.log_mu
-    sensor = SensorScore.from_card(artifact.card) if entity_scale else None
+    sensor = artifact.sensor if entity_scale else None
     if sensor is not None:  # what the worker publishes: over the scaled float32 samples
         runs = sensor.run_many([scaled[i, :len(a)] for i, a in enumerate(arrays)])
         for i, run in enumerate(runs):
@@ -157,6 +138,5 @@ def replay_beats(artifact: Artifact, entity_id: str, values: np.ndarray,
                          f"{list(ts.shape)}")
     scores = replay(artifact, values).scores
     beats = offline_beats(stage, values[:, stage.lead], scores)
-    period = float(artifact.card["period_s"])
-    return [beat_record(entity_id, b, float(ts[b.decided]), period, stage.threshold,
+    return [beat_record(entity_id, b, float(ts[b.decided]), artifact.period_s, stage.threshold,
                         artifact.model_id) for b in beats]

@@ -44,9 +44,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
-from stream.metrics import observe_many
 from stream.state import UNCHECKED, CheckpointMoved
 
 if TYPE_CHECKING:
@@ -105,6 +102,8 @@ class Pipeline:
             raise
         load_s = time.perf_counter() - t
         outcome = self.engine.apply(batch, blobs)
+        if self.metrics is not None:
+            self.metrics.on_batch(batch, outcome)
         topics = self.topics
         records: list[tuple[str, bytes | None, bytes]] = [
             (topics.predictions, k, v) for k, v in outcome.predictions]
@@ -128,16 +127,10 @@ class Pipeline:
             for p, (_, write) in checkpoints.items():
                 self.positions[p] = write
         save_s = time.perf_counter() - t
-        m = self.metrics
-        if m is not None:
-            if outcome.last_ts:
-                observe_many(m.latency, acked_at - np.asarray(outcome.last_ts))
-            if ids:
-                m.redis_load.observe(load_s)
-            if outcome.states:
-                m.redis_save.observe(save_s)
-            m.batch_size.observe(len(messages))
-            m.batch.observe(time.perf_counter() - began)
+        if self.metrics is not None:
+            self.metrics.on_delivered(len(messages), time.perf_counter() - began, acked_at,
+                                      outcome.last_ts, load_s if ids else None,
+                                      save_s if outcome.states else None)
         return outcome
 
     def _moved(self, ex: CheckpointMoved) -> None:
@@ -149,7 +142,7 @@ class Pipeline:
                         "part of the batch is dropped unacked and the partition sought back", p,
                         ex.stored[p], ex.expected[p])
         if self.metrics is not None:
-            self.metrics.state_rewinds.inc(len(ex.stored))
+            self.metrics.on_rewind(len(ex.stored))
 
     def _checkpoints(self, messages: Sequence[RawMessage]) -> dict[int, tuple[int | None, int]]:
         """Each partition's (expected stored checkpoint, next offset to read after the batch)."""

@@ -59,6 +59,7 @@ __all__ = [
     "beat_record",
     "deadletter_record",
     "parse_event",
+    "prediction_record",
     "schema",
 ]
 
@@ -267,6 +268,30 @@ def deadletter_record(error: RecordError, raw: bytes, topic: str, partition: int
         "partition": partition,
         "offset": offset,
     }
+
+
+def prediction_record(entity_id: str, ts: float, forecast: Any, score: Any, anomaly: Any,
+                      threshold: float, model_id: str, period: float | None = None,
+                      skipped: int = 0) -> dict[str, Any]:
+    """The record of ``stream/schemas/prediction.json`` answering one event: for one sample
+    (``period`` None), or for a chunk, whose ``forecast``, ``score`` and ``anomaly`` then hold
+    one entry per sample from ``ts`` on, ``skipped`` counting the samples left out before it.
+    A flagged sample of a chunk goes to the anomalies topic as a one-sample record of its own.
+
+    >>> prediction_record("p1", 10.0, [[0.5]], 3.2, True, 3.0, "m")
+    {'entity_id': 'p1', 'ts': 10.0, 'forecast': [[0.5]], 'score': 3.2, 'anomaly': True, \
+'threshold': 3.0, 'model_id': 'm'}
+    >>> prediction_record("p1", 10.0, [[[0.5]]], [None], [False], 3.0, "m", 0.25, 2)["skipped"]
+    2
+    """
+    if period is None:
+        return {"entity_id": entity_id, "ts": ts, "forecast": forecast, "score": score,
+                "anomaly": anomaly, "threshold": threshold, "model_id": model_id}
+    record = {"entity_id": entity_id, "ts": ts, "period": period, "forecast": forecast,
+              "score": score, "anomaly": anomaly, "threshold": threshold, "model_id": model_id}
+    if skipped:
+        record["skipped"] = skipped  # samples before ts, at or before the watermark
+    return record
 
 
 def beat_record(entity_id: str, beat: BeatOut, decided_ts: float, period_s: float,

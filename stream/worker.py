@@ -40,6 +40,8 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stream import fastpath, seam
@@ -47,10 +49,10 @@ from stream.batchsend import batch_send
 from stream.engine import Engine
 from stream.errors import StackError
 from stream.fastpath import EARLIEST
-from stream.kafka_access import check_access, needs
+from stream.kafka_access import check_access, ensure_topics, needs
 from stream.metrics import Metrics
 from stream.pipeline import Pipeline, Topics
-from stream.security import connect_redis, faust_broker, kafka_kwargs
+from stream.security import connect_redis, faust_broker
 from stream.state import RedisStateStore, StateStore, namespace
 
 if TYPE_CHECKING:
@@ -59,7 +61,8 @@ if TYPE_CHECKING:
     from stream.artifact import Artifact
     from stream.settings import Settings
 
-__all__ = ["QUIET_LOGGERS", "build_app", "ensure_topics", "quiet_loggers", "run_worker"]
+__all__ = ["QUIET_LOGGERS", "Assembly", "assemble", "build_engine", "build_pipeline", "faust_app",
+           "quiet_loggers", "run_worker"]
 
 log = logging.getLogger("stream.worker")
 
@@ -78,44 +81,25 @@ def output_topics(settings: Settings) -> Topics:
                   settings.topic_beats)
 
 
-async def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create the five topics where missing (``SEQSTREAM_PARTITIONS`` partitions, replication
-    up to 3); return each one's partition count. Existing topics are left as they are."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+@dataclass(frozen=True)
+class Assembly:
+    """The worker's parts: its Faust app (the fast path installed, the batch task and the
+    assignment handler registered), the engine and the pipeline the task drives."""
 
-    names = [settings.topic_events, settings.topic_predictions, settings.topic_anomalies,
-             settings.topic_deadletter, settings.topic_beats]
-    admin = AIOKafkaAdminClient(**kafka_kwargs(settings), request_timeout_ms=15_000)
-    try:
-        await admin.start()
-        present = set(await admin.list_topics())
-        missing = [n for n in names if n not in present]
-        if missing:
-            brokers = len((await admin.describe_cluster())["brokers"])
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(n, settings.partitions, min(3, brokers))
-                                           for n in missing])
-        counts = {}
-        for meta in await admin.describe_topics(names):
-            counts[meta["topic"]] = len(meta["partitions"])
-        return counts
-    except KafkaError as ex:
-        raise StackError(f"Kafka at {settings.kafka_bootstrap}: expected to create or describe "
-                         f"topics {', '.join(names)}, got {type(ex).__name__}: {ex}") from ex
-    finally:
-        await admin.close()
+    app: faust.App
+    engine: Engine
+    pipeline: Pipeline
 
 
-def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.App:
-    """The Faust app with its one agent; ``redis_client`` is an asyncio Redis client."""
+def faust_app(settings: Settings) -> faust.App:
+    """A Faust app with the worker's settings: raw bytes, no web server, a short session timeout,
+    every produce acknowledged by all in-sync replicas, in-flight batches finished before a
+    rebalance. The benchmark's faust pipelines use it too, so they measure the same app."""
     import faust
-    from aiokafka.errors import KafkaError
-    from faust.exceptions import ProducerSendError
 
     datadir = settings.home / "faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         **faust_broker(settings),
         value_serializer="raw",
@@ -130,18 +114,48 @@ def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.Ap
         producer_acks=-1,
         stream_wait_empty=True,
     )
+
+
+def build_engine(settings: Settings, artifact: Artifact) -> Engine:
+    """The engine for ``artifact`` with the settings' warm-up, gap, payload and clock limits."""
+    return Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
+                  max_payload_bytes=settings.max_payload_bytes,
+                  max_future_s=settings.max_future_s)
+
+
+def build_pipeline(settings: Settings, engine: Engine, redis_client: Any,
+                   producer: Callable[[], Any], metrics: Metrics | None = None,
+                   send_errors: tuple[type[BaseException], ...] = ()) -> Pipeline:
+    """The pipeline over ``engine``: states in Redis under the model's namespace, the batch's
+    records appended by :mod:`stream.batchsend` to the aiokafka producer ``producer()`` returns,
+    to the settings' output topics. ``send_errors`` are retried (a broker that is away)."""
+    from aiokafka.errors import KafkaError
+
+    store = RedisStateStore(redis_client, namespace(settings.app_id, engine.model_id),
+                            settings.state_ttl_s)
+    return Pipeline(engine, store, batch_send(producer), output_topics(settings), metrics,
+                    send_errors=(KafkaError, asyncio.TimeoutError, *send_errors))
+
+
+def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
+             metrics: Metrics | None = None) -> Assembly:
+    """The worker's Faust app, engine and pipeline; ``redis_client`` is an asyncio Redis client.
+
+    The events topic is taken by :mod:`stream.fastpath`, one task runs its batches through the
+    pipeline, and each assignment seeks the partitions to their Redis checkpoints
+    (:func:`position`)."""
+    from faust.exceptions import ProducerSendError
+
+    app = faust_app(settings)
+    engine = build_engine(settings, artifact)
     events = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     source = fastpath.install(app, events, max_batch=settings.batch_max)
-    artifact, metrics = engine.artifact, engine.metrics
-    assert metrics is not None
-    store = RedisStateStore(redis_client, namespace(settings.app_id, artifact.model_id),
-                            settings.state_ttl_s)
     # Faust's producer wraps an aiokafka producer; stream.batchsend appends a batch's records
     # to one record batch per partition instead of one send() coroutine per record.
-    send = batch_send(lambda: app.producer._ensure_producer())  # type: ignore[attr-defined]
-    pipeline = Pipeline(engine, store, send, output_topics(settings), metrics,
-                        send_errors=(KafkaError, ProducerSendError, asyncio.TimeoutError))
+    pipeline = build_pipeline(settings, engine, redis_client,
+                              lambda: app.producer._ensure_producer(),  # type: ignore[attr-defined]
+                              metrics, send_errors=(ProducerSendError,))
     reported: set[int] = set()
 
     async def positioner(committed: dict[Any, int | None]) -> dict[Any, int | None]:
@@ -166,20 +180,24 @@ def build_app(settings: Settings, engine: Engine, redis_client: Any) -> faust.Ap
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_events)
-        metrics.consumer_lag.clear()
-        for p in mine:
-            metrics.consumer_lag.labels(partition=str(p)).set(0)
+        if metrics is not None:
+            metrics.on_assigned(mine)
         log.info("seqstream worker ready: group %s, %s partitions %s, model %s", settings.app_id,
                  settings.topic_events, mine, artifact.model_id[:16])
 
-    return app
+    return Assembly(app, engine, pipeline)
 
 
 async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int | None],
                    reported: set[int]) -> dict[Any, int | None]:
     """Where each partition starts: its Redis checkpoint; else (no checkpoint) Kafka's committed
     offset for a partition never consumed, or the ``state_loss`` action for one whose states are
-    gone. Sets the pipeline's expected checkpoints; ``reported`` keeps loss lines to one."""
+    gone. Sets the pipeline's expected checkpoints; ``reported`` keeps loss lines to one.
+
+    A checkpoint behind the one this pipeline last wrote is a rewind like a refused save, logged
+    and counted the same: a seek after one partition's refusal re-reads every partition, and
+    another partition rolled back by the same Redis loss is found here first, before a batch of
+    its own is refused."""
     store: StateStore = pipeline.store
     by_partition = {tp.partition: tp for tp in committed}
     stored = await pipeline._until_done("Redis checkpoint read", store.checkpoints,
@@ -188,10 +206,17 @@ async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int
     starts: dict[Any, int | None] = {}
     for p, tp in by_partition.items():
         checkpoint, kafka = stored[p], committed[tp]
+        wrote = pipeline.positions.get(p)
         pipeline.positions[p] = checkpoint
         if checkpoint is not None:
             reported.discard(p)
             starts[tp] = checkpoint
+            if wrote is not None and checkpoint < wrote:  # rolled back with no refusal of its own
+                log.warning("partition %d of %s: stored checkpoint %d, behind the %d this worker "
+                            "last wrote (Redis lost acknowledged writes): the partition sought "
+                            "back there", p, tp.topic, checkpoint, wrote)
+                if metrics is not None:
+                    metrics.state_rewinds.inc()
             continue
         starts[tp] = EARLIEST if state_loss == "rebuild" else None
         if kafka is None or kafka <= 0 or p in reported:
@@ -207,9 +232,7 @@ async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int
                         "lost its states): SEQSTREAM_STATE_LOSS=reset, going on from the "
                         "committed offset with fresh states", p, tp.topic, kafka)
         if metrics is not None:
-            metrics.state_lost.labels(action=state_loss).inc()
-            if state_loss == "reset":
-                metrics.resets.labels(reason="state_lost").inc()
+            metrics.on_state_lost(state_loss)
     return starts
 
 
@@ -227,14 +250,15 @@ async def check_partition_count(client: Any, prefix: str, topic: str, count: int
             f"partitions, or run `seqstream state migrate --partitions {count}` first")
 
 
-def _record_lag(app: faust.App, batch: fastpath.RecordBatch, metrics: Metrics) -> None:
+def _record_lag(app: faust.App, batch: fastpath.RecordBatch, metrics: Metrics | None) -> None:
+    if metrics is None:
+        return
     consumer = app.consumer
     for tp, offset in batch.last_offsets().items():
         with contextlib.suppress(Exception):  # no highwater yet right after an assignment
             end = consumer.highwater(tp)
             if end is not None:
-                metrics.consumer_lag.labels(partition=str(tp.partition)).set(
-                    max(0, end - offset - 1))
+                metrics.on_lag(tp.partition, end - offset - 1)
 
 
 def run_worker(settings: Settings, artifact: Artifact) -> int:
@@ -245,9 +269,6 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
     quiet_loggers()
     seam.check()  # the private faust/aiokafka names the fast path uses: one line if one is gone
     metrics = Metrics()
-    engine = Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
-                    max_payload_bytes=settings.max_payload_bytes,
-                    max_future_s=settings.max_future_s, metrics=metrics)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     began = time.perf_counter()
@@ -266,7 +287,7 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
         redis_client, namespace(settings.app_id, artifact.model_id), settings.topic_events,
         counts[settings.topic_events]))
     cell = artifact.model.cell
-    metrics.set_model(artifact.model_id, cell, str(artifact.card.get("version", "unknown")))
+    metrics.set_model(artifact.model_id, cell, artifact.version)
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port, settings.metrics_host,
@@ -275,7 +296,7 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
             raise StackError(f"metrics endpoint {settings.metrics_host}:{settings.metrics_port}:"
                              f" expected a free port (SEQSTREAM_METRICS_PORT, 0 = off), got "
                              f"{ex.strerror or ex}") from ex
-    app = build_app(settings, engine, redis_client)
+    app = assemble(settings, artifact, redis_client, metrics).app
     seam.check_instance(app.consumer)
     log.info("seqstream worker: model %s (%s, %d features, horizon %d), topics %s, Redis state "
              "%s:*, checks took %.1f s", artifact.model_id[:16], cell, artifact.n_features,

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "start_cluster", "start_redis", "stop"]
+__all__ = ["add_replica", "free_port", "start_cluster", "start_redis", "stop"]
 
 
 def free_port() -> int:
@@ -66,3 +66,34 @@ def start_cluster(workdir: Path, masters: int = 3) -> tuple[list[subprocess.Pope
     for proc in procs:
         stop(proc)
     raise RuntimeError(f"Redis Cluster on {ports} not ok within 30 s")
+
+
+def add_replica(workdir: Path, master_port: int, args: tuple[str, ...] = ()
+                ) -> tuple[subprocess.Popen, int]:
+    """A cluster-enabled redis-server (``args`` added) joined to the cluster as a replica of the
+    master on ``master_port``, once its replication link is up: a cluster with a failover
+    target."""
+    import redis
+
+    port = free_port()
+    node = workdir / f"node-{port}"
+    node.mkdir(parents=True)
+    proc = start_redis(["--port", str(port), "--cluster-enabled", "yes",
+                        "--cluster-port", str(free_port()),
+                        "--cluster-config-file", f"nodes-{port}.conf", *args], port, node)
+    master = redis.Redis(port=master_port)
+    master.config_set("repl-diskless-sync-delay", 0)  # the first sync now, not in 5 s
+    master_id = master.execute_command("CLUSTER", "MYID").decode()
+    master.close()
+    subprocess.run(["redis-cli", "--cluster", "add-node", f"127.0.0.1:{port}",
+                    f"127.0.0.1:{master_port}", "--cluster-slave", "--cluster-master-id",
+                    master_id], check=True, capture_output=True, timeout=60)
+    replica = redis.Redis(port=port)
+    deadline = time.monotonic() + 30
+    while replica.info("replication").get("master_link_status") != "up":
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"replica on {port} of {master_port}: no link within 30 s")
+        time.sleep(0.2)
+    replica.close()
+    return proc, port

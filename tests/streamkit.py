@@ -9,13 +9,9 @@ through the pipeline are realistic.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +21,7 @@ import numpy as np
 import orjson
 import torch
 
+from seqstream import workerproc
 from stream.artifact import load_artifact, save_artifact
 from stream.beatnet import BeatNet
 from stream.beats import FEATURES, BeatFeatures, BeatStage, offline_beats
@@ -124,9 +121,9 @@ def offline_forecasts(artifact_dir: Path, values: np.ndarray) -> tuple[np.ndarra
     with torch.no_grad():
         y, _ = art.model(torch.from_numpy(scaled)[None])
     y = y[0].numpy()
-    rs = np.asarray(art.card["score"]["residual_scale"], dtype=np.float64)
     scores = np.full(len(values), np.nan)
-    scores[1:] = score(scaled[1:].astype(np.float64) - y[:-1, 0].astype(np.float64), rs)
+    scores[1:] = score(scaled[1:].astype(np.float64) - y[:-1, 0].astype(np.float64),
+                       art.residual_scale)
     return art.unscale(y), scores
 
 
@@ -149,16 +146,12 @@ def topic_names(unique: str) -> dict[str, str]:
 
 
 async def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    """The worker's own topic creation (:func:`stream.kafka_access.ensure_topics`) at
+    ``bootstrap`` with ``partitions`` partitions."""
+    from stream.kafka_access import ensure_topics
+    from stream.settings import Settings
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-    finally:
-        await admin.close()
+    await ensure_topics(Settings(kafka_bootstrap=bootstrap, partitions=partitions), names)
 
 
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]],
@@ -199,79 +192,35 @@ async def consume(bootstrap: str, topics: Sequence[str], until: Any, timeout: fl
     return got
 
 
-class WorkerProcess:
-    """``python -m seqstream worker`` in a subprocess (so a test can ``kill -9`` it)."""
+class WorkerProcess(workerproc.WorkerProcess):
+    """``python -m seqstream worker`` on the test's private topics and group, in a subprocess
+    (so a test can ``kill -9`` it); a worker that ignores SIGTERM fails the test."""
 
     def __init__(self, artifact: Path, unique: str, log_dir: Path, *, bootstrap: str,
                  redis_url: str, partitions: int = 4, batch_max: int = 500,
                  warmup_steps: int = 0, max_gap_s: float = 60.0,
                  app_id: str | None = None, extra_env: dict[str, str] | None = None) -> None:
-        names = topic_names(unique)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSTREAM_")}
-        self.env.update({
-            "SEQSTREAM_KAFKA_BOOTSTRAP": bootstrap, "SEQSTREAM_REDIS_URL": redis_url,
-            "SEQSTREAM_TOPIC_EVENTS": names["events"],
-            "SEQSTREAM_TOPIC_PREDICTIONS": names["predictions"],
-            "SEQSTREAM_TOPIC_ANOMALIES": names["anomalies"],
-            "SEQSTREAM_TOPIC_DEADLETTER": names["deadletter"],
-            "SEQSTREAM_TOPIC_BEATS": names["beats"],
-            "SEQSTREAM_PARTITIONS": str(partitions), "SEQSTREAM_APP_ID": app_id or unique,
-            "SEQSTREAM_BATCH_MAX": str(batch_max),
-            "SEQSTREAM_WARMUP_STEPS": str(warmup_steps), "SEQSTREAM_MAX_GAP_S": str(max_gap_s),
-            "SEQSTREAM_METRICS_PORT": "0", "SEQSTREAM_HOME": str(log_dir / "home"),
-            "SEQSTREAM_STATE_TTL_S": "3600",  # test states clean themselves up
-            "OMP_NUM_THREADS": "1", "BROKER_SESSION_TIMEOUT": "6",
-            "BROKER_HEARTBEAT_INTERVAL": "1",
-        })
-        self.env.update(extra_env or {})
-        self.artifact, self.log_dir = artifact, log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"worker-{id(self)}-{self.starts}.log"
-
-    def start(self) -> WorkerProcess:
-        self.starts += 1
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, *PROFILE, "-m", "seqstream", "worker", "--model",
-                 str(self.artifact)],
-                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        """Until the worker logs that it was assigned partitions (or it dies)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "seqstream worker ready" in self.log():
-                return
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready after {timeout} s:\n{self.log()[-3000:]}")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSTREAM_")}
+        env.update(workerproc.settings_env(
+            kafka_bootstrap=bootstrap, redis_url=redis_url,
+            **{f"topic_{k}": v for k, v in topic_names(unique).items()},
+            partitions=partitions, app_id=app_id or unique, batch_max=batch_max,
+            warmup_steps=warmup_steps, max_gap_s=max_gap_s, metrics_port=0,
+            home=log_dir / "home",
+            state_ttl_s=3600))  # test states clean themselves up
+        env.update({"OMP_NUM_THREADS": "1", "BROKER_SESSION_TIMEOUT": "6",
+                    "BROKER_HEARTBEAT_INTERVAL": "1", **(extra_env or {})})
+        super().__init__(workerproc.worker_argv(artifact, PROFILE), env, log_dir,
+                         name=f"worker-{id(self)}", cwd=REPO)
+        self.artifact = artifact
 
     def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM, then wait; returns the exit code (SIGKILL after ``timeout``)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        """SIGTERM, then wait; returns the exit code (0 if never started)."""
+        code = super().stop(timeout)
+        if self.killed:
             raise AssertionError(f"worker ignored SIGTERM for {timeout} s:\n"
-                                 f"{self.log()[-3000:]}") from None
+                                 f"{self.log()[-3000:]}")
+        return 0 if code is None else code
 
 
 # -- event sets and the uninterrupted reference run ------------------------------------------
@@ -333,10 +282,13 @@ def reference_run(artifact_dir: Path, records: Sequence[tuple[bytes, bytes]],
                   max_gap_s: float = 60.0, batch: int = 500) -> tuple[dict, dict[str, bytes]]:
     """The uninterrupted run: the same engine over the same messages in order, in memory.
     Returns (predictions by (entity, first ts), final state bytes by entity)."""
-    from stream.engine import Engine, RawMessage
+    from stream.engine import RawMessage
+    from stream.settings import Settings
     from stream.state import MemoryStateStore
+    from stream.worker import build_engine
 
-    engine = Engine(load_artifact(artifact_dir), warmup_steps=warmup_steps, max_gap_s=max_gap_s)
+    engine = build_engine(Settings(warmup_steps=warmup_steps, max_gap_s=max_gap_s),
+                          load_artifact(artifact_dir))
     store = MemoryStateStore()
     msgs = [RawMessage(v, k, topic, p, o) for (k, v), (p, o) in zip(records, sources,
                                                                     strict=True)]

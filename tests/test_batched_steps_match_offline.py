@@ -66,9 +66,9 @@ def messages_for(series: dict[str, np.ndarray], t0: float, period: float,
 
 
 def run_batches(engine: Engine, store: MemoryStateStore, msgs: list[RawMessage],
-                sizes: list[int]) -> Sink:
+                sizes: list[int], metrics: Metrics | None = None) -> Sink:
     sink = Sink()
-    pipeline = Pipeline(engine, store, sink, TOPICS, engine.metrics)
+    pipeline = Pipeline(engine, store, sink, TOPICS, metrics)
 
     async def go() -> None:
         at = 0
@@ -99,10 +99,11 @@ def test_streamed_forecasts_equal_one_offline_forward_per_entity(tmp_path, bundl
     art_dir = make_artifact(tmp_path / "art", cell=cell, layers=layers, hidden=12, horizon=4,
                             sample=np.concatenate(list(series.values())))
     engine = Engine(load_artifact(art_dir), warmup_steps=0, max_gap_s=0,
-                    metrics=Metrics(CollectorRegistry()))
+)
+    metrics = Metrics(CollectorRegistry())
     msgs = messages_for(series, 1_700_000_000.0, 1 / 360, rng, chunk_p=0.4)
     store = MemoryStateStore()
-    sink = run_batches(engine, store, msgs, cut(len(msgs), rng))
+    sink = run_batches(engine, store, msgs, cut(len(msgs), rng), metrics)
 
     streamed: dict[str, list[tuple[float, list, float | None]]] = {n: [] for n in series}
     for rec in sink.of("p"):
@@ -133,7 +134,7 @@ def test_streamed_forecasts_equal_one_offline_forward_per_entity(tmp_path, bundl
         np.testing.assert_allclose(states["state"][k], art.model.pack_state(final)[0].numpy(),
                                    rtol=1e-5, atol=1e-6)
         assert int(states["steps"][k]) == len(values)
-    m = engine.metrics
+    m = metrics
     assert m.registry.get_sample_value("seqstream_events_total") == len(msgs)
     assert m.registry.get_sample_value("seqstream_samples_total") == sum(
         len(v) for v in series.values())

@@ -71,8 +71,7 @@ def beat_engine(tmp_path: Path, series: dict[str, np.ndarray], **kw) -> Engine:
     art = load_artifact(make_artifact(
         tmp_path / "art", hidden=12, threshold=2.0, sample=np.concatenate(list(series.values())),
         beats=beat_stage([v[:, 0] for v in series.values()])))
-    return Engine(art, metrics=Metrics(CollectorRegistry()),
-                  **{"warmup_steps": 0, "max_gap_s": 0, **kw})
+    return Engine(art, **{"warmup_steps": 0, "max_gap_s": 0, **kw})
 
 
 def test_beats_in_any_batches_and_chunks_equal_the_offline_replay(tmp_path, series):
@@ -81,7 +80,8 @@ def test_beats_in_any_batches_and_chunks_equal_the_offline_replay(tmp_path, seri
     engine = beat_engine(tmp_path, series)
     msgs = messages_for(series, 1_700_000_000.0, PERIOD, rng, chunk_p=0.6)
     store = MemoryStateStore()
-    sink = run_batches(engine, store, msgs, cut(len(msgs), rng))
+    metrics = Metrics(CollectorRegistry())
+    sink = run_batches(engine, store, msgs, cut(len(msgs), rng), metrics)
     beats = sink.of("b")
     times = sample_times(msgs)
     flagged = 0
@@ -99,7 +99,7 @@ def test_beats_in_any_batches_and_chunks_equal_the_offline_replay(tmp_path, seri
     assert [a for a in anomalies if a.get("kind") == "beat"] == [b for b in beats if b["anomaly"]]
     sample_flags = [a for a in anomalies if "kind" not in a]
     assert sample_flags and all("score" in a for a in sample_flags)
-    reg = engine.metrics.registry
+    reg = metrics.registry
     assert reg.get_sample_value("seqstream_beats_total") == len(beats)
     by_class = {c: reg.get_sample_value("seqstream_abnormal_beats_total", {"class": c})
                 for c in "NSVF"}
@@ -138,11 +138,11 @@ def test_a_gap_restarts_the_beat_stage_within_a_batch_and_across_batches(tmp_pat
     after = [b for b in want if b["ts"] >= t1]
     # beats on both sides; after the gap, samples count from the reset
     assert after and len(after) < len(want) and after[0]["sample"] < len(values) - split
+    metrics = Metrics(CollectorRegistry())
     for sizes in ([len(payloads)], [120, 250, len(payloads)]):  # the gap inside one batch, or not
-        sink = run_batches(engine, MemoryStateStore(), payloads, sizes)
+        sink = run_batches(engine, MemoryStateStore(), payloads, sizes, metrics)
         assert_beats_equal(sink.of("b"), want)
-    assert engine.metrics.registry.get_sample_value("seqstream_resets_total",
-                                                    {"reason": "gap"}) == 2
+    assert metrics.registry.get_sample_value("seqstream_resets_total", {"reason": "gap"}) == 2
 
 
 def test_a_state_without_the_beat_part_is_a_counted_version_reset(tmp_path, series):
@@ -154,8 +154,10 @@ def test_a_state_without_the_beat_part_is_a_counted_version_reset(tmp_path, seri
     store = MemoryStateStore()
     asyncio.run(store.save({"e": older.encode(rows)[0]}))
     body = {"entity_id": "e", "ts": 100.0, "period": PERIOD, "values": values.tolist()}
-    sink = run_batches(engine, store, [RawMessage(orjson.dumps(body), b"e", "ev", 0, 0)], [1])
-    reg = engine.metrics.registry
+    metrics = Metrics(CollectorRegistry())
+    sink = run_batches(engine, store, [RawMessage(orjson.dumps(body), b"e", "ev", 0, 0)], [1],
+                       metrics)
+    reg = metrics.registry
     assert reg.get_sample_value("seqstream_resets_total", {"reason": "version"}) == 1
     assert reg.get_sample_value("seqstream_resets_total", {"reason": "corrupt"}) == 0
     # every sample applied from the stage's initial row: the offline replay's beats

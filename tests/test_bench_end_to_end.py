@@ -53,6 +53,11 @@ def test_bench_tiny_drains_every_pipeline(tmp_path):
     # Redis cannot hold a value in fewer bytes than the value itself
     assert state["memory_usage_mean"] > state["value_bytes"] > state["raw_state_bytes"]
 
+    single, cluster = doc["state_store"]  # the same run: one Redis, then a 3-master cluster
+    assert (single["redis"], cluster["redis"]) == ("single", "cluster of 3")
+    assert single["vs_single"] == 1.0
+    assert abs(cluster["vs_single"] - cluster["states_per_s"] / single["states_per_s"]) < 0.01
+
     assert [s["batch"] for s in doc["step"]] == [1, 100]
     assert doc["profile"]["busy_s"] > 0 and doc["profile"]["categories"]
     assert {t["target"] for t in doc["targets"]} >= {"single-sample (c)/(b)"}

@@ -170,9 +170,26 @@ def test_dockerfile_uses_cpu_torch_and_the_seqstream_entrypoint() -> None:
     assert text.index("RUN pip install --index-url") < text.index("RUN pip install .")
     assert 'ENTRYPOINT ["seqstream"]' in text
     for service in SEQSTREAM_IMAGE_SERVICES:
-        spec = SERVICES[service]
-        assert spec["image"] == SERVICES["train"]["image"]
-    assert SERVICES["train"]["build"] == "."
+        assert SERVICES[service]["image"] in (SERVICES["train"]["image"],
+                                              SERVICES["worker"]["image"])
+
+
+def test_the_worker_image_is_the_worker_only_install() -> None:
+    """The worker and the view run the Dockerfile's `worker` target (the base install, no
+    extra); train and publish the `tools` target, which adds the `train` extra."""
+    text = (REPO / "Dockerfile").read_text()
+    stages = {name: base for base, name in re.findall(r"^FROM (\S+) AS (\w+)$", text,
+                                                      re.MULTILINE)}
+    assert stages["tools"] == "worker"
+    worker_stage, tools_stage = text.split("FROM worker AS tools")
+    assert re.search(r"^RUN pip install \. ", worker_stage, re.MULTILINE)  # no extras
+    assert 'pip install "/src[train]"' in tools_stage
+    targets = {s: SERVICES[s]["build"]["target"] for s in ("train", "worker")}
+    assert targets == {"train": "tools", "worker": "worker"}
+    assert all(SERVICES[s]["build"]["context"] == "." for s in targets)
+    for service in ("worker", "view"):
+        assert SERVICES[service]["image"] == SERVICES["worker"]["image"]
+    assert SERVICES["publish"]["image"] == SERVICES["train"]["image"]
 
 
 def _compose() -> list[str]:

@@ -44,7 +44,7 @@ def test_streamed_entity_scaled_scores_equal_offline_replay(tmp_path, bundled_da
         list(series.values())), residual_scale=[RESIDUAL_SCALE] * 2, entity_scale=section,
         threshold=1.5)
     art = load_artifact(art_dir)
-    engine = Engine(art, warmup_steps=0, max_gap_s=0, metrics=Metrics(CollectorRegistry()))
+    engine = Engine(art, warmup_steps=0, max_gap_s=0)
     msgs = messages_for(series, 1_700_000_000.0, 1 / 360, rng, chunk_p=0.5)
     store = MemoryStateStore()
     sink = run_batches(engine, store, msgs, cut(len(msgs), rng))
@@ -80,7 +80,7 @@ def test_a_previous_version_state_is_a_counted_reset_and_never_read(tmp_path, bu
     art_dir = make_artifact(tmp_path / "art", sample=values,
                             entity_scale={"mu0": 0.2, "peak_hold_s": 0.3, "average_s": 10.0})
     art = load_artifact(art_dir)
-    engine = Engine(art, warmup_steps=0, max_gap_s=0, metrics=Metrics(CollectorRegistry()))
+    engine = Engine(art, warmup_steps=0, max_gap_s=0)
     codec = StateCodec(engine.model.state_size, 2)
     # a version-1 value: 24-byte header, no (p, μ), watermark far in the future
     old = codec.empty(1)
@@ -93,8 +93,9 @@ def test_a_previous_version_state_is_a_counted_reset_and_never_read(tmp_path, bu
     asyncio.run(store.save({"e": v1}))
     msgs = [RawMessage(f'{{"entity_id":"e","ts":{100 + i},"values":{values[i].tolist()}}}'
                        .encode(), b"e", "ev", 0, i) for i in range(20)]
-    sink = run_batches(engine, store, msgs, [20])
-    reg = engine.metrics.registry
+    metrics = Metrics(CollectorRegistry())
+    sink = run_batches(engine, store, msgs, [20], metrics)
+    reg = metrics.registry
     assert reg.get_sample_value("seqstream_resets_total", {"reason": "version"}) == 1
     assert reg.get_sample_value("seqstream_resets_total", {"reason": "corrupt"}) == 0
     # treated as absent: every sample applied (not skipped by the old watermark), from zero

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqstream.evaluation.metrics import roc_auc
 from training.evaluate import (
     beat_outcomes,
     estimate_season,
     flag_metrics,
     forecast_metrics,
-    roc_auc,
 )
 from training.sources import load_nab, load_wfdb
 
@@ -71,7 +71,7 @@ def test_roc_auc_equals_counting_pairs() -> None:
     scores = np.round(rng.normal(size=300) + labels, 1)  # rounding makes ties
     pairs = [1.0 if p > n else 0.5 if p == n else 0.0
              for p, n in product(scores[labels], scores[~labels])]
-    assert roc_auc(labels, scores) == pytest.approx(np.mean(pairs))
+    assert roc_auc(scores, labels) == pytest.approx(np.mean(pairs))
 
 
 def test_flag_metrics_and_chance_levels() -> None:

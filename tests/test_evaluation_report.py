@@ -98,7 +98,8 @@ def test_entity_scale_of_a_hand_made_series() -> None:
     # t2: 1 / 2^1.5; p = max(1, 2) = 2; mu = 1.5 ln2 + (ln2 - 1.5 ln2)/2 = 1.25 ln2
     # t3: 8 / 2^1.25
     s = np.array([np.nan, 4.0, 1.0, 8.0])
-    out = entity_scaled(s, period_s=1.0, log_peak0=np.log(2.0), half_life_s=1.0, tau_s=2.0)
+    out = entity_scaled(s, period_s=1.0, log_peak0=np.log(2.0), peak_hold_s=1.0,
+                        average_s=2.0)
     assert np.isnan(out[0])
     np.testing.assert_allclose(out[1:], [2.0, 2 ** -1.5, 8 * 2 ** -1.25])
 
@@ -106,6 +107,6 @@ def test_entity_scale_of_a_hand_made_series() -> None:
 def test_typical_log_peak_averages_the_peak_hold_over_normal_samples() -> None:
     # peak hold with g = 1/2: 4, 2, 3 -> ln of them; only samples 1 and 2 are normal
     mu = typical_log_peak([np.array([4.0, 1.0, 3.0])], [np.array([False, True, True])],
-                          period_s=1.0, half_life_s=1.0)
+                          period_s=1.0, peak_hold_s=1.0)
     # float64 rounding only: the peak hold runs in log space (stream.entity_scale)
     assert mu == pytest.approx(np.mean(np.log([2.0, 3.0])), rel=1e-12)

@@ -15,7 +15,6 @@ from test_entity_scaled_stream_matches_offline import streamed_scores
 
 from stream.artifact import load_artifact
 from stream.engine import Engine
-from stream.metrics import CollectorRegistry, Metrics
 from stream.offline import replay
 from stream.sensor_score import SensorScore
 from stream.state import MemoryStateStore
@@ -35,7 +34,7 @@ def test_streamed_sensor_scores_and_flags_equal_offline_replay(tmp_path, shared_
     art_dir = make_artifact(tmp_path / "art", hidden=8, n_features=8, period_s=1.0,
                             sample=np.concatenate(list(series.values())), sensor=SENSOR)
     art = load_artifact(art_dir)
-    engine = Engine(art, warmup_steps=0, max_gap_s=0, metrics=Metrics(CollectorRegistry()))
+    engine = Engine(art, warmup_steps=0, max_gap_s=0)
     msgs = messages_for(series, 1_700_000_000.0, 1.0, rng, chunk_p=0.5)
     store = MemoryStateStore()
     sink = run_batches(engine, store, msgs, cut(len(msgs), rng))
@@ -68,7 +67,7 @@ def test_a_gap_restarts_the_sensor_score_with_the_rest_of_the_state(tmp_path, sh
     art_dir = make_artifact(tmp_path / "art", hidden=8, n_features=8, period_s=1.0,
                             sample=np.concatenate([first, second]), sensor=SENSOR)
     art = load_artifact(art_dir)
-    engine = Engine(art, warmup_steps=0, max_gap_s=60.0, metrics=Metrics(CollectorRegistry()))
+    engine = Engine(art, warmup_steps=0, max_gap_s=60.0)
     t0 = 1_700_000_000.0
     msgs = (messages_for({"pump": first}, t0, 1.0, rng, chunk_p=0.5)
             + messages_for({"pump": second}, t0 + 700 + 3600, 1.0, rng, chunk_p=0.5))

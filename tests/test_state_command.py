@@ -1,17 +1,39 @@
 """``seqstream state``: migrate the layout before partitions, inspect, stats, repartition; and the
-worker's refusal of a changed partition count. Against the real shared Redis and Kafka."""
+worker's refusal of a changed partition count. Against the real shared Redis and Kafka; the
+migration also end to end, from a group with committed offsets to a worker that resumes there."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
-from streamkit import create_topics, topic_names
+from redis_private import start_cluster, stop
+from streamkit import (
+    REPO,
+    EventSet,
+    WorkerProcess,
+    assert_predictions_match,
+    assert_states_equal,
+    consume,
+    create_topics,
+    free_port,
+    make_artifact,
+    produce,
+    redis_states,
+    reference_run,
+    topic_names,
+)
 
 from seqstream.state import inspect_entity, migrate, repartition, stats
+from stream.artifact import load_artifact
 from stream.errors import StackError
 from stream.settings import Settings
 from stream.state import FLAG_FORECAST, RedisStateStore, StateCodec, namespace
@@ -118,3 +140,124 @@ def test_a_changed_partition_count_is_refused_with_one_line(settings, unique):
             await client.aclose()
 
     asyncio.run(go())
+
+
+async def commit_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]
+                         ) -> None:
+    """Commit ``offsets`` (partition → next offset to read) for ``group``, as the old worker's
+    Faust consumer did."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = {p: TopicPartition(topic, p) for p in offsets}
+        consumer.assign(list(tps.values()))
+        await consumer.commit({tps[p]: o for p, o in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request, settings, tmp_path) -> Iterator[str]:
+    """The shared Redis, or a private 3-master Redis Cluster on loopback."""
+    if request.param == "redis":
+        yield settings.redis_url
+        return
+    procs, ports = start_cluster(tmp_path / "cluster")
+    yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    for proc in procs:
+        stop(proc)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_migrate_with_committed_offsets_lets_the_new_worker_resume_without_loss(
+        tmp_path, bundled_data, settings, unique, redis_url):
+    """A deployment before partitions: the first half of a stream consumed by the old worker
+    (its states under ``<namespace>:<entity>``, the group's offsets committed in Kafka, no
+    checkpoint). ``seqstream state migrate`` moves the states and turns the committed offsets
+    into checkpoints; the new worker starts at those offsets (not the earliest: no event of the
+    first half is read again, none is called lost) and streams the second half: every
+    prediction of it and every final state equal the uninterrupted offline run's."""
+    events = EventSet(bundled_data, entities=12, per_entity=200, t0=time.time(), chunk_every=4)
+    art = make_artifact(tmp_path / "art", hidden=16, threshold=3.0,
+                        sample=np.concatenate(list(events.values.values())[:6]))
+    artifact = load_artifact(art)
+    prefix = namespace(unique, artifact.model_id)
+    names = topic_names(unique)
+    asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
+    records = events.interleaved(seed=4)
+    half = len(records) // 2
+    sources = asyncio.run(produce(settings.kafka_bootstrap, names["events"], records[:half]))
+    # the old worker's work: its states, in the layout before partitions, and its commits
+    first, old_states = reference_run(art, records[:half], sources, names["events"])
+    cluster = "+cluster://" in redis_url
+    sync = (redis.RedisCluster.from_url(redis_url.replace("+cluster://", "://", 1)) if cluster
+            else redis.Redis.from_url(redis_url))
+    for entity, value in old_states.items():
+        sync.set(f"{prefix}:{entity}", value, ex=3600)
+    committed = {p: max(o for q, o in sources if q == p) + 1 for p in {q for q, _ in sources}}
+    assert len(committed) == 2
+    asyncio.run(commit_offsets(settings.kafka_bootstrap, unique, names["events"], committed))
+
+    metrics_port = free_port()
+    worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
+                           redis_url=redis_url, partitions=2, batch_max=100,
+                           extra_env={"SEQSTREAM_METRICS_PORT": str(metrics_port)})
+
+    def state_command(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([sys.executable, "-m", "seqstream", "state", *args, "--model",
+                               str(art)], cwd=REPO, env=worker.env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    try:
+        said = state_command("migrate")
+        checkpoints = {p: int(sync.get(f"{{{prefix}:{p}}}")) for p in committed}
+        worker.start().wait_ready()
+        sources += asyncio.run(produce(settings.kafka_bootstrap, names["events"],
+                                       records[half:]))
+        ends = {p: max(o for q, o in sources if q == p) + 1 for p in committed}
+        deadline = time.monotonic() + 120
+        while any(int(sync.get(f"{{{prefix}:{p}}}") or 0) < ends[p] for p in ends):
+            assert time.monotonic() < deadline, worker.log()[-3000:]
+            time.sleep(0.2)
+        want_predictions, want_states = reference_run(art, records, sources, names["events"])
+        second = {k: v for k, v in want_predictions.items() if k not in first}
+        got = asyncio.run(consume(
+            settings.kafka_bootstrap, [names["predictions"]],
+            lambda g: len(g[names["predictions"]]) >= len(second),
+            timeout=120))[names["predictions"]]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                         timeout=10).read().decode()
+        states = redis_states(redis_url, unique, artifact.model_id, sorted(want_states))
+        entity = sorted(want_states)[0]
+        shown, table = state_command("inspect", entity).stdout, state_command("stats").stdout
+    finally:
+        code = worker.stop()
+        if not cluster:  # the private cluster goes with its servers
+            keys = [*sync.scan_iter(match="{" + prefix + ":*"),
+                    *sync.scan_iter(match=prefix + ":*")]
+            if keys:
+                sync.delete(*keys)
+        sync.close()
+    log = worker.log()
+    assert code == 0, log[-3000:]
+    assert f"migrated {len(old_states)} states" in said.stdout, said.stdout
+    assert "written for 2 of 2 partitions" in said.stdout, said.stdout
+    assert checkpoints == committed
+    assert "no Redis checkpoint" not in log, log[-3000:]
+    consumed = [ln for ln in metrics.splitlines() if ln.startswith("seqstream_events_total")]
+    assert consumed and float(consumed[0].split()[-1]) == len(records) - half, consumed
+    assert_predictions_match(got, second, threshold=3.0)  # none of the first half again
+    codec = StateCodec(artifact.model.state_size, artifact.n_features)
+    assert_states_equal(codec, states, want_states)
+    want, _ = codec.decode([want_states[entity]])
+    assert f"steps        {int(want['steps'][0])}" in shown, shown
+    assert all(f"{p:>9} {ends[p]:>12}" in table for p in ends), table
+    print(said.stdout.strip())
+    print(f"{half} events before the migration, {len(records) - half} after; checkpoints "
+          f"{checkpoints} from the committed offsets; {len(got)} predictions after it")

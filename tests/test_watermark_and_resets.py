@@ -36,7 +36,7 @@ def setup(tmp_path, bundled_data, **engine_kw):
     values = ecg(bundled_data, "100", 2000, 200)
     art_dir = make_artifact(tmp_path / "art", sample=values)
     metrics = Metrics(CollectorRegistry())
-    engine = Engine(load_artifact(art_dir), metrics=metrics, **engine_kw)
+    engine = Engine(load_artifact(art_dir), **engine_kw)
     store, sink = MemoryStateStore(), Sink()
     return values, art_dir, engine, store, sink, Pipeline(engine, store, sink, TOPICS, metrics)
 
@@ -48,7 +48,7 @@ def value(metrics: Metrics, name: str, **labels) -> float:
 def test_replayed_and_late_samples_are_skipped_and_the_state_does_not_move(tmp_path,
                                                                           bundled_data):
     torch.set_num_threads(1)
-    values, art_dir, engine, store, sink, pipe = setup(tmp_path, bundled_data, warmup_steps=0,
+    values, art_dir, _engine, store, sink, pipe = setup(tmp_path, bundled_data, warmup_steps=0,
                                                        max_gap_s=0)
     first = [msg("a", T0 + i, values[i].tolist(), i) for i in range(20)]
     asyncio.run(pipe.process(first))
@@ -60,7 +60,7 @@ def test_replayed_and_late_samples_are_skipped_and_the_state_does_not_move(tmp_p
     late = msg("a", T0 + 5, values[5].tolist(), 20)
     overlap = msg("a", T0 + 18, values[18:24].tolist(), 21, period=1.0)
     asyncio.run(pipe.process([late, overlap]))
-    m = engine.metrics
+    m = pipe.metrics
     assert value(m, "seqstream_skipped_total", reason="duplicate") == 10
     assert value(m, "seqstream_replayed_total") == 10  # the replay: messages, silently
     assert value(m, "seqstream_skipped_total", reason="late") == 1 + 2
@@ -90,7 +90,7 @@ def test_a_gap_longer_than_the_limit_restarts_the_entity_and_its_warm_up(tmp_pat
     after = [msg("b", T0 + 100 + i, values[50 + i].tolist(), 6 + i) for i in range(6)]
     asyncio.run(pipe.process(before + after[:2]))  # the gap falls inside one batch
     asyncio.run(pipe.process(after[2:]))
-    assert value(engine.metrics, "seqstream_resets_total", reason="gap") == 1
+    assert value(pipe.metrics, "seqstream_resets_total", reason="gap") == 1
     preds = sink.of("p")
     assert [p["score"] is None for p in preds] == [True] + [False] * 5 + [True] + [False] * 5
     assert [p["anomaly"] for p in preds] == [False] * 3 + [True] * 3 + [False] * 3 + [True] * 3
@@ -105,7 +105,7 @@ def test_an_undecodable_state_is_a_counted_reset_not_a_crash(tmp_path, bundled_d
                                                        max_gap_s=0)
     asyncio.run(store.save({"c": b"\x01garbage"}))
     asyncio.run(pipe.process([msg("c", T0 + i, values[i].tolist(), i) for i in range(4)]))
-    assert value(engine.metrics, "seqstream_resets_total", reason="corrupt") == 1
+    assert value(pipe.metrics, "seqstream_resets_total", reason="corrupt") == 1
     fresh, _ = offline_forecasts(art_dir, values[:4])
     np.testing.assert_allclose([p["forecast"] for p in sink.of("p")], fresh, rtol=1e-5,
                                atol=1e-5)
@@ -129,8 +129,8 @@ def test_values_that_overflow_after_scaling_and_oversized_chunks_are_dead_letter
     dead = sink.of("d")
     assert [(d["reason"], d["offset"]) for d in dead] == [("non_finite", 0), ("too_large", 2)]
     assert len(sink.of("p")) == 1
-    assert value(engine.metrics, "seqstream_deadletters_total", reason="non_finite") == 1
-    assert value(engine.metrics, "seqstream_deadletters_total", reason="too_large") == 1
+    assert value(pipe.metrics, "seqstream_deadletters_total", reason="non_finite") == 1
+    assert value(pipe.metrics, "seqstream_deadletters_total", reason="too_large") == 1
 
 
 def test_the_wall_clock_bound_applies_to_a_chunks_last_sample_and_can_be_turned_off(

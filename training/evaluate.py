@@ -24,7 +24,9 @@ Flags (``score_t > threshold``) against labels, where they exist:
 
 Precision, recall and F1, with what chance would get: a flagger that flags the same share of
 beats (samples) at random has expected precision = prevalence and recall = flag rate. ``auc`` is
-the threshold-free ROC AUC of the beat's (sample's) highest score.
+the threshold-free ROC AUC of the beat's (sample's) highest score. Beat extents and the ROC AUC
+are :mod:`seqstream.evaluation.metrics`' (``beat_windows``, ``roc_auc``), which the evaluation
+uses too.
 
 >>> import numpy as np
 >>> flag_metrics(np.array([1, 1, 0, 0]), np.array([1, 0, 1, 0]), np.array([.9, .3, .7, .1]))
@@ -39,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["beat_outcomes", "estimate_season", "flag_metrics", "forecast_metrics", "roc_auc"]
+from seqstream.evaluation.metrics import beat_windows, roc_auc
+
+__all__ = ["beat_outcomes", "estimate_season", "flag_metrics", "forecast_metrics"]
 
 PERIODIC_ACF = 0.2
 PROMINENCE = 0.05
@@ -123,19 +127,16 @@ def forecast_metrics(scaled: Sequence[np.ndarray], forecasts: Sequence[np.ndarra
     return out
 
 
-def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the Mann–Whitney rank sum (ties averaged); NaN without both classes."""
-    labels = np.asarray(labels).astype(bool)
-    pos, neg = int(labels.sum()), int((~labels).sum())
-    if pos == 0 or neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    sorted_scores = np.asarray(scores)[order]
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC (:func:`seqstream.evaluation.metrics.roc_auc`, which drops non-finite scores)
+    with a beat that had no finite score (``-inf`` from :func:`beat_outcomes`) kept, ranked below
+    every scored one and tied with the others like it."""
+    s = np.asarray(scores, dtype=np.float64)
+    unscored = np.isneginf(s)
+    if unscored.any():
+        s = s.copy()
+        s[unscored] = s[~unscored].min() - 1.0 if (~unscored).any() else 0.0
+    return roc_auc(s, labels)
 
 
 def flag_metrics(labels: np.ndarray, flags: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
@@ -150,16 +151,14 @@ def flag_metrics(labels: np.ndarray, flags: np.ndarray, scores: np.ndarray) -> d
     chance = 2 * prevalence * rate / (prevalence + rate) if prevalence + rate > 0 else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "positives": positives,
             "flagged": flagged, "n": n, "prevalence": prevalence, "flag_rate": rate,
-            "f1_chance": chance, "auc": roc_auc(labels, scores)}
+            "f1_chance": chance, "auc": _auc(labels, scores)}
 
 
 def beat_outcomes(samples: np.ndarray, labels: np.ndarray, n: int, lo: int, hi: int,
                   scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For beats with R peak in ``[lo, hi)`` and a known label: (index into the beats, label,
     highest score over the beat's extent). Extents run midpoint to midpoint between R peaks."""
-    mids = (samples[:-1] + samples[1:]) // 2
-    starts = np.concatenate([[0], mids])
-    ends = np.concatenate([mids, [n]])
+    starts, ends = beat_windows(samples, n)
     idx = np.nonzero((samples >= lo) & (samples < hi) & (labels >= 0))[0]
     top = np.empty(len(idx))
     for j, i in enumerate(idx):

@@ -30,6 +30,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from seqstream import __version__
 from stream.artifact import Artifact, load_artifact, save_artifact
 from stream.entity_scale import EntityScale, typical_log_peak
 from stream.errors import ConfigError
@@ -295,7 +295,7 @@ def fit(cfg: Config) -> FitResult:
                  "config": cfg.name},
         "metrics": metrics,
         "training": {**training, "config": cfg.as_dict()},
-        "version": __version__,
+        "version": version("seqstream"),  # the installed distribution's
     }
     stage, beats_section = _beats(cfg, names)
     if stage is not None:

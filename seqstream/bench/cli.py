@@ -47,12 +47,13 @@ SHAPES = {"single": 1, "chunk": 36}
 # events per catch-up run, by size → shape → pipeline (each run lasts a few seconds)
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"entities": [50], "workers": [1], "loads": [0.5], "state": [1000], "parallel": True,
+             "store": {"rounds": 20, "repeats": 1},
              "latency_pipelines": ["worker"], "latency_s": 1.0, "step": [(1, 1), (100, 1)],
              "events": {"single": {"bare": 400, "naive": 200, "worker": 400, "plain": 400},
                         "chunk": {"bare": 100, "naive": 60, "worker": 100, "plain": 100}}},
     "full": {"entities": [1000, 100_000], "workers": [1, 2], "loads": [0.25, 0.5, 0.75],
              "parallel": False,
-             "state": [1000, 100_000, 1_000_000],
+             "state": [1000, 100_000, 1_000_000], "store": {"rounds": 200, "repeats": 3},
              "latency_pipelines": ["bare", "naive", "worker", "plain"], "latency_s": 6.0,
              "step": [(1, 1), (10, 1), (100, 1), (1000, 1), (10_000, 1), (100, 36),
                       (1000, 36)],
@@ -298,7 +299,7 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
         from seqstream.bench.state_throughput import store_throughput
 
         doc["state_store"] = await asyncio.to_thread(store_throughput, net.state_size,
-                                                     net.n_features)
+                                                     net.n_features, **size["store"])
     _say("done")
     doc["step"] = step_times(net, [tuple(s) for s in size["step"]])
     doc["ratios"] = ratios(doc["catch_up"], base)

@@ -20,6 +20,7 @@ with the package (``training/bundled/mitdb``); nothing is downloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from itertools import islice
 from pathlib import Path
 
@@ -31,8 +32,10 @@ from stream.errors import ConfigError
 
 __all__ = ["EPOCH", "PERIOD_S", "Encoded", "find_mitdb", "load_series", "make_events"]
 
-REPO = Path(__file__).resolve().parents[2]
-CANDIDATES = (REPO.parent / "shared" / "data" / "mitdb", REPO / "training" / "bundled" / "mitdb")
+# ../shared beside a checkout, then the subset bundled as package data of `training`
+# (training.sources.BUNDLED_MITDB, without importing pandas here)
+CANDIDATES = (Path(__file__).resolve().parents[3] / "shared" / "data" / "mitdb",
+              Path(str(resources.files("training").joinpath("bundled", "mitdb"))))
 EPOCH = 1_700_000_000.0  # ts of every entity's first sample, seconds
 PERIOD_S = 1 / 360
 LEAD = "MLII"

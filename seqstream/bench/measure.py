@@ -31,8 +31,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -46,13 +44,13 @@ import numpy as np
 from seqstream.bench import kafka
 from seqstream.bench.events import Encoded
 from seqstream.bench.pipelines import Config
+from seqstream.workerproc import WorkerProcess, stop_all
 from stream.errors import StackError
 from stream.settings import Settings
 
 __all__ = ["Run", "catch_up", "steady"]
 
 REPO = Path(__file__).resolve().parents[2]
-FAUSTISH = ("naive", "worker")
 
 
 @dataclass
@@ -107,64 +105,46 @@ def _config(pipeline: str, names: dict[str, str], settings: Settings, model: Pat
     return Config(pipeline=pipeline, model=str(model), env=env)
 
 
-def _start(cfg: Config, workers: int, profile: Path | None, logs: Path) -> list[subprocess.Popen]:
+def _start(cfg: Config, workers: int, profile: Path | None, logs: Path) -> list[WorkerProcess]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     procs = []
-    logs.mkdir(parents=True, exist_ok=True)
     for i in range(workers):
         argv = [sys.executable, "-m", "seqstream.bench.proc", json.dumps(asdict(cfg))]
         if profile is not None and i == 0:
             argv.append(str(profile))
-        log = open(logs / f"{cfg.group}-{i}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(argv, cwd=REPO, env=env, stdout=log,
-                                      stderr=subprocess.STDOUT))
+        procs.append(WorkerProcess(argv, env, logs, name=f"{cfg.group}-{i}", cwd=REPO).start())
     return procs
 
 
-def _stop(procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def _check_alive(procs: list[subprocess.Popen], cfg: Config, logs: Path) -> None:
+def _check_alive(procs: list[WorkerProcess], cfg: Config) -> None:
     for i, p in enumerate(procs):
-        if p.poll() is not None:
-            tail = (logs / f"{cfg.group}-{i}.log").read_text(errors="replace")[-2000:]
-            raise StackError(f"pipeline {cfg.pipeline}: process {i} exited with {p.returncode} "
-                             f"before the run ended; its log ends:\n{tail}")
+        p.check_alive(f"pipeline {cfg.pipeline}, process {i}, before the run ended")
 
 
-def _cpu_s(procs: list[subprocess.Popen]) -> float | None:
+def _cpu_s(procs: list[WorkerProcess]) -> float | None:
     """User + system CPU seconds the processes have used (Linux ``/proc``; else None): on a
     shared machine their CPU per sample says what the pipeline costs when wall time cannot."""
     try:
         ticks = 0
         for p in procs:
-            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if p.proc is None:
+                return None
+            fields = Path(f"/proc/{p.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
 
 
-async def _wait_outputs(probe: kafka.Probe, cfg: Config, procs: list[subprocess.Popen],
-                        expected: int, timeout_s: float, logs: Path,
-                        stable_at: list[float], workers: int,
-                        cpu: list[tuple[int, float | None]] | None = None) -> None:
+async def _wait_outputs(probe: kafka.Probe, cfg: Config, procs: list[WorkerProcess],
+                        expected: int, timeout_s: float, stable_at: list[float],
+                        workers: int, cpu: list[tuple[int, float | None]] | None = None) -> None:
     """Wait for ``expected`` outputs; ``cpu`` gets (outputs, CPU seconds) at the first output
     seen and at the end."""
     deadline = time.monotonic() + timeout_s
     last_check = 0.0
     while time.monotonic() < deadline:
-        _check_alive(procs, cfg, logs)
+        _check_alive(procs, cfg)
         if not stable_at and time.monotonic() - last_check > 0.25:
             last_check = time.monotonic()
             try:
@@ -236,16 +216,16 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
                               [names["out"], names["anomalies"], names["deadletter"],
                                names["beats"]], partitions)
     run = Run(pipeline, shape, entities, workers, len(events), events[0].samples)
-    procs: list[subprocess.Popen] = []
+    procs: list[WorkerProcess] = []
     try:
         await kafka.preload(settings, names["in"], events, partitions)
         procs = _start(cfg, workers, profile, logs)
         stable_at: list[float] = []
         cpu: list[tuple[int, float | None]] = []
         async with kafka.Probe(settings) as probe:
-            await _wait_outputs(probe, cfg, procs, len(events), timeout_s, logs, stable_at,
-                                workers, cpu)
-            _stop(procs)
+            await _wait_outputs(probe, cfg, procs, len(events), timeout_s, stable_at, workers,
+                                cpu)
+            stop_all(procs)
             await _drain_check(probe, cfg, run)
         back = await kafka.read_topic(settings, names["out"])
         t = np.sort(back.ts_ms) / 1000.0
@@ -263,7 +243,7 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
                 * 1e6
         return run
     finally:
-        _stop(procs)
+        stop_all(procs)
         await _clean_up(settings, names)
 
 
@@ -295,15 +275,15 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
                               [names["out"], names["anomalies"], names["deadletter"],
                                names["beats"]], partitions)
     run = Run(pipeline, shape, entities, workers, len(events), events[0].samples, load=load)
-    procs: list[subprocess.Popen] = []
+    procs: list[WorkerProcess] = []
     try:
         procs = _start(cfg, workers, None, logs)
         async with kafka.Probe(settings) as probe:
             await probe.wait_group(names["group"], names["in"], workers)
             await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
             run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate)
-            await _wait_outputs(probe, cfg, procs, len(events), 120.0, logs, [], workers)
-            _stop(procs)
+            await _wait_outputs(probe, cfg, procs, len(events), 120.0, [], workers)
+            stop_all(procs)
             await _drain_check(probe, cfg, run)
         sent = await kafka.read_topic(settings, names["in"])
         back = await kafka.read_topic(settings, names["out"])
@@ -313,7 +293,7 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
         run.samples_per_s = run.events_per_s * run.samples_per_event
         return run
     finally:
-        _stop(procs)
+        stop_all(procs)
         await _clean_up(settings, names)
 
 

@@ -59,35 +59,6 @@ def _settings(cfg: Config) -> Any:
     return Settings.from_env(cfg.env, overrides={"model": cfg.model})
 
 
-def _engine(settings: Any) -> Any:
-    from stream.artifact import load_artifact
-    from stream.engine import Engine
-    from stream.metrics import Metrics
-
-    artifact = load_artifact(settings.model)
-    return Engine(artifact, warmup_steps=settings.warmup_steps, max_gap_s=settings.max_gap_s,
-                  max_payload_bytes=settings.max_payload_bytes,
-                  max_future_s=settings.max_future_s, metrics=Metrics())
-
-
-def _pipeline(settings: Any, engine: Any, redis_client: Any,
-              producer: Callable[[], Any]) -> Any:
-    """The worker's :class:`stream.pipeline.Pipeline` with the worker's batched send."""
-    from aiokafka.errors import KafkaError
-
-    from stream.batchsend import batch_send
-    from stream.pipeline import Pipeline
-    from stream.state import RedisStateStore, namespace
-    from stream.worker import output_topics
-
-    store = RedisStateStore(redis_client, namespace(settings.app_id, engine.model_id),
-                            settings.state_ttl_s)
-    send = batch_send(producer)
-
-    return Pipeline(engine, store, send, output_topics(settings), engine.metrics,
-                    send_errors=(KafkaError, asyncio.TimeoutError))
-
-
 def _stop_event() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -141,13 +112,16 @@ async def run_bare(cfg: Config) -> None:
 
 async def run_plain(cfg: Config) -> None:
     """(d) The worker's Pipeline in a plain aiokafka loop."""
+    from stream.artifact import load_artifact
+    from stream.metrics import Metrics
     from stream.security import connect_redis
+    from stream.worker import build_engine, build_pipeline
 
     settings = _settings(cfg)
-    engine = _engine(settings)
+    engine = build_engine(settings, load_artifact(settings.model))
     redis_client = await connect_redis(settings)
     current: list[Any] = []
-    pipeline = _pipeline(settings, engine, redis_client, lambda: current[0])
+    pipeline = build_pipeline(settings, engine, redis_client, lambda: current[0], Metrics())
 
     async def handle(producer: Any, records: Sequence[Any]) -> None:
         current[:] = [producer]
@@ -157,24 +131,6 @@ async def run_plain(cfg: Config) -> None:
         await _aiokafka_loop(settings, handle)
     finally:
         await redis_client.aclose()
-
-
-def _faust_app(settings: Any) -> Any:
-    """A faust app configured as :func:`stream.worker.build_app` configures the worker's."""
-    import faust
-
-    from stream.security import faust_broker
-    from stream.worker import SESSION_TIMEOUT_S
-
-    datadir = settings.home / "faust" / settings.app_id
-    datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(settings.app_id, **faust_broker(settings), value_serializer="raw",
-                     key_serializer="raw", web_enabled=False, topic_disable_leader=True,
-                     topic_partitions=settings.partitions, datadir=str(datadir),
-                     broker_session_timeout=SESSION_TIMEOUT_S,
-                     broker_heartbeat_interval=SESSION_TIMEOUT_S / 5,
-                     consumer_auto_offset_reset="earliest", producer_acks=-1,
-                     stream_wait_empty=True)
 
 
 def _run_faust(app: Any, loop: asyncio.AbstractEventLoop) -> None:
@@ -195,21 +151,22 @@ def run_naive(cfg: Config) -> None:
     import orjson
     import torch
 
+    from stream.artifact import load_artifact
     from stream.errors import RecordError
     from stream.records import parse_event
     from stream.scoring import score
     from stream.security import connect_redis
+    from stream.worker import faust_app
 
     settings = _settings(cfg)
-    artifact = _engine(settings).artifact
+    artifact = load_artifact(settings.model)
     net, f = artifact.model, artifact.n_features
-    residual_scale = np.asarray(artifact.card["score"]["residual_scale"], dtype=np.float64)
     size = net.state_size
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     client = loop.run_until_complete(connect_redis(settings))
     prefix = f"{settings.app_id}:naive:"
-    app = _faust_app(settings)
+    app = faust_app(settings)
     topic = app.topic(settings.topic_events, key_type=bytes, value_type=bytes,
                       key_serializer="raw", value_serializer="raw")
     out_topic = app.topic(settings.topic_predictions, key_type=bytes, value_type=bytes,
@@ -233,7 +190,8 @@ def run_naive(cfg: Config) -> None:
             with torch.inference_mode():
                 y, state = net(x[None], net.unpack_state(h))
                 h = net.pack_state(state)
-            s = None if prev is None else float(score(x[0].numpy() - prev, residual_scale))
+            s = None if prev is None else float(score(x[0].numpy() - prev,
+                                                      artifact.residual_scale))
             await client.set(key, h.numpy().tobytes() + y[0, -1, 0].numpy().tobytes())
             record = {"entity_id": e.entity_id, "ts": e.ts, "score": s,
                       "forecast": artifact.unscale(y[0, -1].numpy()).tolist()}

@@ -172,9 +172,9 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc.get("state_store"):
         out += ["**State store throughput** (a batch's checked load + compare-and-set save, "
                 "private servers, `bench.state_throughput`):", ""]
-        out += _table(["Redis", "batch", "partitions", "states/s"],
-                      [[r["redis"], _fmt(r["batch"]), r["partitions"], _fmt(r["states_per_s"])]
-                       for r in doc["state_store"]])
+        out += _table(["Redis", "batch", "partitions", "states/s (median)", "÷ single"],
+                      [[r["redis"], _fmt(r["batch"]), r["partitions"], _fmt(r["states_per_s"]),
+                        _fmt(r.get("vs_single"), 2)] for r in doc["state_store"]])
     if doc.get("step"):
         out += ["**Model step time** (one no-grad call, one thread):", ""]
         out += _table(["entities", "samples each", "ms", "µs per sample"],

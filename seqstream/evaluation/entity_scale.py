@@ -23,43 +23,25 @@ not from a search on test data; they are the same for every detector it is appli
 
 The worker does exactly this when the card carries a ``score.entity_scale`` section (calibration
 writes it, with ``μ_0`` and the threshold on validation ``s'``); the one implementation lives in
-:mod:`stream.entity_scale`, and these functions are its per-series form for offline detectors.
+:mod:`stream.entity_scale`; :func:`entity_scaled` is its per-series form for offline detectors, and
+:func:`typical_log_peak` (``μ_0``) is the stream's own.
 
 >>> s = np.array([np.nan, 1.0, 4.0, 1.0])
->>> entity_scaled(s, period_s=1.0, log_peak0=0.0, half_life_s=1.0, tau_s=2.0).round(3).tolist()
+>>> entity_scaled(s, period_s=1.0, log_peak0=0.0, peak_hold_s=1.0, average_s=2.0).round(3).tolist()
 [nan, 1.0, 4.0, 0.5]
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from stream.entity_scale import AVERAGE_S, FLOOR, PEAK_HOLD_S, EntityScale
-from stream.entity_scale import typical_log_peak as _typical_log_peak
+from stream.entity_scale import AVERAGE_S, PEAK_HOLD_S, EntityScale, typical_log_peak
 
-__all__ = ["FLOOR", "HALF_LIFE_S", "TAU_S", "entity_scaled", "log_peaks", "typical_log_peak"]
-
-HALF_LIFE_S = PEAK_HOLD_S
-TAU_S = AVERAGE_S
-
-
-def log_peaks(scores: np.ndarray, period_s: float, half_life_s: float = HALF_LIFE_S
-              ) -> np.ndarray:
-    """``ln max(p_t, 1e-6)`` of the peak hold from ``p = 0`` (NaN scores hold it)."""
-    row = np.asarray(scores, dtype=np.float64)[None]
-    return EntityScale(0.0, half_life_s).apply(row, period_s).log_peak[0]
-
-
-def typical_log_peak(scores: Sequence[np.ndarray], normal: Sequence[np.ndarray],
-                     period_s: float, half_life_s: float = HALF_LIFE_S) -> float:
-    """``μ_0``: the mean ``ln p`` over the samples marked in ``normal`` (validation)."""
-    return _typical_log_peak(scores, normal, period_s, half_life_s)
+__all__ = ["entity_scaled", "typical_log_peak"]
 
 
 def entity_scaled(scores: np.ndarray, period_s: float, log_peak0: float,
-                  half_life_s: float = HALF_LIFE_S, tau_s: float = TAU_S) -> np.ndarray:
+                  peak_hold_s: float = PEAK_HOLD_S, average_s: float = AVERAGE_S) -> np.ndarray:
     """One entity's scores divided by its running typical peak (see the module docstring)."""
     row = np.asarray(scores, dtype=np.float64)[None]
-    return EntityScale(log_peak0, half_life_s, tau_s).apply(row, period_s).scaled[0]
+    return EntityScale(log_peak0, peak_hold_s, average_s).apply(row, period_s).scaled[0]

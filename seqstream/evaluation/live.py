@@ -28,9 +28,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -40,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from seqstream.workerproc import WorkerProcess, settings_env, worker_argv
 from stream.errors import StackError
 
 __all__ = ["ATOL", "RTOL", "LiveRun", "compare", "run_live"]
@@ -70,59 +68,15 @@ class LiveRun:
     beats: list[list[dict]] = dataclasses.field(default_factory=list)
 
 
-class _Worker:
-    """``python -m seqstream worker`` as a subprocess, logging to a file."""
-
-    def __init__(self, artifact: Path, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        with open(log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "seqstream", "worker", "--model", str(artifact)],
-                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "seqstream worker ready" in self.log():
-                return
-            if self.proc.poll() is not None:
-                raise StackError(f"evaluate: the worker exited with {self.proc.returncode} "
-                                 f"before it was ready; its log ends:\n{self.log()[-2000:]}")
-            time.sleep(0.2)
-        raise StackError(f"evaluate: expected the worker to be ready within {timeout:.0f} s, "
-                         f"it was not; its log ends:\n{self.log()[-2000:]}")
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
 def _worker_env(settings, topics: dict[str, str], app_id: str, warmup: int,
                 home: Path) -> dict[str, str]:
     """The user's environment (connection and security settings included) with the run's
     private topics, group and warm-up; the addresses as this evaluation resolved them."""
     env = dict(os.environ)
-    env.update({
-        "SEQSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "SEQSTREAM_REDIS_URL": settings.redis_url,
-        "SEQSTREAM_TOPIC_EVENTS": topics["events"],
-        "SEQSTREAM_TOPIC_PREDICTIONS": topics["predictions"],
-        "SEQSTREAM_TOPIC_ANOMALIES": topics["anomalies"],
-        "SEQSTREAM_TOPIC_DEADLETTER": topics["deadletter"],
-        "SEQSTREAM_TOPIC_BEATS": topics["beats"],
-        "SEQSTREAM_APP_ID": app_id, "SEQSTREAM_WARMUP_STEPS": str(warmup),
-        "SEQSTREAM_METRICS_PORT": "0", "SEQSTREAM_STATE_TTL_S": "3600",
-        "SEQSTREAM_MAX_GAP_S": "0", "SEQSTREAM_HOME": str(home),
-    })
+    env.update(settings_env(
+        kafka_bootstrap=settings.kafka_bootstrap, redis_url=settings.redis_url,
+        **{f"topic_{k}": v for k, v in topics.items()}, app_id=app_id, warmup_steps=warmup,
+        metrics_port=0, state_ttl_s=3600, max_gap_s=0, home=home))
     env.pop("SEQSTREAM_MODEL", None)
     return env
 
@@ -179,20 +133,16 @@ class _Layout:
                    np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
 
 
-async def _collect(settings, topic: str, start: dict, layouts: dict[str, _Layout],
-                   period_s: float, timeout: float) -> tuple[set[str], int]:
-    """Read predictions of the wanted entities into ``layouts`` until every sample has one
-    (or ``timeout`` passes); returns the model ids seen and the records read."""
+async def _reader(settings, topic: str, start: dict, **options: Any) -> tuple[Any, list]:
+    """A started consumer without a group on every partition of ``topic``, each at its offset
+    in ``start`` (from the beginning where none is given), and those partitions."""
     from aiokafka import AIOKafkaConsumer
 
     from stream.security import kafka_kwargs
 
     consumer = AIOKafkaConsumer(**kafka_kwargs(settings), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=16 << 20)
+                                enable_auto_commit=False, auto_offset_reset="earliest", **options)
     await consumer.start()
-    model_ids: set[str] = set()
-    records = 0
     try:
         tps = await _partitions(settings, topic)
         consumer.assign(tps)
@@ -201,6 +151,20 @@ async def _collect(settings, topic: str, start: dict, layouts: dict[str, _Layout
                 consumer.seek(tp, start[tp])
             else:
                 await consumer.seek_to_beginning(tp)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer, tps
+
+
+async def _collect(settings, topic: str, start: dict, layouts: dict[str, _Layout],
+                   period_s: float, timeout: float) -> tuple[set[str], int]:
+    """Read predictions of the wanted entities into ``layouts`` until every sample has one
+    (or ``timeout`` passes); returns the model ids seen and the records read."""
+    consumer, _ = await _reader(settings, topic, start, max_partition_fetch_bytes=16 << 20)
+    model_ids: set[str] = set()
+    records = 0
+    try:
         deadline = time.monotonic() + timeout
         remaining = sum(len(lay.scores) for lay in layouts.values())
         while remaining > 0 and time.monotonic() < deadline:
@@ -242,22 +206,9 @@ async def _collect_beats(settings, topic: str, start: dict, wanted: set[str]
     """The beat records of the wanted entities, read once every prediction is in: the worker
     sends a batch's beats with its predictions, so they are on the topic by then or a moment
     later; read to the end offsets until a second look finds nothing new."""
-    from aiokafka import AIOKafkaConsumer
-
-    from stream.security import kafka_kwargs
-
     out: dict[str, list[dict]] = {}
-    consumer = AIOKafkaConsumer(**kafka_kwargs(settings), group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
+    consumer, tps = await _reader(settings, topic, start)
     try:
-        tps = await _partitions(settings, topic)
-        consumer.assign(tps)
-        for tp in tps:
-            if tp in start:
-                consumer.seek(tp, start[tp])
-            else:
-                await consumer.seek_to_beginning(tp)
         async def behind(end: dict) -> bool:
             return any([await consumer.position(tp) < end[tp] for tp in tps])
 
@@ -308,15 +259,12 @@ def run_live(settings, artifact_dir: Path, names: Sequence[str], series: Sequenc
     try:
         if mode == "spawn":
             work.mkdir(parents=True, exist_ok=True)
-            from stream.worker import ensure_topics
+            from stream.kafka_access import ensure_topics
 
-            asyncio.run(ensure_topics(dataclasses.replace(
-                settings, topic_events=topics["events"],
-                topic_predictions=topics["predictions"], topic_anomalies=topics["anomalies"],
-                topic_deadletter=topics["deadletter"], topic_beats=topics["beats"])))
-            worker = _Worker(artifact_dir, _worker_env(settings, topics, f"seqstream-eval-"
-                                                       f"{run_id}", warmup, work / "home"),
-                             work / "worker.log")
+            asyncio.run(ensure_topics(settings, topics.values()))
+            worker = WorkerProcess(worker_argv(artifact_dir),
+                                   _worker_env(settings, topics, f"seqstream-eval-{run_id}",
+                                               warmup, work / "home"), work, cwd=REPO).start()
             worker.wait_ready(120.0)
             start: dict = {}
             beats_start: dict = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,10 +52,10 @@ def pick_stretch(labels: Labels, n: int, length: int, start: int = 0) -> tuple[i
     return lo, lo + length
 
 
-def plot_series(path: Path, series: EvalSeries, forecast: np.ndarray | None,
-                scores: np.ndarray, flags: np.ndarray, threshold: float, period_s: float,
-                features: Sequence[str], seconds: float, warmup: int, title: str) -> dict:
-    """Draw one series' stretch to ``path``; returns what was drawn."""
+def _stretch(series: EvalSeries, period_s: float, seconds: float, warmup: int,
+             ratio: float) -> tuple[Any, Any, Any, int, int, np.ndarray]:
+    """A signal-over-detail figure of the stretch :func:`pick_stretch` picks: (figure, signal
+    axes, detail axes, lo, hi, seconds of each sample)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,21 +63,47 @@ def plot_series(path: Path, series: EvalSeries, forecast: np.ndarray | None,
 
     n = len(series.values)
     lo, hi = pick_stretch(series.labels, n, max(2, round(seconds / period_s)), warmup)
-    t = np.arange(lo, hi) * period_s
     fig, (ax, bx) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True,
-                                 gridspec_kw={"height_ratios": [3, 1.4]})
+                                 gridspec_kw={"height_ratios": [3, ratio]})
+    return fig, ax, bx, lo, hi, np.arange(lo, hi) * period_s
+
+
+def _reference_beats(ax: Any, labels: Labels, lo: int, hi: int, signal: np.ndarray,
+                     period_s: float, size: float, name: str) -> None:
+    """Ring the labelled abnormal beats in ``[lo, hi)`` in their class's colour."""
+    inside = (labels.r_peaks >= lo) & (labels.r_peaks < hi)
+    for cls, colour in CLASS_COLOURS.items():
+        r = labels.r_peaks[inside & (labels.classes == cls)]
+        if len(r):
+            ax.scatter(r * period_s, signal[r], s=size, facecolors="none", edgecolors=colour,
+                       lw=1.5, label=name.format(cls), zorder=3)
+
+
+def _save(fig: Any, ax: Any, title: str, path: Path, loc: str, ncol: int) -> None:
+    """One legend entry per label, the title, and the PNG."""
+    import matplotlib.pyplot as plt
+
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc=loc, fontsize=8, ncol=ncol)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_series(path: Path, series: EvalSeries, forecast: np.ndarray | None,
+                scores: np.ndarray, flags: np.ndarray, threshold: float, period_s: float,
+                features: Sequence[str], seconds: float, warmup: int, title: str) -> dict:
+    """Draw one series' stretch to ``path``; returns what was drawn."""
+    fig, ax, bx, lo, hi, t = _stretch(series, period_s, seconds, warmup, 1.4)
     ax.plot(t, series.values[lo:hi, 0], lw=0.9, color="black", label=f"signal ({features[0]})")
     if forecast is not None:
         ax.plot(t, forecast[lo:hi, 0], lw=0.8, color="tab:blue", alpha=0.8,
                 label="1-step forecast")
     lab = series.labels
     if lab.kind == "beats":
-        inside = (lab.r_peaks >= lo) & (lab.r_peaks < hi)
-        for cls, colour in CLASS_COLOURS.items():
-            r = lab.r_peaks[inside & (lab.classes == cls)]
-            if len(r):
-                ax.scatter(r * period_s, series.values[r, 0], s=60, facecolors="none",
-                           edgecolors=colour, lw=1.5, label=f"{cls} beat (label)", zorder=3)
+        _reference_beats(ax, lab, lo, hi, series.values[:, 0], period_s, 60, "{} beat (label)")
     else:
         for a, b in lab.windows:
             if b > lo and a < hi:
@@ -86,21 +113,14 @@ def plot_series(path: Path, series: EvalSeries, forecast: np.ndarray | None,
     if len(f):
         ax.scatter(f * period_s, series.values[f, 0], s=8, color="tab:red", marker="x",
                    label="flag", zorder=4)
-    handles, names = ax.get_legend_handles_labels()
-    unique = dict(zip(names, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8, ncol=3)
-    ax.set_title(title, fontsize=10)
     bx.plot(t, scores[lo:hi], lw=0.8, color="tab:green", label="score")
     bx.axhline(threshold, color="tab:red", lw=0.8, ls="--", label=f"threshold {threshold:.3g}")
     bx.set_yscale("symlog", linthresh=1.0)
     bx.set_xlabel("seconds from the series' first streamed sample")
     bx.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, title, path, "upper right", 3)
     return {"file": path.name, "entity": series.entity, "from_s": lo * period_s,
             "to_s": hi * period_s, "flags": len(f)}
-
 
 
 def plot_beats(path: Path, series: EvalSeries, beats, period_s: float, lead: int,
@@ -110,25 +130,10 @@ def plot_beats(path: Path, series: EvalSeries, beats, period_s: float, lead: int
     classifier gave it (``beats``: :class:`seqstream.evaluation.beateval.RecordBeats`), the
     reference abnormal beats ringed in their class's colour, flagged beats crossed, and each beat's
     ``p_abnormal`` against the threshold below; returns what was drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(series.values)
-    lo, hi = pick_stretch(series.labels, n, max(2, round(seconds / period_s)), warmup)
-    t = np.arange(lo, hi) * period_s
+    fig, ax, bx, lo, hi, t = _stretch(series, period_s, seconds, warmup, 1.2)
     signal = series.values[:, lead]
-    fig, (ax, bx) = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True,
-                                 gridspec_kw={"height_ratios": [3, 1.2]})
     ax.plot(t, signal[lo:hi], lw=0.9, color="black", label=f"ECG ({lead_name}, mV)")
-    lab = series.labels
-    inside = (lab.r_peaks >= lo) & (lab.r_peaks < hi)
-    for cls, colour in CLASS_COLOURS.items():
-        r = lab.r_peaks[inside & (lab.classes == cls)]
-        if len(r):
-            ax.scatter(r * period_s, signal[r], s=150, facecolors="none", edgecolors=colour,
-                       lw=1.5, label=f"{cls} (reference)", zorder=3)
+    _reference_beats(ax, series.labels, lo, hi, signal, period_s, 150, "{} (reference)")
     shown = (beats.samples >= lo) & (beats.samples < hi)
     for cls, colour in BEAT_COLOURS.items():
         r = beats.samples[shown & (beats.classes == cls)]
@@ -140,18 +145,12 @@ def plot_beats(path: Path, series: EvalSeries, beats, period_s: float, lead: int
         top = float(np.max(signal[lo:hi]))
         ax.scatter(flagged * period_s, np.full(len(flagged), top + 0.15), marker="x", s=30,
                    color="tab:red", label="flag", zorder=4)
-    handles, names = ax.get_legend_handles_labels()
-    unique = dict(zip(names, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), loc="lower right", fontsize=8, ncol=4)
-    ax.set_title(title, fontsize=10)
     bx.vlines(beats.samples[shown] * period_s, 0, beats.p_abnormal[shown], color="tab:blue",
               lw=2, label="p_abnormal")
     bx.axhline(threshold, color="tab:red", lw=0.8, ls="--", label=f"threshold {threshold:.3g}")
     bx.set_ylim(0, 1.02)
     bx.set_xlabel("seconds from the record's start")
     bx.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, ax, title, path, "lower right", 4)
     return {"file": path.name, "entity": series.entity, "from_s": lo * period_s,
             "to_s": hi * period_s, "beats": int(shown.sum()), "flags": len(flagged)}
