@@ -47,7 +47,7 @@ SIZES: dict[str, dict[str, Any]] = {
              "latency_pipelines": ["worker"], "latency_s": 1.0, "step": [(1, 1), (100, 1)],
              "events": {"single": {"bare": 400, "naive": 200, "worker": 400, "plain": 400},
                         "chunk": {"bare": 100, "naive": 60, "worker": 100, "plain": 100}}},
-    "full": {"entities": [1000, 100_000], "workers": [1, 2], "loads": [0.25, 0.5, 0.75],
+    "full": {"entities": [1000, 100_000], "workers": [1, 2], "loads": [0.1, 0.25, 0.5, 0.75],
              "parallel": False,
              "state": [1000, 100_000, 1_000_000],
              "latency_pipelines": ["bare", "naive", "worker", "plain"], "latency_s": 6.0,
@@ -72,7 +72,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated entity counts (default by size)")
     parser.add_argument("--workers", default=None, help="worker process counts, e.g. 1,2")
     parser.add_argument("--loads", default=None,
-                        help="steady-load fractions of (c)'s rate, e.g. 0.25,0.5,0.75")
+                        help="steady-load fractions of (c)'s rate, e.g. 0.1,0.25,0.5,0.75")
     parser.add_argument("--state-entities", default=None,
                         help="entity counts for the Redis state size (default by size)")
     parser.add_argument("--scale", type=float, default=1.0,
