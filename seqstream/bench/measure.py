@@ -131,11 +131,12 @@ def _check_alive(procs: list[WorkerProcess], cfg: Config) -> None:
 
 
 async def _wait_outputs(probe: kafka.Probe, cfg: Config, procs: list[WorkerProcess],
-                        expected: int, timeout_s: float, run: Run) -> None:
+                        expected: int, timeout_s: float, run: Run, stable: bool) -> None:
     """Wait until the output holds ``expected`` records, counting in ``run.rebalances`` each
-    time the group is seen leaving Stable (polled every quarter second)."""
+    time the group is seen leaving Stable (polled every quarter second); ``stable``: the group
+    was seen Stable already (else its first join, which is no rebalance, is not counted)."""
     deadline = time.monotonic() + timeout_s
-    last_check, was_stable = 0.0, True
+    last_check, was_stable = 0.0, stable
     while time.monotonic() < deadline:
         _check_alive(procs, cfg)
         if time.monotonic() - last_check > 0.25:
@@ -220,7 +221,7 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
                 await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
                 await kafka.preload(settings, names["in"], events, partitions)
                 loaded_at = time.time()
-            await _wait_outputs(probe, cfg, procs, len(events), timeout_s, run)
+            await _wait_outputs(probe, cfg, procs, len(events), timeout_s, run, workers > 1)
             stop_all(procs)
             await _drain_check(probe, cfg, run)
         back = await kafka.read_topic(settings, names["out"])
@@ -272,7 +273,7 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
             await probe.wait_group(names["group"], names["in"], workers)
             await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
             run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate)
-            await _wait_outputs(probe, cfg, procs, len(events), 120.0, run)
+            await _wait_outputs(probe, cfg, procs, len(events), 120.0, run, True)
             stop_all(procs)
             await _drain_check(probe, cfg, run)
         sent = await kafka.read_topic(settings, names["in"])
