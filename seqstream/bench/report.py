@@ -146,7 +146,10 @@ def markdown(doc: dict[str, Any]) -> str:
                                      for shape, r in doc["ratios"].items()])
     if doc["latency"]:
         out += ["**Latency under steady load** (event sent → prediction appended, ms; load as a "
-                "fraction of the reference pipeline's catch-up rate):", ""]
+                "fraction of the reference pipeline's catch-up rate" + (
+                    ", or of the max rate given: " + ", ".join(
+                        f"{k} {v:,.0f}/s" for k, v in doc["max_rate_given"].items())
+                    if doc.get("max_rate_given") else "") + "):", ""]
         rows = [[NAMES.get(r["pipeline"], r["pipeline"]), r["shape"],
                  f"{r['load']:.0%} of {r['reference']}", _fmt(r.get("offered_per_s")),
                  *((_fmt(r["latency_ms"].get(q), 1) for q in ("p50", "p95", "p99"))
