@@ -18,6 +18,12 @@ aiokafka ``ConsumerRecord`` objects (which have the ``value, key, topic, partiti
 that :class:`stream.engine.RawMessage` has, so the engine takes them as they are). Records of
 any other topic go through faust's normal per-message path unchanged.
 
+Batch sizes adapt to the lag (:func:`coalesces`): a fetch that arrives while an earlier batch
+still waits for the busy worker is appended to that waiting batch, up to ``max_batch`` records,
+so a worker that is behind takes everything fetched meanwhile in one batch (one load, one model
+call, one produce and one save for all of it), and a caught-up worker gets each fetch alone as
+soon as it arrives. Nothing waits for a batch to fill.
+
 Offsets and acks keep faust's semantics, in faust's own structures:
 
 - a batch registers one in-flight marker in ``consumer._unacked_messages`` when it is fetched,
@@ -75,7 +81,7 @@ if TYPE_CHECKING:
     from faust.types import TP
 
 __all__ = ["EARLIEST", "BatchConsumer", "BatchSource", "BatchTransport", "InFlight", "RecordBatch",
-           "install", "run_batches"]
+           "coalesces", "install", "run_batches"]
 
 
 EARLIEST = -2
@@ -123,9 +129,32 @@ class RecordBatch:
     def size(self) -> int:
         return len(self.records)
 
+    def absorb(self, other: RecordBatch) -> None:
+        """Append ``other``'s records after this batch's (per-partition order kept); only for a
+        batch still waiting in the queue, whose marker then stands for both."""
+        self.records.extend(other.records)
+        for tp, offsets in other.offsets.items():
+            self.offsets.setdefault(tp, []).extend(offsets)
+        self.marker.size += other.size
+
     def last_offsets(self) -> dict[TP, int]:
         """The highest offset of each partition in the batch (for lag gauges)."""
         return {tp: offsets[-1] for tp, offsets in self.offsets.items()}
+
+
+def coalesces(waiting: int, fetched: int, ceiling: int) -> bool:
+    """Whether ``fetched`` records join the batch of ``waiting`` records that the worker has not
+    taken yet (where the fast path decides batch sizes, with the split of a fetch at ``ceiling``).
+
+    A batch waits only while the worker is busy with the one before, so what waits is the lag
+    the consumer already knows: behind, every fetch joins it, up to ``ceiling`` records (large
+    batches, few per-batch round trips: throughput); caught up, nothing waits, and a fetch goes
+    to the worker alone, at once (small batches: latency). No timer is involved.
+
+    >>> coalesces(0, 5, 1000), coalesces(40, 5, 1000), coalesces(998, 5, 1000)
+    (False, True, False)
+    """
+    return waiting > 0 and waiting + fetched <= ceiling
 
 
 class BatchSource:
@@ -379,6 +408,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             pending.append(RecordBatch(records, offsets, generation, epoch))
         unacked = self._unacked_messages
         for i, batch in enumerate(pending):
+            if _coalesce(source, batch):
+                continue
             unacked.add(batch.marker)
             queue = source.queue
             if queue.full():
@@ -409,6 +440,24 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self._add_gap(tp, r_offset + 1, offset)
                 await self.wait_first(callback(message), self.suspend_flow.wait())
                 set_read(tp, offset)
+
+
+def _coalesce(source: BatchSource, batch: RecordBatch) -> bool:
+    """Append ``batch`` to the newest batch waiting in ``source``'s queue if
+    :func:`coalesces` says so and both come from the same seek and generation; True if done.
+    Nothing is awaited in between, so the worker cannot take the batch while it grows."""
+    queue = source.queue
+    if queue.empty():
+        return False
+    waiting = [queue.get_nowait() for _ in range(queue.qsize())]
+    last = waiting[-1]
+    joined = (last.epoch == batch.epoch and last.generation == batch.generation
+              and coalesces(last.size, batch.size, source.max_batch))
+    if joined:
+        last.absorb(batch)
+    for b in waiting:
+        queue.put_nowait(b)
+    return joined
 
 
 class BatchTransport(faust_aiokafka.Transport):

@@ -51,7 +51,7 @@ SIZES: dict[str, dict[str, Any]] = {
              "latency_pipelines": ["worker"], "latency_s": 1.0, "step": [(1, 1), (100, 1)],
              "events": {"single": {"bare": 400, "naive": 200, "worker": 400, "plain": 400},
                         "chunk": {"bare": 100, "naive": 60, "worker": 100, "plain": 100}}},
-    "full": {"entities": [1000, 100_000], "workers": [1, 2], "loads": [0.25, 0.5, 0.75],
+    "full": {"entities": [1000, 100_000], "workers": [1, 2], "loads": [0.1, 0.25, 0.5, 0.75],
              "parallel": False,
              "state": [1000, 100_000, 1_000_000], "store": {"rounds": 200, "repeats": 3},
              "latency_pipelines": ["bare", "naive", "worker", "plain"], "latency_s": 6.0,
@@ -76,7 +76,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated entity counts (default by size)")
     parser.add_argument("--workers", default=None, help="worker process counts, e.g. 1,2")
     parser.add_argument("--loads", default=None,
-                        help="steady-load fractions of (c)'s rate, e.g. 0.25,0.5,0.75")
+                        help="steady-load fractions of (c)'s rate, e.g. 0.1,0.25,0.5,0.75")
+    parser.add_argument("--max-rate", default=None, metavar="SHAPE:EVENTS_PER_S,...",
+                        help="the worker's max rate that loads are fractions of, per shape, e.g."
+                             " single:30000,chunk:4000 (default: (c)'s catch-up rate in this "
+                             "run), so that runs of two versions offer the same rates")
     parser.add_argument("--state-entities", default=None,
                         help="entity counts for the Redis state size (default by size)")
     parser.add_argument("--scale", type=float, default=1.0,
@@ -118,6 +122,25 @@ def _pipelines(text: str) -> list[str]:
                               f"{part!r}")
         names.append(name)
     return names
+
+
+def _max_rates(text: str | None) -> dict[str, float]:
+    """``single:30000,chunk:4000`` → ``{"single": 30000.0, "chunk": 4000.0}``.
+
+    >>> _max_rates("single:30000, chunk:4e3"), _max_rates(None)
+    ({'single': 30000.0, 'chunk': 4000.0}, {})
+    """
+    rates: dict[str, float] = {}
+    for part in (p.strip() for p in (text or "").split(",") if p.strip()):
+        shape, _, rate = part.partition(":")
+        try:
+            if shape not in SHAPES or float(rate) <= 0:
+                raise ValueError(part)
+            rates[shape] = float(rate)
+        except ValueError as ex:
+            raise ConfigError(f"--max-rate: expected SHAPE:EVENTS_PER_S with a shape among "
+                              f"{', '.join(SHAPES)} and a positive rate, got {part!r}") from ex
+    return rates
 
 
 def _host(settings: Settings) -> dict[str, Any]:
@@ -256,6 +279,9 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
                                             count("chunk", "worker"), args.beats, kw)
     rate_of = {(r["pipeline"], r["shape"]): r["events_per_s"] for r in doc["catch_up"]
                if r["entities"] == base and r["workers"] == 1}
+    given = _max_rates(args.max_rate)
+    doc["max_rate_given"] = given
+    rate_of.update({("worker", shape): rate for shape, rate in given.items()})
     lat_jobs = []
     for shape in plan["shapes"][:1] if parallel else plan["shapes"]:
         for pipeline in plan["pipelines"]:

@@ -1,13 +1,22 @@
 """The two measurements of one pipeline run: catch-up throughput and steady-load latency.
 
-**Catch-up.** M events are preloaded into a fresh topic, then K pipeline processes start in one
-fresh consumer group and work through them. The output topic stamps each record with the
-broker's append time; the run ends when the output holds M records (one per event). With K > 1
-the members may join at different moments and rebalance, so the rate is counted from the first
-moment the harness sees the group Stable with all K members::
+**Catch-up.** With one process, M events are preloaded into a fresh topic, then the process
+starts in a fresh consumer group and works through them (a lone member fetches nothing before
+its one assignment). With K > 1, members joining at different moments would rebalance while the
+first ones already work, so the K processes start on the fresh, empty topic, and only once the
+harness sees the group Stable with all K members are the M events preloaded. The output topic
+stamps each record with the broker's append time; the run ends when the output holds M records
+(one per event). With K > 1 the processes start on the first events while the preload still
+writes, at the preload's pace, so the rate is counted from the moment the preload ended (the
+backlog is then at its largest)::
 
-    rate = outputs appended after t_stable / (t_last_append - t_stable)      [events/s]
+    rate = outputs appended after t_0 / (t_last_append - t_0)      [events/s]
+    t_0 = first output (K = 1), end of the preload (K > 1)
     samples/s = rate * samples per event
+
+The harness polls the group's state every quarter second while the events are worked through and
+reports each time it saw the group leave Stable (``rebalances``: 0 in a fair run; a rebalance
+shorter than a poll can go unseen).
 
 **Steady load.** The pipeline runs on an empty fresh topic until its group is Stable; then the
 harness sends events at a fixed rate (a fraction of a reference throughput), each stamped with
@@ -73,6 +82,7 @@ class Run:
     offered_per_s: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     profile: str | None = None
+    rebalances: int = 0
     cpu_us_per_sample: float | None = None  # the pipeline processes' CPU, first → last output
 
     @property
@@ -137,22 +147,26 @@ def _cpu_s(procs: list[WorkerProcess]) -> float | None:
 
 
 async def _wait_outputs(probe: kafka.Probe, cfg: Config, procs: list[WorkerProcess],
-                        expected: int, timeout_s: float, stable_at: list[float],
-                        workers: int, cpu: list[tuple[int, float | None]] | None = None) -> None:
-    """Wait for ``expected`` outputs; ``cpu`` gets (outputs, CPU seconds) at the first output
-    seen and at the end."""
+                        expected: int, timeout_s: float, run: Run, stable: bool,
+                        cpu: list[tuple[int, float | None]] | None = None) -> None:
+    """Wait until the output holds ``expected`` records, counting in ``run.rebalances`` each
+    time the group is seen leaving Stable (polled every quarter second); ``stable``: the group
+    was seen Stable already (else its first join, which is no rebalance, is not counted).
+    ``cpu`` gets (outputs, CPU seconds) at the first output seen and at the end."""
     deadline = time.monotonic() + timeout_s
-    last_check = 0.0
+    last_check, was_stable = 0.0, stable
     while time.monotonic() < deadline:
         _check_alive(procs, cfg)
-        if not stable_at and time.monotonic() - last_check > 0.25:
+        if time.monotonic() - last_check > 0.25:
             last_check = time.monotonic()
             try:
-                state, members, _ = await probe.group_state(cfg.group, cfg.topic_in)
-            except Exception:  # the group may not exist yet
-                state, members = "?", 0
-            if state == "Stable" and members == workers:
-                stable_at.append(time.time())
+                state, _, _ = await probe.group_state(cfg.group, cfg.topic_in)
+            except Exception:  # a failed poll says nothing about the group
+                state = None
+            if state is not None:
+                stable = state == "Stable"
+                run.rebalances += was_stable and not stable
+                was_stable = stable
         done = await probe.end_offsets(cfg.topic_out)
         if cpu is not None and done and (not cpu or done >= expected):
             cpu.append((done, _cpu_s(procs)))
@@ -218,20 +232,24 @@ async def catch_up(settings: Settings, pipeline: str, events: list[Encoded], *, 
     run = Run(pipeline, shape, entities, workers, len(events), events[0].samples)
     procs: list[WorkerProcess] = []
     try:
-        await kafka.preload(settings, names["in"], events, partitions)
+        loaded_at = 0.0
+        if workers == 1:
+            await kafka.preload(settings, names["in"], events, partitions)
         procs = _start(cfg, workers, profile, logs)
-        stable_at: list[float] = []
         cpu: list[tuple[int, float | None]] = []
         async with kafka.Probe(settings) as probe:
-            await _wait_outputs(probe, cfg, procs, len(events), timeout_s, stable_at, workers,
+            if workers > 1:
+                await probe.wait_group(names["group"], names["in"], workers)
+                await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
+                await kafka.preload(settings, names["in"], events, partitions)
+                loaded_at = time.time()
+            await _wait_outputs(probe, cfg, procs, len(events), timeout_s, run, workers > 1,
                                 cpu)
             stop_all(procs)
             await _drain_check(probe, cfg, run)
         back = await kafka.read_topic(settings, names["out"])
         t = np.sort(back.ts_ms) / 1000.0
-        after = t
-        if stable_at and workers > 1 and stable_at[0] < t[-1] - 0.5:
-            after = t[t >= stable_at[0]]  # count from the moment every member was in
+        after = t[t >= loaded_at]
         run.outputs, run.distinct = _output_counts(pipeline, back)
         run.seconds = float(after[-1] - after[0]) if len(after) > 1 else 0.0
         run.events_per_s = (len(after) - 1) / run.seconds if run.seconds > 0 else 0.0
@@ -282,7 +300,7 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
             await probe.wait_group(names["group"], names["in"], workers)
             await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
             run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate)
-            await _wait_outputs(probe, cfg, procs, len(events), 120.0, [], workers)
+            await _wait_outputs(probe, cfg, procs, len(events), 120.0, run, True)
             stop_all(procs)
             await _drain_check(probe, cfg, run)
         sent = await kafka.read_topic(settings, names["in"])

@@ -4,7 +4,8 @@ All read the same input topic (key = entity id) and write one output record per 
 output topic, so the harness measures them the same way:
 
 - ``bare`` (a): an aiokafka consumer feeding a producer — no parsing, no state, no model; the
-  practical limit of Kafka plus Python here (batched sends, a commit per fetched batch);
+  practical limit of Kafka plus Python here (batched sends, commits behind the sends, no
+  producer linger, short fetch waits);
 - ``naive`` (b): a faust agent that handles one event at a time as a textbook loop would:
   Redis GET, a batch-of-one model step (a chunk runs as one sequence), Redis SET, ``Topic.send``;
 - ``worker`` (c): ``seqstream worker`` itself, started as a user starts it (its faust app fed by
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LETTERS", "PIPELINES", "Config", "run"]
+__all__ = ["FETCH_WAIT_MS", "LETTERS", "PIPELINES", "Config", "run"]
 
 log = logging.getLogger("seqstream.bench.pipelines")
 LETTERS = {"bare": "a", "naive": "b", "worker": "c", "plain": "d"}
@@ -67,9 +68,19 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
+FETCH_WAIT_MS = 5
+"""How long the broker may hold a fetch that finds nothing new (aiokafka's default is 500 ms):
+a record appended meanwhile answers the fetch at once either way, but a short wait keeps the
+next fetch close behind each batch, so the bare pipe shows Kafka's own latency floor here."""
+
+
 async def _aiokafka_loop(settings: Any,
-                         handle: Callable[[Any, Sequence[Any]], Awaitable[None]]) -> None:
-    """Consume → ``handle(producer, records)`` → commit, batch after batch, until SIGTERM."""
+                         handle: Callable[[Any, Sequence[Any]], Awaitable[None]],
+                         commit_behind: bool = False) -> None:
+    """Consume → ``handle(producer, records)`` → commit, batch after batch, until SIGTERM;
+    configured for latency (no producer linger, :data:`FETCH_WAIT_MS`). ``commit_behind``: the
+    next fetch does not wait for the commit (one in flight, each covering every batch handled
+    before it; the last one awaited at the end), as a worker committing on a timer does not."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from stream.security import kafka_kwargs
@@ -77,18 +88,33 @@ async def _aiokafka_loop(settings: Any,
     stop = _stop_event()
     consumer = AIOKafkaConsumer(settings.topic_events, **kafka_kwargs(settings),
                                 group_id=settings.app_id, enable_auto_commit=False,
-                                auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
-    producer = AIOKafkaProducer(**kafka_kwargs(settings), acks="all", linger_ms=1,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20,
+                                fetch_max_wait_ms=FETCH_WAIT_MS)
+    producer = AIOKafkaProducer(**kafka_kwargs(settings), acks="all", linger_ms=0,
                                 max_batch_size=1 << 20)
     await producer.start()
     await consumer.start()
+    handled: dict[Any, int] = {}  # partition → next offset to read, every batch handled
+    commit: asyncio.Task | None = None
     try:
         while not stop.is_set():
             fetched = await consumer.getmany(timeout_ms=200, max_records=settings.batch_max)
             records = [r for recs in fetched.values() for r in recs]
-            if records:
-                await handle(producer, records)
+            if not records:
+                continue
+            await handle(producer, records)
+            if not commit_behind:
                 await consumer.commit()
+                continue
+            handled.update({tp: recs[-1].offset + 1 for tp, recs in fetched.items() if recs})
+            if commit is None or commit.done():
+                if commit is not None:
+                    commit.result()  # a failed commit stops the pipe, as an awaited one would
+                commit = asyncio.ensure_future(consumer.commit(dict(handled)))
+        if commit is not None:
+            await commit
+        if handled:
+            await consumer.commit(dict(handled))
     finally:
         await consumer.stop()
         await producer.stop()
@@ -107,7 +133,7 @@ async def run_bare(cfg: Config) -> None:
                                                                  for r in records])
         await asyncio.gather(*futures)
 
-    await _aiokafka_loop(settings, handle)
+    await _aiokafka_loop(settings, handle, commit_behind=True)
 
 
 async def run_plain(cfg: Config) -> None:
