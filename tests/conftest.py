@@ -12,6 +12,7 @@ that asks for it is marked ``shared`` and runs only where they are; CI requires 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,17 @@ def bundled_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tier-1 data in ``../shared/data``'s layout (``mitdb``, ``nab``, ``skab``): the
     bundled MIT-BIH records, the NAB series in tests/data/nab, generated SKAB-format files."""
     return link_bundled(tmp_path_factory.mktemp("bundled"))
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request, settings, tmp_path) -> Iterator[str]:
+    """The shared Redis, or a private 3-master Redis Cluster on loopback."""
+    if request.param == "redis":
+        yield settings.redis_url
+        return
+    from redis_private import start_cluster, stop
+
+    procs, ports = start_cluster(tmp_path / "cluster")
+    yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    for proc in procs:
+        stop(proc)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import numpy as np
 import orjson
@@ -27,7 +26,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from faust.types import TP
-from redis_private import start_cluster, stop
 from streamkit import (
     EventSet,
     assert_predictions_match,
@@ -74,17 +72,6 @@ def predictions(records: list[tuple[str, bytes | None, bytes]]) -> list[dict]:
     return [orjson.loads(value) for topic, _, value in records
             if topic.endswith(".predictions")]
 
-
-@pytest.fixture(params=["redis", "cluster"])
-def redis_url(request, settings, tmp_path) -> Iterator[str]:
-    """The shared Redis, or a private 3-master Redis Cluster on loopback."""
-    if request.param == "redis":
-        yield settings.redis_url
-        return
-    procs, ports = start_cluster(tmp_path / "cluster")
-    yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
-    for proc in procs:
-        stop(proc)
 
 
 def connect(url: str) -> aioredis.Redis | aioredis.RedisCluster:

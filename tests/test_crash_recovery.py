@@ -14,7 +14,6 @@ import asyncio
 import itertools
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,19 +65,6 @@ def kill_and_restart(worker: WorkerProcess, produced: EndOffsets, total: int,
     assert at_kill[-1] < total and all(b > a for a, b in itertools.pairwise(at_kill))
     return at_kill
 
-
-@pytest.fixture(params=["redis", "cluster"])
-def redis_url(request, settings, tmp_path) -> Iterator[str]:
-    """The shared Redis, or a private 3-master Redis Cluster on loopback."""
-    if request.param == "redis":
-        yield settings.redis_url
-        return
-    from redis_private import start_cluster, stop
-
-    procs, ports = start_cluster(tmp_path / "cluster")
-    yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
-    for proc in procs:
-        stop(proc)
 
 
 @pytest.mark.integration

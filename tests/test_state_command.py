@@ -9,13 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
-from redis_private import start_cluster, stop
 from streamkit import (
     REPO,
     EventSet,
@@ -158,17 +156,6 @@ async def commit_offsets(bootstrap: str, group: str, topic: str, offsets: dict[i
     finally:
         await consumer.stop()
 
-
-@pytest.fixture(params=["redis", "cluster"])
-def redis_url(request, settings, tmp_path) -> Iterator[str]:
-    """The shared Redis, or a private 3-master Redis Cluster on loopback."""
-    if request.param == "redis":
-        yield settings.redis_url
-        return
-    procs, ports = start_cluster(tmp_path / "cluster")
-    yield f"redis+cluster://127.0.0.1:{ports[0]}/0"
-    for proc in procs:
-        stop(proc)
 
 
 @pytest.mark.integration
