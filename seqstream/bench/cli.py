@@ -33,6 +33,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -201,10 +202,8 @@ def _render(doc: dict[str, Any]) -> str:
 
 async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any],
                plan: dict[str, Any], out: Path, command: str) -> dict[str, Any]:
-    from seqstream.bench.events import load_series, make_events
-    from seqstream.bench.measure import catch_up, steady
+    from seqstream.bench.events import load_series
     from seqstream.bench.model import make_artifact, step_times
-    from seqstream.bench.profile import summarize
     from seqstream.bench.report import ratios, targets
     from stream.artifact import load_artifact
 
@@ -232,37 +231,79 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
         "profile": None,
     }
     kw = {"model": model_dir, "partitions": partitions, "batch_max": batch_max, "logs": logs}
-
-    def count(shape: str, pipeline: str) -> int:
-        return max(10, int(size["events"][shape][pipeline] * args.scale))
-
     parallel = bool(size["parallel"])  # tiny: a smoke run, timings meaningless
     doc["parallel"] = parallel
-    jobs = []
+    await _catch_ups(settings, args, size, plan, series, out, kw, doc)
+    if args.beats > 0:
+        doc["beat_path"] = await _beat_path(settings, series, model_dir, tmp, base,
+                                            _count(size, args, "chunk", "worker"),
+                                            args.beats, kw)
+    await _latencies(settings, args, size, plan, series, kw, doc)
+    _say("state size and step time")
+    if plan["state"]:
+        from seqstream.bench.state_cost import state_cost
+
+        doc["state"] = await asyncio.to_thread(state_cost, net.state_size, net.n_features,
+                                               plan["state"], artifact.model_id,
+                                               settings.state_ttl_s)
+        from seqstream.bench.state_throughput import store_throughput
+
+        doc["state_store"] = await asyncio.to_thread(store_throughput, net.state_size,
+                                                     net.n_features, **size["store"])
+    _say("done")
+    doc["step"] = step_times(net, [tuple(s) for s in size["step"]])
+    doc["ratios"] = ratios(doc["catch_up"], base)
+    host["load_after"] = list(os.getloadavg())
+    doc["targets"] = targets(doc)
+    return doc
+
+
+def _count(size: dict[str, Any], args: argparse.Namespace, shape: str, pipeline: str) -> int:
+    """Events of one catch-up run: the size's count, scaled, at least 10."""
+    return max(10, int(size["events"][shape][pipeline] * args.scale))
+
+
+def _catch_up_runs(plan: dict[str, Any], base: int) -> Iterator[tuple[str, int, str, int]]:
+    """(shape, entities, pipeline, workers) of each catch-up run: more entities than ``base``
+    only for the pipelines in :data:`BIG_ENTITIES`, two workers only for those in
+    :data:`TWO_WORKERS` at ``base`` entities."""
     for shape in plan["shapes"]:
-        spe = SHAPES[shape]
         for entities in plan["entities"]:
             for pipeline in plan["pipelines"]:
                 if entities != base and pipeline not in BIG_ENTITIES:
                     continue
                 for workers in plan["workers"]:
-                    if workers > 1 and (pipeline not in TWO_WORKERS or entities != base):
-                        continue
-                    events = make_events(series, entities, spe, count(shape, pipeline))
-                    _say(f"catch-up {pipeline} {shape} {entities:,} entities "
-                         f"{workers} worker(s), {len(events):,} events")
-                    # a smoke run profiles (c)'s own run; a measurement profiles a run apart
-                    prof = (out / "worker.prof" if parallel and pipeline == "worker"
-                            and shape == plan["shapes"][0] and not args.no_profile else None)
-                    jobs.append(catch_up(settings, pipeline, events, shape=shape,
-                                         entities=entities, workers=workers, profile=prof,
-                                         **kw))
-                    if not parallel:
-                        doc["catch_up"].append((await jobs.pop()).as_dict())
+                    if workers <= 1 or (pipeline in TWO_WORKERS and entities == base):
+                        yield shape, entities, pipeline, workers
+
+
+async def _catch_ups(settings: Settings, args: argparse.Namespace, size: dict[str, Any],
+                     plan: dict[str, Any], series: Any, out: Path, kw: dict[str, Any],
+                     doc: dict[str, Any]) -> None:
+    """Every catch-up run of the plan into ``doc["catch_up"]`` (one at a time, or all at once
+    in a smoke run), and (c)'s profile into ``doc["profile"]``."""
+    from seqstream.bench.events import make_events
+    from seqstream.bench.measure import catch_up
+    from seqstream.bench.profile import summarize
+
+    base, parallel = doc["base_entities"], doc["parallel"]
+    jobs = []
+    for shape, entities, pipeline, workers in _catch_up_runs(plan, base):
+        events = make_events(series, entities, SHAPES[shape],
+                             _count(size, args, shape, pipeline))
+        _say(f"catch-up {pipeline} {shape} {entities:,} entities "
+             f"{workers} worker(s), {len(events):,} events")
+        # a smoke run profiles (c)'s own run; a measurement profiles a run apart
+        prof = (out / "worker.prof" if parallel and pipeline == "worker"
+                and shape == plan["shapes"][0] and not args.no_profile else None)
+        jobs.append(catch_up(settings, pipeline, events, shape=shape, entities=entities,
+                             workers=workers, profile=prof, **kw))
+        if not parallel:
+            doc["catch_up"].append((await jobs.pop()).as_dict())
     profile = out / "worker.prof"
     if not args.no_profile and not parallel and "worker" in plan["pipelines"]:
         shape = plan["shapes"][0]  # a measurement profiles (c) in a run apart
-        events = make_events(series, base, SHAPES[shape], count(shape, "worker"))
+        events = make_events(series, base, SHAPES[shape], _count(size, args, shape, "worker"))
         _say(f"profile of worker, {shape}")
         await catch_up(settings, "worker", events, shape=shape, entities=base, workers=1,
                        profile=profile, **kw)
@@ -272,11 +313,20 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
     if profile.exists() and not args.no_profile:
         shape = plan["shapes"][0]
         doc["profile"] = {"run": f"catch-up, {shape}, {base:,} entities, "
-                                 f"{count(shape, 'worker'):,} events", **summarize(profile)}
+                                 f"{_count(size, args, shape, 'worker'):,} events",
+                          **summarize(profile)}
     _say("catch-up done")
-    if args.beats > 0:
-        doc["beat_path"] = await _beat_path(settings, series, model_dir, tmp, base,
-                                            count("chunk", "worker"), args.beats, kw)
+
+
+async def _latencies(settings: Settings, args: argparse.Namespace, size: dict[str, Any],
+                     plan: dict[str, Any], series: Any, kw: dict[str, Any],
+                     doc: dict[str, Any]) -> None:
+    """The steady-load runs into ``doc["latency"]``, each at a fraction of (c)'s catch-up rate
+    (or of ``--max-rate``); a load over a pipeline's own catch-up rate is noted, not run."""
+    from seqstream.bench.events import make_events
+    from seqstream.bench.measure import steady
+
+    base, parallel = doc["base_entities"], doc["parallel"]
     rate_of = {(r["pipeline"], r["shape"]): r["events_per_s"] for r in doc["catch_up"]
                if r["entities"] == base and r["workers"] == 1}
     given = _max_rates(args.max_rate)
@@ -315,23 +365,6 @@ async def _run(settings: Settings, args: argparse.Namespace, size: dict[str, Any
         done = await asyncio.gather(*(j for j, _ in lat_jobs))
         doc["latency"] += [{**r.as_dict(), "reference": ref}
                            for r, (_, ref) in zip(done, lat_jobs, strict=True)]
-    _say("state size and step time")
-    if plan["state"]:
-        from seqstream.bench.state_cost import state_cost
-
-        doc["state"] = await asyncio.to_thread(state_cost, net.state_size, net.n_features,
-                                               plan["state"], artifact.model_id,
-                                               settings.state_ttl_s)
-        from seqstream.bench.state_throughput import store_throughput
-
-        doc["state_store"] = await asyncio.to_thread(store_throughput, net.state_size,
-                                                     net.n_features, **size["store"])
-    _say("done")
-    doc["step"] = step_times(net, [tuple(s) for s in size["step"]])
-    doc["ratios"] = ratios(doc["catch_up"], base)
-    host["load_after"] = list(os.getloadavg())
-    doc["targets"] = targets(doc)
-    return doc
 
 
 async def _beat_path(settings: Settings, series: list, model_dir: Path, tmp: Path,
