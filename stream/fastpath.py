@@ -65,8 +65,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -81,8 +82,10 @@ if TYPE_CHECKING:
     from faust.types import TP
 
 __all__ = ["EARLIEST", "BatchConsumer", "BatchSource", "BatchTransport", "InFlight", "RecordBatch",
-           "coalesces", "install", "run_batches"]
+           "Stages", "coalesces", "install", "run_batches"]
 
+
+W = TypeVar("W")
 
 EARLIEST = -2
 """A positioner's answer for "the earliest offset the topic still retains"."""
@@ -493,22 +496,128 @@ def install(app: faust.App, topic: faust.TopicT, max_batch: int = 1000,
     return source
 
 
-async def run_batches(source: BatchSource, handle: Callable[[Sequence[Any]], Awaitable[Any]],
-                      after: Callable[[RecordBatch], None] | None = None) -> None:
-    """Feed each batch's records to ``handle``, ack the batch when it returns, then ``after``.
+class Stages(Protocol[W]):
+    """A batch handler split in two (:class:`stream.pipeline.Pipeline` is one): ``compute`` may
+    run for a batch while earlier ones are in ``deliver``."""
 
-    ``handle`` must return only once the batch's outputs are acknowledged and its states saved;
-    if it raises, the batch stays unacked (replayed after a restart) and the error propagates.
-    A refused load or save (:class:`~stream.state.CheckpointMoved`) acks only the partitions that
-    were saved and seeks the source back (:meth:`BatchSource.rewind`) instead.
-    """
-    async for batch in source:
+    async def compute(self, records: Sequence[Any]) -> W | None:
+        """The batch's work (``None``: stale, drop the batch); may raise ``CheckpointMoved``."""
+
+    async def deliver(self, work: W) -> Any:
+        """Return only once ``work``'s outputs are acknowledged and its states saved."""
+
+    def abandon(self, work: W) -> None:
+        """``work`` will not be delivered (a refusal came before it)."""
+
+    def backlogged(self) -> bool:
+        """True while the next batch must wait for a delivery (its memory bound is reached)."""
+
+
+class _Deliveries(Generic[W]):
+    """The batches computed and not yet delivered, oldest first, and the task delivering them
+    strictly in order; a refused save drops the rest unacked and asks for a rewind."""
+
+    def __init__(self, source: BatchSource, stages: Stages[W],
+                 after: Callable[[RecordBatch], None] | None) -> None:
+        self.source, self.stages, self.after = source, stages, after
+        self.pending: deque[tuple[RecordBatch, W]] = deque()
+        self.rewind = False  # a save was refused: seek back before computing anything more
+        self.failure: BaseException | None = None
+        self._queued = asyncio.Event()
+        self._changed = asyncio.Event()
+
+    def add(self, batch: RecordBatch, work: W) -> None:
+        self.pending.append((batch, work))
+        self._queued.set()
+
+    def drop_all(self) -> None:
+        while self.pending:
+            batch, work = self.pending.popleft()
+            self.source.drop(batch)
+            self.stages.abandon(work)
+
+    async def until(self, ready: Callable[[], bool]) -> None:
+        """Wait for deliveries until ``ready()``; a delivery that failed raises here."""
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            if ready():
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def run(self) -> None:
+        pending, source = self.pending, self.source
         try:
-            await handle(batch.records)
-        except CheckpointMoved as ex:
-            source.done(batch, partitions=ex.saved)
-            await source.rewind()
-            continue
-        source.done(batch)
-        if after is not None:
-            after(batch)
+            while True:
+                if not pending:
+                    self._queued.clear()
+                    await self._queued.wait()
+                    continue
+                batch, work = pending[0]
+                try:
+                    await self.stages.deliver(work)
+                except CheckpointMoved as ex:
+                    pending.popleft()
+                    source.done(batch, partitions=ex.saved)
+                    self.drop_all()
+                    self.rewind = True
+                else:
+                    pending.popleft()
+                    source.done(batch)
+                    if self.after is not None:
+                        self.after(batch)
+                self._changed.set()
+        except Exception as ex:  # a bug: the computing side raises it
+            self.failure = ex
+            self._changed.set()
+
+
+async def run_batches(source: BatchSource, stages: Stages[Any],
+                      after: Callable[[RecordBatch], None] | None = None,
+                      inflight: int = 1) -> None:
+    """Compute each batch, deliver it on a second task, ack it once delivered, then ``after``.
+
+    At most ``inflight`` batches are computed and not yet delivered (1: each batch waits for the
+    one before), and fewer while ``stages.backlogged()``; deliveries run strictly in order. A
+    batch whose delivery raises stays unacked (replayed after a restart) and the error propagates
+    here. A refused load or save (:class:`~stream.state.CheckpointMoved`) acks only the
+    partitions that were saved, drops every later batch unacked, and seeks the source back
+    (:meth:`BatchSource.rewind`) once no delivery is in flight, before anything else is computed.
+    """
+    if inflight < 1:
+        raise ConfigError(f"run_batches: expected inflight >= 1, got {inflight}")
+    deliveries: _Deliveries[Any] = _Deliveries(source, stages, after)
+    pending = deliveries.pending
+    delivering = asyncio.ensure_future(deliveries.run())
+    batches = source.__aiter__()
+    try:
+        while True:
+            await deliveries.until(lambda: len(pending) < inflight
+                                   and not (pending and stages.backlogged()))
+            if deliveries.rewind:
+                deliveries.rewind = False
+                await source.rewind()
+                continue
+            batch = await batches.__anext__()
+            if deliveries.rewind:  # refused while we waited: from before the seek
+                source.drop(batch)
+                continue
+            try:
+                work = await stages.compute(batch.records)
+            except CheckpointMoved:
+                source.drop(batch)
+                await deliveries.until(lambda: not pending)
+                deliveries.rewind = False  # the same seek covers a refusal meanwhile
+                await source.rewind()
+                continue
+            if work is None or deliveries.rewind:
+                source.drop(batch)
+                if work is not None:
+                    stages.abandon(work)
+                continue
+            deliveries.add(batch, work)
+    finally:
+        delivering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivering

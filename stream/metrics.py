@@ -3,7 +3,7 @@ recorded here only: the engine stays a pure batch function, and the pipeline and
 one hook per thing that happened (the shape of faust's ``sensors/prometheus.py``):
 :meth:`Metrics.on_batch` (an engine outcome), :meth:`Metrics.on_delivered` (a batch acked and
 saved), :meth:`Metrics.on_rewind`, :meth:`Metrics.on_state_lost`, :meth:`Metrics.on_assigned`,
-:meth:`Metrics.on_lag` and :meth:`Metrics.set_model`.
+:meth:`Metrics.on_lag`, :meth:`Metrics.on_state_cache` and :meth:`Metrics.set_model`.
 
 Names follow client_python conventions (``*_seconds``, ``*_total``; counters are declared without
 the suffix, which client_python appends). Labels come from small fixed sets only — a reason from
@@ -132,6 +132,20 @@ class Metrics:
         self.consumer_lag = Gauge("seqstream_consumer_lag",
                                   "messages behind the end of the events topic, by partition",
                                   ["partition"], registry=r)
+        self.state_cache_entities = Gauge(
+            "seqstream_state_cache_entities", "entity states held in the worker's memory "
+            "(SEQSTREAM_STATE_CACHE bounds them; pinned ones, whose save is in flight, may go "
+            "over by one batch)", registry=r)
+        self.state_cache_hits = Counter("seqstream_state_cache_hits",
+                                        "entity states taken from the worker's memory, not Redis",
+                                        registry=r)
+        self.state_cache_misses = Counter("seqstream_state_cache_misses",
+                                          "entity states not in the worker's memory, loaded from "
+                                          "Redis", registry=r)
+        self.state_cache_evictions = Counter("seqstream_state_cache_evictions",
+                                             "saved entity states dropped from the worker's "
+                                             "memory to stay within SEQSTREAM_STATE_CACHE",
+                                             registry=r)
         self.model_info = Gauge("seqstream_model_info", "the served model (value is always 1)",
                                 ["model_id", "cell", "version"], registry=r)
         for reason in REASONS:
@@ -192,6 +206,17 @@ class Metrics:
             self.redis_save.observe(save_s)
         self.batch_size.observe(messages)
         self.batch.observe(seconds)
+
+    def on_state_cache(self, hits: int, misses: int, evictions: int, entries: int) -> None:
+        """The state cache after a batch's lookup or save: states found in it or not, states
+        evicted, and how many it holds now."""
+        if hits:
+            self.state_cache_hits.inc(hits)
+        if misses:
+            self.state_cache_misses.inc(misses)
+        if evictions:
+            self.state_cache_evictions.inc(evictions)
+        self.state_cache_entities.set(entries)
 
     def on_rewind(self, partitions: int) -> None:
         """Partitions sought back to their Redis checkpoint after a refused load or save."""

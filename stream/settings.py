@@ -184,6 +184,15 @@ class Settings:
         None, _optional_path, "model artifact directory", "worker")
     batch_max: int = _setting(1000, _int(1, 1_000_000), "most events taken per micro-batch",
                               "worker")
+    inflight: int = _setting(
+        2, _int(1, 64), "micro-batches computed and not yet delivered (Kafka acks, Redis save): "
+        "the next batch is computed while up to this many are delivered, in order (1 = each "
+        "waits for the one before)", "worker")
+    state_cache: int = _setting(
+        200_000, _int(0, 100_000_000), "entity states of owned partitions kept in the worker's "
+        "memory (least recently used saved ones dropped beyond; a batch waits while states "
+        "whose save is in flight alone fill it; 0 = none kept, each batch waits for the previous "
+        "one's save)", "worker")
     state_ttl_s: int = _setting(7 * 24 * 3600, _int(0), "idle expiry of entity state, seconds "
                                 "(0 = never)", "worker")
     state_loss: str = _setting(

@@ -3,9 +3,12 @@
 The events topic is claimed by :mod:`stream.fastpath`: Faust's own consumer (its group,
 assignor, rebalance listener and commit loop) hands each fetch to an app task as ONE batch of raw
 records instead of one Event per message, which costs about three loop turns and four tasks per
-event in Faust's stream path (the README's Benchmarks). The task runs the batch through
-:meth:`stream.pipeline.Pipeline.process` (predictions acknowledged by Kafka, then states saved in
-Redis) and only then marks the batch's offsets acked in Faust's structures; Faust's consumer
+event in Faust's stream path (the README's Benchmarks). The task computes each batch
+(:meth:`stream.pipeline.Pipeline.compute`, from the states of the batch before, kept in memory)
+while up to ``SEQSTREAM_INFLIGHT`` earlier ones are delivered in order on a second task
+(:meth:`~stream.pipeline.Pipeline.deliver`: predictions acknowledged by Kafka, then states saved
+in Redis), and marks a batch's offsets acked in Faust's structures only once it is delivered
+(:func:`stream.fastpath.run_batches`); Faust's consumer
 commits them on its timer (``broker_commit_interval``) and before giving partitions away in a
 rebalance, which waits for in-flight batches (``stream_wait_empty``). A batch interrupted anywhere
 is never acked, never committed, and is consumed again after a restart, where the watermarks skip
@@ -134,7 +137,8 @@ def build_pipeline(settings: Settings, engine: Engine, redis_client: Any,
     store = RedisStateStore(redis_client, namespace(settings.app_id, engine.model_id),
                             settings.state_ttl_s)
     return Pipeline(engine, store, batch_send(producer), output_topics(settings), metrics,
-                    send_errors=(KafkaError, asyncio.TimeoutError, *send_errors))
+                    send_errors=(KafkaError, asyncio.TimeoutError, *send_errors),
+                    state_cache=settings.state_cache)
 
 
 def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
@@ -167,8 +171,9 @@ def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
     async def batches() -> None:
         quiet_loggers()
         try:
-            await fastpath.run_batches(source, pipeline.process,
-                                       after=lambda batch: _record_lag(app, batch, metrics))
+            await fastpath.run_batches(source, pipeline,
+                                       after=lambda batch: _record_lag(app, batch, metrics),
+                                       inflight=settings.inflight)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug: stop like a crash, with nothing of this batch acked
@@ -176,6 +181,14 @@ def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
                          "is consumed again after a restart", exc_info=True)
             logging.shutdown()
             os._exit(70)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        # sent after faust drained the in-flight batches: nothing pinned is lost, and the
+        # states of partitions this worker may no longer own go now, not at the next assignment
+        pipeline.cache.clear()
+        if metrics is not None:
+            metrics.state_cache_entities.set(0)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -197,7 +210,12 @@ async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int
     A checkpoint behind the one this pipeline last wrote is a rewind like a refused save, logged
     and counted the same: a seek after one partition's refusal re-reads every partition, and
     another partition rolled back by the same Redis loss is found here first, before a batch of
-    its own is refused."""
+    its own is refused.
+
+    The pipeline's state cache is cleared first: after the seek, Redis is the source of every
+    state (no batch is in flight here: faust drains them before an assignment, and a rewind
+    waits for them)."""
+    pipeline.cache.clear()
     store: StateStore = pipeline.store
     by_partition = {tp.partition: tp for tp in committed}
     stored = await pipeline._until_done("Redis checkpoint read", store.checkpoints,

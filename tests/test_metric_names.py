@@ -19,6 +19,8 @@ EXPECTED = {
     "seqstream_batch_seconds": {"le"}, "seqstream_redis_load_seconds": {"le"},
     "seqstream_redis_save_seconds": {"le"}, "seqstream_model_step_seconds": {"le"},
     "seqstream_batch_size": {"le"}, "seqstream_active_entities": set(),
+    "seqstream_state_cache_entities": set(), "seqstream_state_cache_hits_total": set(),
+    "seqstream_state_cache_misses_total": set(), "seqstream_state_cache_evictions_total": set(),
     "seqstream_consumer_lag": {"partition"},
     "seqstream_model_info": {"model_id", "cell", "version"},
 }
