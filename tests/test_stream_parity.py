@@ -1,6 +1,8 @@
 """Through the real worker, Kafka and Redis: for several entities the streamed forecasts equal one
 offline ``model.forward`` over the same sequence to 1e-5, the anomalies topic carries exactly the
-flagged samples, and the worker's /metrics endpoint counts what happened."""
+flagged samples, and the worker's /metrics endpoint counts what happened; with each batch waiting
+for the one before (``SEQSTREAM_INFLIGHT=1``) and with up to 3 batches computed ahead of their
+delivery."""
 
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from streamkit import (
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_streamed_forecasts_equal_offline_forward(tmp_path, bundled_data, settings, unique):
+@pytest.mark.parametrize("inflight", [1, 3])
+def test_streamed_forecasts_equal_offline_forward(tmp_path, bundled_data, settings, unique,
+                                                  inflight):
     events = EventSet(bundled_data, entities=6, per_entity=150, t0=time.time() - 5.0,
                       chunk_every=3, chunk_len=5)
     sample = np.concatenate(list(events.values.values()))
@@ -44,7 +48,8 @@ def test_streamed_forecasts_equal_offline_forward(tmp_path, bundled_data, settin
     port = free_port()
     worker = WorkerProcess(art, unique, tmp_path, bootstrap=settings.kafka_bootstrap,
                            redis_url=settings.redis_url, partitions=3, warmup_steps=20,
-                           extra_env={"SEQSTREAM_METRICS_PORT": str(port)})
+                           extra_env={"SEQSTREAM_METRICS_PORT": str(port),
+                                      "SEQSTREAM_INFLIGHT": str(inflight)})
     worker.start()
     try:
         worker.wait_ready()
