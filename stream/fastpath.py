@@ -518,8 +518,10 @@ class _Deliveries(Generic[W]):
     strictly in order; a refused save drops the rest unacked and asks for a rewind."""
 
     def __init__(self, source: BatchSource, stages: Stages[W],
-                 after: Callable[[RecordBatch], None] | None) -> None:
+                 after: Callable[[RecordBatch], None] | None,
+                 on_failure: Callable[[], Any]) -> None:
         self.source, self.stages, self.after = source, stages, after
+        self.on_failure = on_failure  # wakes the computing side wherever it waits
         self.pending: deque[tuple[RecordBatch, W]] = deque()
         self.rewind = False  # a save was refused: seek back before computing anything more
         self.failure: BaseException | None = None
@@ -571,6 +573,7 @@ class _Deliveries(Generic[W]):
         except Exception as ex:  # a bug: the computing side raises it
             self.failure = ex
             self._changed.set()
+            self.on_failure()
 
 
 async def run_batches(source: BatchSource, stages: Stages[Any],
@@ -587,7 +590,9 @@ async def run_batches(source: BatchSource, stages: Stages[Any],
     """
     if inflight < 1:
         raise ConfigError(f"run_batches: expected inflight >= 1, got {inflight}")
-    deliveries: _Deliveries[Any] = _Deliveries(source, stages, after)
+    main = asyncio.current_task()
+    assert main is not None
+    deliveries: _Deliveries[Any] = _Deliveries(source, stages, after, main.cancel)
     pending = deliveries.pending
     delivering = asyncio.ensure_future(deliveries.run())
     batches = source.__aiter__()
@@ -617,6 +622,10 @@ async def run_batches(source: BatchSource, stages: Stages[Any],
                     stages.abandon(work)
                 continue
             deliveries.add(batch, work)
+    except asyncio.CancelledError:
+        if deliveries.failure is not None:  # cancelled by the failed delivery, not a shutdown
+            raise deliveries.failure from None
+        raise
     finally:
         delivering.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -279,3 +279,23 @@ def test_a_refused_save_drops_the_batches_computed_after_it_and_replays_from_the
     assert got[:third] == events[:third] and got[third:] == events[first:]
     assert store._data.keys() == want_store._data.keys()
     assert all(store._data[k][0] == want_store._data[k][0] for k in store._data)
+
+
+def test_a_failed_delivery_stops_the_loop_with_its_error_and_acks_nothing(tmp_path, bundled_data):
+    """A bug in a delivery surfaces even while the computing side waits for the next fetch."""
+    artifact, msgs, _ = _setup(tmp_path, bundled_data)
+
+    async def broken(records: list) -> None:
+        raise ValueError("broken producer")
+
+    pipeline = Pipeline(Engine(artifact, warmup_steps=0), MemoryStateStore(), broken, TOPICS)
+    app = _fake_app()
+    source = BatchSource(app, "events", depth=2)
+
+    async def go() -> None:
+        source.queue.put_nowait(_record_batch(source, msgs[:10]))  # then nothing more comes
+        await asyncio.wait_for(run_batches(source, pipeline, inflight=2), 30)
+
+    with pytest.raises(ValueError, match="broken producer"):
+        asyncio.run(go())
+    assert not app.consumer._acked and len(app.consumer._unacked_messages) == 1
