@@ -113,9 +113,10 @@ class InFlight:
 
 
 class RecordBatch:
-    """Records of one fetch, in partition order; ``offsets`` per partition for the acks."""
+    """Records of one fetch, in partition order; ``offsets`` per partition for the acks;
+    ``fetched`` when it was made (``time.perf_counter``), for the queue wait it then has."""
 
-    __slots__ = ("epoch", "generation", "marker", "offsets", "records")
+    __slots__ = ("epoch", "fetched", "generation", "marker", "offsets", "records")
 
     def __init__(self, records: list[Any], offsets: dict[TP, list[int]], generation: int,
                  epoch: int = 0) -> None:
@@ -124,6 +125,7 @@ class RecordBatch:
         self.generation = generation
         self.epoch = epoch
         self.marker = InFlight(len(records))
+        self.fetched = time.perf_counter()
 
     @property
     def size(self) -> int:
@@ -494,8 +496,11 @@ def install(app: faust.App, topic: faust.TopicT, max_batch: int = 1000,
 
 
 async def run_batches(source: BatchSource, handle: Callable[[Sequence[Any]], Awaitable[Any]],
-                      after: Callable[[RecordBatch], None] | None = None) -> None:
-    """Feed each batch's records to ``handle``, ack the batch when it returns, then ``after``.
+                      after: Callable[[RecordBatch], None] | None = None,
+                      waited: Callable[[float], None] | None = None) -> None:
+    """Feed each batch's records to ``handle``, ack the batch when it returns, then ``after``;
+    ``waited`` gets the seconds each batch spent between its fetch and ``handle`` (for a batch
+    that absorbed later fetches, since the first: its oldest record's wait).
 
     ``handle`` must return only once the batch's outputs are acknowledged and its states saved;
     if it raises, the batch stays unacked (replayed after a restart) and the error propagates.
@@ -503,6 +508,8 @@ async def run_batches(source: BatchSource, handle: Callable[[Sequence[Any]], Awa
     were saved and seeks the source back (:meth:`BatchSource.rewind`) instead.
     """
     async for batch in source:
+        if waited is not None:
+            waited(time.perf_counter() - batch.fetched)
         try:
             await handle(batch.records)
         except CheckpointMoved as ex:

@@ -91,7 +91,7 @@ class Pipeline:
         part_of = {e: sources[idx[-1]][0] for e, idx in batch.groups.items()}
         checkpoints = self._checkpoints(messages)
         expected = {p: want for p, (want, _) in checkpoints.items() if want != UNCHECKED}
-        t = time.perf_counter()
+        t = self._stage("prepare", began)
         try:
             blobs = await self._until_done(
                 "Redis load",
@@ -101,7 +101,9 @@ class Pipeline:
             self._moved(ex)
             raise
         load_s = time.perf_counter() - t
+        t = self._stage("state_load", t)
         outcome = self.engine.apply(batch, blobs)
+        t = self._stage("model", t)
         if self.metrics is not None:
             self.metrics.on_batch(batch, outcome)
         topics = self.topics
@@ -112,6 +114,7 @@ class Pipeline:
         records += [(topics.deadletter, k, v) for k, v in outcome.deadletters]
         if records:
             await self._until_done("Kafka produce", self.send, records, errors=self.send_errors)
+            self._stage("produce_ack", t)
         acked_at = time.time()
         t = time.perf_counter()
         if outcome.states or checkpoints:
@@ -126,12 +129,21 @@ class Pipeline:
                 raise
             for p, (_, write) in checkpoints.items():
                 self.positions[p] = write
+            self._stage("state_save", t)
         save_s = time.perf_counter() - t
         if self.metrics is not None:
             self.metrics.on_delivered(len(messages), time.perf_counter() - began, acked_at,
                                       outcome.last_ts, load_s if ids else None,
                                       save_s if outcome.states else None)
         return outcome
+
+    def _stage(self, stage: str, since: float) -> float:
+        """Record ``stage`` as having run from ``since`` until now; returns now, where the next
+        stage starts (one clock read per stage boundary)."""
+        now = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.on_stage(stage, now - since)
+        return now
 
     def _moved(self, ex: CheckpointMoved) -> None:
         """A refused load or save: one line per partition, counted; expect what is stored."""

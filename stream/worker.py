@@ -42,6 +42,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stream import fastpath, seam
@@ -167,8 +168,9 @@ def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
     async def batches() -> None:
         quiet_loggers()
         try:
-            await fastpath.run_batches(source, pipeline.process,
-                                       after=lambda batch: _record_lag(app, batch, metrics))
+            await fastpath.run_batches(
+                source, pipeline.process, after=lambda batch: _record_lag(app, batch, metrics),
+                waited=None if metrics is None else partial(metrics.on_stage, "queue_wait"))
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug: stop like a crash, with nothing of this batch acked
