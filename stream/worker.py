@@ -270,6 +270,8 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
 
     quiet_loggers()
     seam.check()  # the private faust/aiokafka names the fast path uses: one line if one is gone
+    # a card the engine cannot flag with fails in one line now, not after Redis and Kafka answered
+    threshold = artifact.flag_threshold
     metrics = Metrics()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -300,10 +302,10 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
                              f"{ex.strerror or ex}") from ex
     app = assemble(settings, artifact, redis_client, metrics).app
     seam.check_instance(app.consumer)
-    log.info("seqstream worker: model %s (%s, %d features, horizon %d), topics %s, Redis state "
-             "%s:*, checks took %.1f s", artifact.model_id[:16], cell, artifact.n_features,
-             artifact.model.horizon, counts, namespace(settings.app_id, artifact.model_id),
-             time.perf_counter() - began)
+    log.info("seqstream worker: model %s (%s, %d features, horizon %d, flags at score >= %g), "
+             "topics %s, Redis state %s:*, checks took %.1f s", artifact.model_id[:16], cell,
+             artifact.n_features, artifact.model.horizon, threshold, counts,
+             namespace(settings.app_id, artifact.model_id), time.perf_counter() - began)
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False)
     quiet_loggers()
