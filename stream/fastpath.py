@@ -116,9 +116,10 @@ class InFlight:
 
 
 class RecordBatch:
-    """Records of one fetch, in partition order; ``offsets`` per partition for the acks."""
+    """Records of one fetch, in partition order; ``offsets`` per partition for the acks;
+    ``fetched`` when it was made (``time.perf_counter``), for the queue wait it then has."""
 
-    __slots__ = ("epoch", "generation", "marker", "offsets", "records")
+    __slots__ = ("epoch", "fetched", "generation", "marker", "offsets", "records")
 
     def __init__(self, records: list[Any], offsets: dict[TP, list[int]], generation: int,
                  epoch: int = 0) -> None:
@@ -127,6 +128,7 @@ class RecordBatch:
         self.generation = generation
         self.epoch = epoch
         self.marker = InFlight(len(records))
+        self.fetched = time.perf_counter()
 
     @property
     def size(self) -> int:
@@ -578,8 +580,11 @@ class _Deliveries(Generic[W]):
 
 async def run_batches(source: BatchSource, stages: Stages[Any],
                       after: Callable[[RecordBatch], None] | None = None,
+                      waited: Callable[[float], None] | None = None,
                       inflight: int = 1) -> None:
-    """Compute each batch, deliver it on a second task, ack it once delivered, then ``after``.
+    """Compute each batch, deliver it on a second task, ack it once delivered, then ``after``;
+    ``waited`` gets the seconds each batch spent between its fetch and its compute (for a batch
+    that absorbed later fetches, since the first: its oldest record's wait).
 
     At most ``inflight`` batches are computed and not yet delivered (1: each batch waits for the
     one before), and fewer while ``stages.backlogged()``; deliveries run strictly in order. A
@@ -608,6 +613,8 @@ async def run_batches(source: BatchSource, stages: Stages[Any],
             if deliveries.rewind:  # refused while we waited: from before the seek
                 source.drop(batch)
                 continue
+            if waited is not None:
+                waited(time.perf_counter() - batch.fetched)
             try:
                 work = await stages.compute(batch.records)
             except CheckpointMoved:

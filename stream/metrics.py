@@ -2,14 +2,15 @@
 recorded here only: the engine stays a pure batch function, and the pipeline and the worker call
 one hook per thing that happened (the shape of faust's ``sensors/prometheus.py``):
 :meth:`Metrics.on_batch` (an engine outcome), :meth:`Metrics.on_delivered` (a batch acked and
-saved), :meth:`Metrics.on_rewind`, :meth:`Metrics.on_state_lost`, :meth:`Metrics.on_assigned`,
-:meth:`Metrics.on_lag`, :meth:`Metrics.on_state_cache` and :meth:`Metrics.set_model`.
+saved), :meth:`Metrics.on_stage` (one stage of a batch done), :meth:`Metrics.on_rewind`,
+:meth:`Metrics.on_state_lost`, :meth:`Metrics.on_assigned`, :meth:`Metrics.on_lag`,
+:meth:`Metrics.on_state_cache` and :meth:`Metrics.set_model`.
 
 Names follow client_python conventions (``*_seconds``, ``*_total``; counters are declared without
 the suffix, which client_python appends). Labels come from small fixed sets only — a reason from
 :data:`stream.records.REASONS`, ``duplicate``/``late``, :data:`RESET_REASONS`, a
-partition number, the model's id, an AAMI beat class — and never an entity id, whose cardinality
-is unbounded.
+partition number, the model's id, an AAMI beat class, a batch stage of :data:`STAGES` — and
+never an entity id, whose cardinality is unbounded.
 Every labelled child is created at start-up so dashboards see zeros instead of missing series.
 
 Latency buckets are millisecond-scale: an event should become a prediction within tens of
@@ -47,6 +48,8 @@ __all__ = [
     "LATENCY_BUCKETS",
     "RESET_REASONS",
     "SKIP_REASONS",
+    "STAGES",
+    "STAGE_BUCKETS",
     "STEP_BUCKETS",
     "CollectorRegistry",
     "Metrics",
@@ -65,6 +68,13 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    10.0, 30.0, 60.0)
 STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                 0.5, 1.0, 2.5, 5.0)
+# A batch's stages, in order: waiting in the fast path's queue (fetched → taken by the pipeline),
+# parsing and validation, the Redis load, the engine's apply (states decoded, the network call,
+# scores and records encoded), the produce until Kafka acked every record, the Redis save. Their
+# sum, less the queue wait, is about seqstream_batch_seconds; which one grows says where a
+# latency comes from.
+STAGES = ("queue_wait", "prepare", "state_load", "model", "produce_ack", "state_save")
+STAGE_BUCKETS = (*STEP_BUCKETS, 10.0)  # 0.1 ms to 10 s: a quick Redis round trip to a stall
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
@@ -124,6 +134,10 @@ class Metrics:
         self.model_step = Histogram("seqstream_model_step_seconds",
                                     "the one no-grad network call of a batch",
                                     buckets=STEP_BUCKETS, registry=r)
+        self.stage = Histogram("seqstream_stage_seconds",
+                               "one batch's time in each stage: " + ", ".join(STAGES),
+                               ["stage"], buckets=STAGE_BUCKETS, registry=r)
+        self._stages = {s: self.stage.labels(stage=s) for s in STAGES}
         self.batch_size = Histogram("seqstream_batch_size", "events per micro-batch",
                                     buckets=BATCH_SIZE_BUCKETS, registry=r)
         self.active_entities = Gauge("seqstream_active_entities",
@@ -217,6 +231,11 @@ class Metrics:
         if evictions:
             self.state_cache_evictions.inc(evictions)
         self.state_cache_entities.set(entries)
+
+    def on_stage(self, stage: str, seconds: float) -> None:
+        """One batch spent ``seconds`` in ``stage``, one of :data:`STAGES` (any other name is a
+        KeyError: the label set stays fixed)."""
+        self._stages[stage].observe(seconds)
 
     def on_rewind(self, partitions: int) -> None:
         """Partitions sought back to their Redis checkpoint after a refused load or save."""

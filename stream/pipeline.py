@@ -143,6 +143,7 @@ class Pipeline:
         sources = batch.sources
         part_of = {e: sources[idx[-1]][0] for e, idx in batch.groups.items()}
         checkpoints = self._checkpoints(messages)
+        t = self._stage("prepare", began)
         cache = self.cache
         generation = cache.generation
         keys = [(part_of[e], e) for e in ids]
@@ -153,7 +154,7 @@ class Pipeline:
         if misses:
             expected = {p: want for p, (want, _) in checkpoints.items()
                         if want != UNCHECKED and not self._in_flight.get(p)}
-            t = time.perf_counter()
+            t_load = time.perf_counter()
             try:
                 got = await self._until_done(
                     "Redis load", lambda i: self.store.load_checked(
@@ -162,14 +163,16 @@ class Pipeline:
             except CheckpointMoved as ex:
                 self._moved(ex)
                 raise
-            load_s = time.perf_counter() - t
+            load_s = time.perf_counter() - t_load
             if cache.generation != generation:
                 return None
             for m, blob in zip(misses, got, strict=True):
                 blobs[m] = blob
                 if blob is not None:
                     loaded[keys[m]] = blob
+        t = self._stage("state_load", t)
         outcome = self.engine.apply(batch, blobs)
+        self._stage("model", t)
         self._seq += 1
         evicted = cache.put(loaded)
         evicted += cache.put({(part_of[e], e): s for e, s in outcome.states.items()}, self._seq)
@@ -186,6 +189,7 @@ class Pipeline:
     async def deliver(self, work: Computed) -> Outcome:
         """Produce ``work``'s records and await their acks, then save its states and
         checkpoints; returns only once both are done (the caller then acks the offsets)."""
+        t = time.perf_counter()
         outcome, checkpoints = work.outcome, work.checkpoints
         topics = self.topics
         records: list[tuple[str, bytes | None, bytes]] = [
@@ -195,6 +199,7 @@ class Pipeline:
         records += [(topics.deadletter, k, v) for k, v in outcome.deadletters]
         if records:
             await self._until_done("Kafka produce", self.send, records, errors=self.send_errors)
+            self._stage("produce_ack", t)
         acked_at = time.time()
         t = time.perf_counter()
         if outcome.states or checkpoints:
@@ -210,6 +215,7 @@ class Pipeline:
                 raise
             for p, (_, write) in checkpoints.items():
                 self.positions[p] = write
+            self._stage("state_save", t)
         save_s = time.perf_counter() - t
         self._settle(work)
         evicted = self.cache.saved(work.seq)
@@ -239,6 +245,14 @@ class Pipeline:
             else:
                 in_flight.pop(p, None)
                 self.planned.pop(p, None)
+
+    def _stage(self, stage: str, since: float) -> float:
+        """Record ``stage`` as having run from ``since`` until now; returns now, where the next
+        stage starts (one clock read per stage boundary)."""
+        now = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.on_stage(stage, now - since)
+        return now
 
     def _moved(self, ex: CheckpointMoved) -> None:
         """A refused load or save: one line per partition, counted; expect what is stored. The

@@ -45,6 +45,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stream import fastpath, seam
@@ -171,9 +172,10 @@ def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
     async def batches() -> None:
         quiet_loggers()
         try:
-            await fastpath.run_batches(source, pipeline,
-                                       after=lambda batch: _record_lag(app, batch, metrics),
-                                       inflight=settings.inflight)
+            await fastpath.run_batches(
+                source, pipeline, after=lambda batch: _record_lag(app, batch, metrics),
+                waited=None if metrics is None else partial(metrics.on_stage, "queue_wait"),
+                inflight=settings.inflight)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug: stop like a crash, with nothing of this batch acked
@@ -286,6 +288,8 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
 
     quiet_loggers()
     seam.check()  # the private faust/aiokafka names the fast path uses: one line if one is gone
+    # a card the engine cannot flag with fails in one line now, not after Redis and Kafka answered
+    threshold = artifact.flag_threshold
     metrics = Metrics()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -316,10 +320,10 @@ def run_worker(settings: Settings, artifact: Artifact) -> int:
                              f"{ex.strerror or ex}") from ex
     app = assemble(settings, artifact, redis_client, metrics).app
     seam.check_instance(app.consumer)
-    log.info("seqstream worker: model %s (%s, %d features, horizon %d), topics %s, Redis state "
-             "%s:*, checks took %.1f s", artifact.model_id[:16], cell, artifact.n_features,
-             artifact.model.horizon, counts, namespace(settings.app_id, artifact.model_id),
-             time.perf_counter() - began)
+    log.info("seqstream worker: model %s (%s, %d features, horizon %d, flags at score >= %g), "
+             "topics %s, Redis state %s:*, checks took %.1f s", artifact.model_id[:16], cell,
+             artifact.n_features, artifact.model.horizon, threshold, counts,
+             namespace(settings.app_id, artifact.model_id), time.perf_counter() - began)
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False)
     quiet_loggers()

@@ -62,14 +62,15 @@ def ecg(data: Path, record: str, start: int, n: int) -> np.ndarray:
 
 
 def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layers: int = 1,
-                  horizon: int = 3, seed: int = 0, threshold: float = 4.0,
+                  horizon: int = 3, seed: int = 0, threshold: float | None = 4.0,
                   sample: np.ndarray | None = None, n_features: int = 2,
                   residual_scale: Sequence[float] | None = None,
                   entity_scale: dict | None = None, beats: BeatStage | None = None,
                   sensor: dict | None = None, period_s: float = 1 / 360) -> Path:
     """A randomly initialised Forecaster saved as an artifact; scaler from ``sample`` if given;
     ``entity_scale`` becomes the card's ``score.entity_scale`` section, ``sensor`` its
-    ``score.sensor``; ``beats`` a beat stage on feature 0 (MLII in most MIT-BIH records)."""
+    ``score.sensor``; ``threshold`` None leaves the card none; ``beats`` a beat stage on
+    feature 0 (MLII in most MIT-BIH records)."""
     torch.manual_seed(seed)
     model = Forecaster(cell, n_features=n_features, hidden_size=hidden, num_layers=layers,
                        horizon=horizon).eval()
@@ -85,7 +86,7 @@ def make_artifact(directory: Path, *, cell: str = "gru", hidden: int = 16, layer
                   "residual_scale": list(residual_scale or [0.5] * n_features),
                   **({"entity_scale": entity_scale} if entity_scale else {}),
                   **({"sensor": sensor} if sensor else {})},
-        "threshold": {"value": threshold},
+        "threshold": {} if threshold is None else {"value": threshold},
         "data": {"source": "random initialisation for tests"},
         "metrics": {},
         "version": "test",

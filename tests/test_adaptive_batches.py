@@ -1,7 +1,7 @@
 """Batches that adapt to the lag (stream.fastpath.coalesces): the rule as pure logic, the waiting
 batch growing in faust's own structures (one in-flight marker, every offset acked once), and the
 real worker, fed in small paced pieces so that fetches arrive while it is busy, still matching
-one offline forward over each entity's sequence."""
+one offline forward over each entity's sequence, each batch timed through every stage."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from streamkit import (
 )
 
 from stream.fastpath import BatchSource, RecordBatch, _coalesce, coalesces
+from stream.metrics import STAGES
 
 T0, T1 = TP("events", 0), TP("events", 1)
 
@@ -135,6 +136,9 @@ def test_worker_fed_in_paced_pieces_matches_offline(tmp_path, bundled_data, sett
     assert f"seqstream_batch_size_sum {float(len(records))}" in text  # each event in one batch
     [count] = [ln for ln in text.splitlines() if ln.startswith("seqstream_batch_size_count ")]
     print(f"{len(records)} events sent in {len(pieces)} pieces: {count}")
+    batches = count.split()[1]
+    for stage in STAGES:  # each batch taken from the queue went through every stage once
+        assert f'seqstream_stage_seconds_count{{stage="{stage}"}} {batches}' in text, stage
     predictions = got[names["predictions"]]
     assert len(predictions) == len(records)
     per_entity: dict[str, list[tuple[float, list]]] = defaultdict(list)

@@ -1,6 +1,7 @@
 """``seqstream bench --size tiny`` runs every pipeline end to end on the real local stack: each one
 gets every event and produces one output per event, its consumer group commits to the end of the
-input (drained), and the JSON and markdown reports come out. Timings are never asserted.
+input (drained), and the JSON and markdown reports come out, with the worker's time per batch
+stage under steady load read from its /metrics. Timings are never asserted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import seqstream.bench.events
 import seqstream.bench.measure
 import seqstream.bench.profile
 import seqstream.bench.report
+import seqstream.bench.stages
+from stream.metrics import STAGES
 from tests.conftest import REPO
 
 PIPELINES = {"bare", "naive", "worker", "plain"}
@@ -46,6 +49,13 @@ def test_bench_tiny_drains_every_pipeline(tmp_path):
     for r in doc["latency"]:
         assert r["drained"] and r["distinct"] == r["events"], r
         assert set(r["latency_ms"]) == {"p50", "p95", "p99"}
+        if r["pipeline"] == "worker":  # its stage histograms, over this run's batches only
+            assert list(r["stages"]) == list(STAGES), r
+            batches = {v["batches"] for v in r["stages"].values()}
+            assert len(batches) == 1 and 0 < batches.pop() <= r["events"], r["stages"]
+            for stage, v in r["stages"].items():
+                assert 0 <= v["p50_ms"] <= v["p99_ms"] <= 10_000, (stage, v)
+                assert v["mean_ms"] >= 0, (stage, v)
 
     [state] = doc["state"]
     assert state["entities"] == 1000
@@ -65,10 +75,13 @@ def test_bench_tiny_drains_every_pipeline(tmp_path):
     report = (out / "latest.md").read_text()
     assert "| (c) seqstream worker | single | 50 | 1 | 400 |" in report
     assert "Smoke run" in report
+    assert "**Time per batch stage under the same steady load**" in report
+    assert "| (c) seqstream worker | single | 50% | state_save |" in report
 
 
 @pytest.mark.parametrize("module", [seqstream.bench.events, seqstream.bench.measure,
-                                    seqstream.bench.profile, seqstream.bench.report])
+                                    seqstream.bench.profile, seqstream.bench.report,
+                                    seqstream.bench.stages])
 def test_bench_doctests(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0

@@ -27,7 +27,7 @@ COUNTERS = ("seqstream_events_total", "seqstream_samples_total", "seqstream_pred
             "seqstream_abnormal_beats_total")
 HISTOGRAMS = ("seqstream_latency_seconds", "seqstream_batch_seconds",
               "seqstream_redis_load_seconds", "seqstream_redis_save_seconds",
-              "seqstream_model_step_seconds", "seqstream_batch_size")
+              "seqstream_model_step_seconds", "seqstream_stage_seconds", "seqstream_batch_size")
 GAUGES = ("seqstream_active_entities", "seqstream_consumer_lag", "seqstream_model_info")
 EXPORTED = frozenset((*COUNTERS, *GAUGES, "up",
                       *(h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count"))))
@@ -145,6 +145,41 @@ def test_alert_rules_fire_as_their_unit_tests_expect() -> None:
                                              "seqstream.test.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_stage_panel_gives_each_stage_its_own_quantiles(tmp_path: Path) -> None:
+    """Prometheus evaluates the stage panel's queries (promtool's unit tests) on series where
+    each stage's batches all took a time inside one bucket of its own: one series per stage,
+    at the quantile's linear interpolation inside that bucket, as histogram_quantile does."""
+    from stream.metrics import STAGE_BUCKETS, STAGES
+
+    exprs = [e for _, e in dashboard_exprs() if "seqstream_stage_seconds" in e]
+    assert exprs, "no panel plots seqstream_stage_seconds"
+    series, bucket_of = [], {}
+    for i, stage in enumerate(STAGES):  # stage i: every batch in the bucket (b[i], b[i + 1]]
+        lo, hi = STAGE_BUCKETS[i], STAGE_BUCKETS[i + 1]
+        bucket_of[stage] = (lo, hi)
+        for le in (*STAGE_BUCKETS, "+Inf"):
+            n = 0 if le != "+Inf" and le < hi else 10
+            series.append({"series": f'seqstream_stage_seconds_bucket{{stage="{stage}", '
+                                     f'le="{le}"}}', "values": f"0+{n}x20"})
+    tests = []
+    for expr in exprs:
+        q = float(re.match(r"histogram_quantile\(([0-9.]+),", expr).group(1))
+        # promtool compares exactly: in whole nanoseconds, float rounding cannot differ
+        tests.append({"expr": f"round(1e9 * {expr})", "eval_time": "15m",
+                      "exp_samples": [{"labels": f'{{stage="{stage}"}}',
+                                       "value": round(1e9 * (lo + (hi - lo) * q))}
+                                      for stage, (lo, hi) in bucket_of.items()]})
+    assert {t["expr"].split(",")[0] for t in tests} >= {"round(1e9 * histogram_quantile(0.5",
+                                                         "round(1e9 * histogram_quantile(0.99"}
+    (tmp_path / "none.yml").write_text("groups: []\n")
+    path = tmp_path / "stages.test.yml"
+    path.write_text(yaml.safe_dump({
+        "rule_files": ["none.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}]}))
+    result = _promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_grafana_provisioning_matches_the_dashboards() -> None:

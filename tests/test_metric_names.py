@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from stream.metrics import LATENCY_BUCKETS, Metrics, observe_many
+from stream.metrics import LATENCY_BUCKETS, STAGE_BUCKETS, STAGES, Metrics, observe_many
 
 EXPECTED = {
     "seqstream_events_total": set(), "seqstream_samples_total": set(),
@@ -18,6 +18,7 @@ EXPECTED = {
     "seqstream_latency_seconds": {"le"},
     "seqstream_batch_seconds": {"le"}, "seqstream_redis_load_seconds": {"le"},
     "seqstream_redis_save_seconds": {"le"}, "seqstream_model_step_seconds": {"le"},
+    "seqstream_stage_seconds": {"le", "stage"},
     "seqstream_batch_size": {"le"}, "seqstream_active_entities": set(),
     "seqstream_state_cache_entities": set(), "seqstream_state_cache_hits_total": set(),
     "seqstream_state_cache_misses_total": set(), "seqstream_state_cache_evictions_total": set(),
@@ -46,6 +47,9 @@ def test_names_and_labels_are_the_documented_ones():
     # every reason is present from the start, at zero
     assert 'seqstream_deadletters_total{reason="non_finite"} 0.0' in text
     assert 'seqstream_skipped_total{reason="late"} 0.0' in text
+    for stage in STAGES:  # and every stage of a batch
+        assert f'seqstream_stage_seconds_count{{stage="{stage}"}} 0.0' in text
+    assert STAGE_BUCKETS[0] <= 0.0001 and STAGE_BUCKETS[-1] >= 10.0  # 0.1 ms to 10 s
     assert min(LATENCY_BUCKETS) <= 0.001
 
 

@@ -1,5 +1,6 @@
-"""A missing or corrupt artifact (or no --model) stops ``seqstream worker`` with one clear line
-and exit status 1 before it touches Kafka: no topic is created, no consumer group joins."""
+"""A missing or corrupt artifact (or no --model, or a card with nothing to flag against) stops
+``seqstream worker`` with one clear line and exit status 1 before it touches Kafka: no topic is
+created, no consumer group joins."""
 
 from __future__ import annotations
 
@@ -54,10 +55,11 @@ def truncate_weights(directory):
     ("card", "card.json does not match weights.safetensors"),
     ("weights", "card.json does not match weights.safetensors"),
     ("no-model", "--model: expected an artifact directory"),
+    ("no-threshold", "card threshold: expected {'value': number}"),
 ])
 def test_a_bad_artifact_stops_start_up_with_one_line_before_consuming(tmp_path, settings, unique,
                                                                       damage, says):
-    directory = make_artifact(tmp_path / "art")
+    directory = make_artifact(tmp_path / "art", threshold=None if damage == "no-threshold" else 4.0)
     if damage == "missing":
         directory = tmp_path / "nowhere"
     elif damage == "card":

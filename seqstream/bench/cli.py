@@ -11,7 +11,8 @@ What one run does, in order:
 3. a profile of (c) on the first shape (cProfile, main thread; :mod:`seqstream.bench.profile`);
 4. steady-load latency of each pipeline at fractions of (c)'s catch-up rate
    (:func:`seqstream.bench.measure.steady`), skipping a pipeline where the offered rate exceeds 90
-   % of its own catch-up rate (the queue would only grow);
+   % of its own catch-up rate (the queue would only grow); for (c), its time per batch stage
+   over each of these runs, from its /metrics (:mod:`seqstream.bench.stages`);
 5. Redis bytes per entity (:mod:`seqstream.bench.state_cost`) and model step time vs batch size.
 
 With ``--beats N``, after the catch-up runs, (c) runs on chunks N times each without and with a

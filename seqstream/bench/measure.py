@@ -25,7 +25,9 @@ event, per-entity order kept by the partition), so::
 
     latency_i = output append time - input create time        [ms, one clock, the broker's ms]
 
-and p50/p95/p99 are taken over every event after the first second (warm-up).
+and p50/p95/p99 are taken over every event after the first second (warm-up). For (c), the
+harness also scrapes the worker's /metrics before the first event and after the last
+prediction: its time per batch stage over the run (:mod:`seqstream.bench.stages`).
 
 After each run the harness checks the pipeline drained: its group's committed offsets reach the
 end of the input topic, and every event has an output (extra outputs are replays, counted).
@@ -84,6 +86,7 @@ class Run:
     profile: str | None = None
     rebalances: int = 0
     cpu_us_per_sample: float | None = None  # the pipeline processes' CPU, first → last output
+    stages: dict[str, dict[str, float | None]] = field(default_factory=dict)  # (c), steady load
 
     @property
     def drained(self) -> bool:
@@ -286,9 +289,15 @@ def _percentiles(ms: np.ndarray) -> dict[str, float]:
 async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate: float, *,
                  shape: str, entities: int, workers: int, model: Path, partitions: int,
                  batch_max: int, logs: Path, load: float, warmup_s: float = 1.0) -> Run:
-    """Send ``events`` at ``rate``/s to ``workers`` ready processes; latency per event."""
+    """Send ``events`` at ``rate``/s to ``workers`` ready processes; latency per event, and
+    (c)'s stage times (one worker's /metrics)."""
+    from seqstream.bench import stages
+
     names = _names(f"lat-{pipeline}-{shape}-{entities}-{workers}")
     cfg = _config(pipeline, names, settings, model, partitions, batch_max)
+    port = _free_port() if pipeline == "worker" and workers == 1 else None
+    if port is not None:
+        cfg.env["SEQSTREAM_METRICS_PORT"] = str(port)
     await kafka.create_topics(settings, [names["in"]],
                               [names["out"], names["anomalies"], names["deadletter"],
                                names["beats"]], partitions)
@@ -299,8 +308,11 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
         async with kafka.Probe(settings) as probe:
             await probe.wait_group(names["group"], names["in"], workers)
             await asyncio.sleep(1.0)  # let the members finish their first (empty) fetch
+            before = await stages.scrape(port) if port is not None else {}
             run.offered_per_s = await kafka.paced_send(settings, names["in"], events, rate)
             await _wait_outputs(probe, cfg, procs, len(events), 120.0, run, True)
+            if port is not None:
+                run.stages = stages.summary(before, await stages.settled(port))
             stop_all(procs)
             await _drain_check(probe, cfg, run)
         sent = await kafka.read_topic(settings, names["in"])
@@ -313,6 +325,15 @@ async def steady(settings: Settings, pipeline: str, events: list[Encoded], rate:
     finally:
         stop_all(procs)
         await _clean_up(settings, names)
+
+
+def _free_port() -> int:
+    """A loopback port free now, for a worker's /metrics."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _latencies(sent: kafka.Readback, back: kafka.Readback, warmup_s: float) -> dict[str, float]:

@@ -127,6 +127,20 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _stage_table(latency: list[dict]) -> list[str]:
+    """Where (c)'s batches spent their time in each steady-load run (its /metrics)."""
+    rows = [[NAMES.get(r["pipeline"], r["pipeline"]), r["shape"], f"{r['load']:.0%}", stage,
+             _fmt(v["batches"]), *(_fmt(v[k], 2) for k in ("mean_ms", "p50_ms", "p99_ms"))]
+            for r in latency for stage, v in (r.get("stages") or {}).items()]
+    if not rows:
+        return []
+    return ["**Time per batch stage under the same steady load** (the worker's "
+            "`seqstream_stage_seconds`, scraped before the first event and after the last "
+            "prediction; ms; p50 and p99 interpolated inside 1-2.5-5 buckets, as Grafana's "
+            "panel does):", "", *_table(["pipeline", "shape", "load", "stage", "batches",
+                                         "mean", "p50", "p99"], rows)]
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """The human-readable report of one run."""
     host = doc["host"]
@@ -180,6 +194,7 @@ def markdown(doc: dict[str, Any]) -> str:
                    if r["latency_ms"] else (r.get("note", "–"), "", ""))]
                 for r in doc["latency"]]
         out += _table(["pipeline", "shape", "load", "events/s", "p50", "p95", "p99"], rows)
+        out += _stage_table(doc["latency"])
     if doc.get("state"):
         out += ["**State in Redis** (worker's values and TTL, private redis-server):", ""]
         out += _table(["entities", "value bytes", "raw state bytes", "used_memory / entity",
