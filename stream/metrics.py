@@ -69,10 +69,12 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 STEP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                 0.5, 1.0, 2.5, 5.0)
 # A batch's stages, in order: waiting in the fast path's queue (fetched → taken by the pipeline),
-# parsing and validation, the Redis load, the engine's apply (states decoded, the network call,
-# scores and records encoded), the produce until Kafka acked every record, the Redis save. Their
-# sum, less the queue wait, is about seqstream_batch_seconds; which one grows says where a
-# latency comes from.
+# parsing and validation, the states (from the worker's memory, the rest from Redis), the engine's
+# apply (states decoded, the network call, scores and records encoded), the produce until Kafka
+# acked every record, the Redis save. Their sum, less the queue wait, is about
+# seqstream_batch_seconds, which also holds, when batches overlap (SEQSTREAM_INFLIGHT > 1), a
+# computed batch's wait for the delivery of the one before; which one grows says where a latency
+# comes from.
 STAGES = ("queue_wait", "prepare", "state_load", "model", "produce_ack", "state_save")
 STAGE_BUCKETS = (*STEP_BUCKETS, 10.0)  # 0.1 ms to 10 s: a quick Redis round trip to a stall
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
