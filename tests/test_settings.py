@@ -23,14 +23,18 @@ def test_defaults_are_the_documented_real_defaults():
 
 def test_env_vars_are_parsed_to_their_types():
     s = Settings.from_env({"SEQSTREAM_PARTITIONS": "12", "SEQSTREAM_MAX_GAP_S": "2.5",
-                           "SEQSTREAM_MODEL": "~/m", "SEQSTREAM_REDIS_URL": "rediss://h:1/0"})
+                           "SEQSTREAM_MODEL": "~/m", "SEQSTREAM_REDIS_URL": "rediss://h:1/0",
+                           "SEQSTREAM_INFLIGHT": "3", "SEQSTREAM_STATE_CACHE": "0"})
     assert s.partitions == 12 and s.max_gap_s == 2.5
+    assert s.inflight == 3 and s.state_cache == 0
     assert s.model == Path("~/m").expanduser() and s.redis_url == "rediss://h:1/0"
 
 
 @pytest.mark.parametrize(("var", "raw", "expected"), [
     ("SEQSTREAM_PARTITIONS", "0", "an integer in [1, 10000]"),
     ("SEQSTREAM_BATCH_MAX", "ten", "an integer in [1, 1000000]"),
+    ("SEQSTREAM_INFLIGHT", "0", "an integer in [1, 64]"),
+    ("SEQSTREAM_STATE_CACHE", "-1", "an integer in [0, 100000000]"),
     ("SEQSTREAM_MAX_GAP_S", "nan", "a number >= 0.0"),
     ("SEQSTREAM_KAFKA_BOOTSTRAP", "localhost", "host:port"),
     ("SEQSTREAM_REDIS_URL", "http://x", "a redis://, rediss://, unix:// URL, or redis+cluster://"),
