@@ -629,6 +629,10 @@ async def run_batches(source: BatchSource, stages: Stages[Any],
                     stages.abandon(work)
                 continue
             deliveries.add(batch, work)
+            # let the delivery hand its records to the producer and the producer's sender put
+            # them on the wire before the next compute holds the loop (two loop turns)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
     except asyncio.CancelledError:
         if deliveries.failure is not None:  # cancelled by the failed delivery, not a shutdown
             raise deliveries.failure from None

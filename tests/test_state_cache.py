@@ -112,7 +112,7 @@ def _record_batch(source: BatchSource, records: list[RawMessage]) -> RecordBatch
 
 
 class SlowSink(Sink):
-    """A producer whose acks take a moment, noting how many batches were in flight."""
+    """A producer whose acks take a moment, noting how many batches were in flight by then."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -121,9 +121,9 @@ class SlowSink(Sink):
 
     async def __call__(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
         assert self.pipeline is not None
+        await asyncio.sleep(0.001)  # meanwhile the next batches may be computed
         in_flight = self.pipeline._in_flight
         self.most_in_flight = max(self.most_in_flight, *in_flight.values(), 0)
-        await asyncio.sleep(0.001)
         await super().__call__(records)
 
 
