@@ -29,18 +29,20 @@ negative log-likelihood of each sample under them over several horizons:
    of them, stands out of the averaged noise.
 3. **Reference** (samples ``L+1 .. warmup``): still no flag; each horizon's largest average
    ``R_h`` here is kept (each MEWMA statistic's likewise). From then on, with ``u_h = e_h /
-   R_h``, ``score = min(max_h u_h, margin · u_1)`` (``u_1``: the larger of the shortest
-   horizons' ratios with ``mean_shift``) and the flag is ``score > margin`` (4/3: SKAB's
+   R_h``, ``score = min(max_h u_h, margin · u_1)`` and the flag is ``score > margin`` (4/3: SKAB's
    Conv-AE baseline sets its control limit the same way, a high quantile of normal residuals
    times 4/3): any horizon beyond its normal range by the margin raises it, and the shortest
    one back inside its range (``u_1 <= 1``) ends it at once rather than when the longest
-   average has decayed. Each entity so gets its own threshold from
-   its own normal start; nothing is tuned on labelled data.
+   average has decayed (with ``mean_shift``, ``u_1`` is the larger of that ratio and
+   ``2 v_1' P v_H / v_H' P v_H``: a small shift lifts the shortest average of z without taking
+   it out of its normal range, so its flag holds while that average is still at least halfway
+   to the longest one). Each entity so gets its own threshold from its own normal start;
+   nothing is tuned on labelled data.
 4. **Adapting**: after each sample not flagged, the level and scale follow it slowly
    (``m += b (x - m)``, ``s² += b ((x - m)² - s²)``, ``b = 1 - 2^(-1/adapt)``); a flagged
    sample leaves them, so a fault is not learnt as normal (or, with
-   ``flagged_adapt_half_life``, is learnt that much slower: a drift that once crossed the
-   limit cannot hold the flag for ever).
+   ``flagged_adapt_half_life``, is learnt at that slower half-life: a drift that once crossed
+   the limit cannot hold the flag for ever).
 
 All of it is a fixed-size float64 vector per entity (:data:`layout`), stepped for a batch of
 entities at once; streaming an entity event by event and replaying it offline run the same
@@ -268,14 +270,14 @@ class SensorScore:
         ref[reference] = np.maximum(ref[reference], acc[reference])
         live = on & (n > wu)
         u = acc[live] / np.maximum(ref[live], 1e-12)
-        # the shortest horizon of each kind back inside its normal range (u <= 1) ends a flag
-        # at once, instead of when the longest average has decayed; folded into the score so
-        # that the flag is exactly ``score > margin``
+        # the shortest horizon back inside its normal range (u_1 <= 1) ends a flag at once,
+        # instead of when the longest average has decayed; folded into the score so that the
+        # flag is exactly ``score > margin``
         shortest = u[:, 0]
         if self.mean_shift:
-            # a small shift lifts the shortest MEWMA's average, not above its normal range:
-            # the flag holds while the shortest average of z is still at least halfway to the
-            # longest one (``2 v_1' P v_H / v_H' P v_H > 1``), the shift still there
+            # a small shift lifts the shortest average of z, not out of its normal range: the
+            # flag holds while it is still at least halfway to the longest one
+            # (``2 v_1' P v_H / v_H' P v_H > 1``), the shift still there
             avg = means[live].reshape(-1, h, f)
             pl = avg[:, -1] if precision is None else np.einsum(
                 "mfg,mg->mf", matrix[live].reshape(-1, f, f), avg[:, -1])

@@ -56,8 +56,11 @@ def test_skab_folder_end_to_end(tmp_path, shared_data, capsys) -> None:
     model = tmp_path / "net"
     assert main(["train", "--config", "skab", "--output", str(model), "--data-path", str(data),
                  "--data-entities", "anomaly-free/anomaly-free.csv", "--data-split",
-                 "0.7,0.15,0.15", "--calibration-sensor-warmup", "400", *TINY]) == 0
+                 "0.7,0.15,0.15", "--calibration-sensor-warmup", "400",
+                 "--calibration-sensor-mean-shift", "true", "--calibration-sensor-shrinkage",
+                 "0.25", *TINY]) == 0
     art = load_artifact(model)
+    assert art.sensor is not None and art.sensor.mean_shift and art.sensor.shrinkage == 0.25
     out = tmp_path / "out"
     assert main(["evaluate", "--test-data", str(data), "--model", str(model), "--out",
                  str(out)]) == 0
