@@ -25,6 +25,7 @@ from seqstream.evaluation.nab_score import (
 from seqstream.evaluation.skab_score import changepoint_score, outlier_counts
 from stream.artifact import load_artifact
 from stream.offline import replay
+from stream.sensor_score import SensorScore
 from training.sources import SKAB_FEATURES
 
 SKAB_FILES = ("valve1/3.csv", "other/12.csv")
@@ -127,3 +128,27 @@ def test_nab_folder_end_to_end(tmp_path, shared_data, capsys) -> None:
     for profile in PROFILES:
         assert report["metrics"][profile.name] == pytest.approx(normalised(per[profile.name]))
     assert np.isfinite(report["metrics"]["standard"])
+
+
+def test_sensor_score_options_reach_the_benchmark(tmp_path, shared_data, capsys) -> None:
+    # --sensor-score: the NAB onsets are those of the score with these options, which the
+    # report names; unknown options are refused
+    name = NAB_FILES[0]
+    data = tmp_path / "nab"
+    _copy(shared_data / "nab", data, [name])
+    windows = json.loads((shared_data / "nab" / "labels" / "combined_windows.json").read_text())
+    (data / "labels").mkdir()
+    (data / "labels" / "combined_windows.json").write_text(json.dumps({name: windows[name]}))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--test-data", str(data), "--out", str(out), "--sensor-score",
+                 '{"mean_shift": true, "flagged_adapt_half_life": 60}']) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "MEWMA on" in report["detector"] and "(flagged: 60)" in report["detector"]
+    src = pd.read_csv(data / "data" / name)
+    cfg = SensorScore(warmup=probation_rows(len(src)), mean_shift=True,
+                      flagged_adapt_half_life=60.0)
+    want = cfg.run(src[["value"]].to_numpy(np.float64)).onsets
+    assert np.array_equal(_csv(out, name)["anomaly"].to_numpy() == 1, want)
+    assert main(["evaluate", "--test-data", str(data), "--out", str(out), "--sensor-score",
+                 '{"bogus": 1}']) != 0
+    assert "--sensor-score: expected SensorScore's fields" in capsys.readouterr().err
