@@ -81,6 +81,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="--test-data in SKAB's or NAB's layout without a score.sensor card: "
                           "options of the sensor score (stream.sensor_score), e.g. "
                           "'{\"mean_shift\": true, \"shrinkage\": 0.25}'")
+    det.add_argument("--pseudo-experiments", action="store_true",
+                     help="--test-data in SKAB's layout: instead of the benchmark, the share of "
+                          "rows the sensor score flags in 1150-row pseudo-experiments cut from "
+                          "its anomaly-free run (every flag there is false)")
     det.add_argument("--baselines", type=_names,
                      default=["persistence_z", "rolling_z", "hst", "pad"],
                      help="comma list of baselines (persistence_z, rolling_z, hst, pad); "
@@ -376,6 +380,14 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as ex:
         raise ConfigError(f"--sensor-score: expected SensorScore's fields, got "
                           f"{args.sensor_score} ({ex})") from ex
+    if args.pseudo_experiments:
+        from seqstream.evaluation.benchmark import pseudo_experiments
+
+        got = pseudo_experiments(args.test_data, score)
+        print(f"SKAB anomaly-free run, {got['pieces']} pseudo-experiments: "
+              f"{got['flagged_pct']:.2f} % of the rows after the warm-up flagged (at most "
+              f"{got['max_pct']:.1f} % in one)")
+        return 0
     results = run_benchmark(args.test_data, args.out, args.entities or None, args.model, score)
     m = results["metrics"]
     if results["kind"] == "skab":

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from seqstream.cli import main
+from seqstream.evaluation.benchmark import pseudo_experiments
 from seqstream.evaluation.nab_score import (
     PROFILES,
     normalised,
@@ -152,3 +153,20 @@ def test_sensor_score_options_reach_the_benchmark(tmp_path, shared_data, capsys)
     assert main(["evaluate", "--test-data", str(data), "--out", str(out), "--sensor-score",
                  '{"bogus": 1}']) != 0
     assert "--sensor-score: expected SensorScore's fields" in capsys.readouterr().err
+
+
+def test_pseudo_experiments_count_the_flags_of_the_anomaly_free_run(tmp_path) -> None:
+    # 4600 rows: pieces at 0, 575, ..., 3450 (7); white noise flags little; noise 3 times
+    # as strong from row 2700 on is flagged in the two pieces whose warm-ups end before it
+    rng = np.random.default_rng(0)
+    features = [f for f, _ in SKAB_FEATURES]
+    values = rng.normal(size=(4600, len(features)))
+    (tmp_path / "data" / "anomaly-free").mkdir(parents=True)
+    frame = pd.DataFrame(values, columns=features)
+    frame.insert(0, "datetime", pd.date_range("2020-01-01", periods=len(frame), freq="s"))
+    frame.to_csv(tmp_path / "data" / "anomaly-free" / "anomaly-free.csv", sep=";", index=False)
+    quiet = pseudo_experiments(tmp_path)
+    assert quiet["pieces"] == 7 and quiet["flagged_pct"] < 2.0
+    frame.loc[2700:, features] *= 3.0
+    frame.to_csv(tmp_path / "data" / "anomaly-free" / "anomaly-free.csv", sep=";", index=False)
+    assert pseudo_experiments(tmp_path)["flagged_pct"] > 10 * quiet["flagged_pct"] + 5

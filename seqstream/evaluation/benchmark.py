@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from stream.sensor_score import SensorScore
 
 __all__ = ["BenchSeries", "Benchmark", "layout_of", "load_benchmark", "network_residuals",
-           "run_benchmark", "series_file_name"]
+           "pseudo_experiments", "run_benchmark", "series_file_name"]
 
 SKAB_REFERENCE_ROWS = 400
 SKAB_LABELS = ("anomaly", "changepoint")
@@ -263,6 +263,29 @@ def network_residuals(artifact: Artifact, series: list[BenchSeries], scale_input
         spread = np.maximum(head.std(axis=0, ddof=1), 1e-9) if scale_input else std
         inputs.append((s.values[s.warmup // 2:] - level) / spread * std + mean)
     return [r.residuals[1:] for r in replay_many(artifact, inputs, entity_scale=False)]
+
+
+PSEUDO_ROWS = 1150  # about one SKAB experiment
+
+
+def pseudo_experiments(root: str | Path, score: SensorScore | None = None) -> dict[str, Any]:
+    """The share of rows the score flags after the warm-up in SKAB's anomaly-free run, cut into
+    ``PSEUDO_ROWS``-row pseudo-experiments every ``PSEUDO_ROWS // 2`` rows, each a fresh
+    entity: every flag there is false, the one figure a choice may look at (the scored files'
+    labels stay unseen)."""
+    from stream.sensor_score import SensorScore
+    from training.sources import SKAB_FEATURES
+
+    path = Path(root).expanduser() / "data" / "anomaly-free" / "anomaly-free.csv"
+    if not path.is_file():
+        raise ConfigError(f"--pseudo-experiments: expected SKAB's {path}")
+    values = pd.read_csv(path, sep=";")[[f for f, _ in SKAB_FEATURES]].to_numpy(np.float64)
+    score = score or SensorScore(warmup=SKAB_REFERENCE_ROWS)
+    step = PSEUDO_ROWS // 2
+    pieces = [values[s:s + PSEUDO_ROWS] for s in range(0, len(values) - PSEUDO_ROWS + 1, step)]
+    shares = [float(r.flags[score.warmup:].mean()) for r in score.run_many(pieces)]
+    return {"pieces": len(pieces), "flagged_pct": 100 * float(np.mean(shares)),
+            "max_pct": 100 * max(shares)}
 
 
 def run_benchmark(root: str | Path, out: str | Path, entities: list[str] | None = None,
