@@ -71,17 +71,24 @@ LEVEL_COUNT = 8
 THRESHOLD = 0.3125
 SEARCHBACK_LEVEL = 0.5
 NONE = -1
+NEVER = np.iinfo(np.int64).max
 # the state fields the decisions read and write (the rest belongs to the filters)
-DECISION_FIELDS = ("pend", "pend_h", "pend_r", "pend_s", "sb", "sb_h", "sb_r", "sb_due",
-                   "last", "last_s", "qn", "nn", "rr_n", "rr", "qh", "nh")
+DECISION_SCALARS = ("pend", "pend_h", "pend_r", "pend_s", "sb", "sb_h", "sb_r", "sb_due",
+                    "last", "last_s", "qn", "nn", "rr_n")
+DECISION_FIELDS = (*DECISION_SCALARS, "rr", "qh", "nh")
 
 
 class QRSDetector:
     """Causal QRS detector for many entities sampled at ``fs`` Hz (one state row each)."""
 
-    #: fewest rows with events left for which the decisions still run as one masked round
-    #: (fewer are finished one row at a time; the same beats either way)
+    #: the decisions run as masked rounds over the rows with events left while there are at
+    #: least ``vector_rows`` of them and ``vector_depth`` times the most candidates any of
+    #: them has left (the rounds still to come); the rest run one row at a time, the same
+    #: beats either way. A round's fixed cost is that of a few tens of events run row by row,
+    #: so rounds pay for many rows with few events each (short chunks), not for a few rows
+    #: with many (long chunks, a whole record); the bounds were set on ``bench.qrs`` runs
     vector_rows = 16
+    vector_depth = 1.0
 
     def __init__(self, fs: float) -> None:
         if not (math.isfinite(fs) and fs >= 50.0):
@@ -211,10 +218,9 @@ class QRSDetector:
         crel, cs = self._locate(eb, ci, cp - n0[ci] + r)
         st["n"] = n0 + t
         end = n0 + t - 1  # last global index received
-        never = np.iinfo(np.int64).max
-        pend_due = np.where(st["pend"] >= 0, st["pend"] + self._refr + 1, never)
+        pend_due = np.where(st["pend"] >= 0, st["pend"] + self._refr + 1, NEVER)
         sb_fire = np.where(st["sb_due"] >= 0, np.maximum(st["sb_due"] + 1, np.where(
-            st["pend"] >= 0, pend_due, 0)), never)
+            st["pend"] >= 0, pend_due, 0)), NEVER)
         busy = (pend_due <= end) | (sb_fire <= end)
         busy[ci] = True
         rows = np.flatnonzero(busy)
@@ -222,14 +228,8 @@ class QRSDetector:
             return [np.empty(0, np.int64)] * k
         starts = np.searchsorted(ci, np.arange(k + 1))
         cand = _Candidates(cp, ch, cp - (self._w + 2 + self._group) + crel, cs)
-        cols = {f: st[f][rows] for f in DECISION_FIELDS}
-        beats = self._decide(cols, end[rows], starts[rows], starts[rows + 1], cand)
-        for f, v in cols.items():
-            st[f][rows] = v
-        found = [np.empty(0, np.int64)] * k
-        for j, row in enumerate(rows.tolist()):
-            found[row] = beats[j]
-        return found
+        fields = {f: st[f] for f in DECISION_FIELDS}  # views: decisions write into st
+        return self._decide(fields, rows, end, starts[:-1], starts[1:], cand)
 
     def _learn_levels(self, st: np.ndarray, m: np.ndarray, n0: np.ndarray) -> None:
         """Running max and sequential sum of ``m`` over the first LEARN_S; levels at its end."""
@@ -257,30 +257,31 @@ class QRSDetector:
         slope = np.abs(np.diff(win, axis=1)).max(axis=1)
         return rel, slope
 
-    def _decide(self, s: dict[str, np.ndarray], end: np.ndarray, nxt: np.ndarray,
-                stop: np.ndarray, cand: _Candidates) -> list[np.ndarray]:
-        """Run each row's events up to sample ``end[j]`` in time order (its candidates are
-        ``cand[nxt[j]:stop[j]]``); ``s`` holds the rows' decision fields, updated in place.
+    def _decide(self, s: dict[str, np.ndarray], act: np.ndarray, end: np.ndarray,
+                nxt: np.ndarray, stop: np.ndarray, cand: _Candidates) -> list[np.ndarray]:
+        """Run rows ``act``'s events up to sample ``end[j]`` in time order (row ``j``'s
+        candidates are ``cand[nxt[j]:stop[j]]``); ``s`` holds every row's decision fields,
+        updated in place. Returns the beats of every row.
 
         Rounds: every row still having an event before its end takes its next one, all rows
         at once with masks. While few rows remain (one long chunk has thousands of events,
         each round's fixed cost would then dominate), they are finished one by one in Python.
         """
-        nxt = nxt.copy()
-        act = np.arange(len(end))
         beat_j: list[np.ndarray] = []
         beat_r: list[np.ndarray] = []
-        never = np.iinfo(np.int64).max
-        cp = np.append(cand.p, never - 1)  # a sentinel: a row with no candidate left reads it
+        nxt = nxt.copy()
+        cp = np.append(cand.p, NEVER - 1)  # a sentinel: a row with no candidate left reads it
         while len(act) >= self.vector_rows:
+            i, left = nxt[act], stop[act]
+            if len(act) < self.vector_depth * (left - i).max():
+                break  # more rounds ahead than rows: one row at a time is cheaper
             pend = s["pend"][act]
             pending = pend >= 0
-            pend_due = np.where(pending, pend + self._refr + 1, never)
+            pend_due = np.where(pending, pend + self._refr + 1, NEVER)
             sbd = s["sb_due"][act]
             sb_due = np.where(sbd >= 0, np.maximum(sbd + 1, np.where(pending, pend_due, 0)),
-                              never)
-            i = nxt[act]
-            arrive = np.where(i < stop[act], cp[i] + 1, never)
+                              NEVER)
+            arrive = np.where(i < left, cp[i] + 1, NEVER)
             go = np.minimum(np.minimum(pend_due, sb_due), arrive) <= end[act]
             if not go.all():
                 act, pend, pending, pend_due, sb_due, i, arrive = (
@@ -302,8 +303,8 @@ class QRSDetector:
                 self._finalize_rows(s, act[is_fin], beat_j, beat_r)
             if is_sb.any():
                 self._search_back_rows(s, act[is_sb], sb_due[is_sb], beat_j, beat_r)
-        beats = _split(np.concatenate([*beat_j, np.empty(0, np.int64)]),
-                       np.concatenate([*beat_r, np.empty(0, np.int64)]), len(end))
+        beats = ([np.empty(0, np.int64)] * len(end) if not beat_j
+                 else _split(np.concatenate(beat_j), np.concatenate(beat_r), len(end)))
         if len(act):
             self._decide_each(s, act, end, nxt, stop, cand, beats)
         return beats
@@ -371,15 +372,14 @@ class QRSDetector:
                      nxt: np.ndarray, stop: np.ndarray, cand: _Candidates,
                      beats: list[np.ndarray]) -> None:
         """Finish rows ``act`` one at a time (:meth:`_decide_row`), appending to ``beats``."""
-        scalars = [f for f in DECISION_FIELDS if s[f].ndim == 1]
         cols = {f: s[f][act].tolist() for f in DECISION_FIELDS}
         cp, ch, cr, cs = (v.tolist() for v in cand)
         for k, j in enumerate(act.tolist()):
             a, z = int(nxt[j]), int(stop[j])
-            row = {f: cols[f][k] for f in scalars}
+            row = {f: cols[f][k] for f in DECISION_SCALARS}
             more = self._decide_row(row, cols["rr"][k], cols["qh"][k], cols["nh"][k],
                                     int(end[j]), cp[a:z], ch[a:z], cr[a:z], cs[a:z])
-            for f in scalars:
+            for f in DECISION_SCALARS:
                 cols[f][k] = row[f]
             beats[j] = np.concatenate([beats[j], more])
         for f, v in cols.items():

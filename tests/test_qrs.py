@@ -143,17 +143,19 @@ def test_whole_records_give_the_frozen_beats(bundled):
         np.testing.assert_array_equal(detect(x, 360.0), frozen[r], err_msg=r)
 
 
-@pytest.mark.parametrize("vector_rows", [1, 3, 10**9])
-def test_bundled_records_batched_in_random_chunks_give_the_frozen_beats(bundled, vector_rows):
+@pytest.mark.parametrize(("vector_rows", "vector_depth"), [(1, 0.0), (3, 0.0), (4, 0.5),
+                                                          (10**9, 1.0)])
+def test_bundled_records_batched_in_random_chunks_give_the_frozen_beats(
+        bundled, vector_rows, vector_depth):
     """Every bundled record twice in one batch, in random chunks (often the same length for
     all, so many rows decide together), the states round-tripped through bytes: the frozen
-    beats exactly, whether the decisions run as masked rounds over the rows (``vector_rows``
-    1), one row at a time (10**9), or both in one call (3)."""
+    beats exactly, whether the decisions run as masked rounds over the rows (1, 0), one row at
+    a time (10**9), or both in one call (3 or 4 rows at least)."""
     frozen = np.load(FROZEN)
     xs = [x for x in bundled.values() for _ in range(2)]
     expect = [frozen[r] for r in bundled for _ in range(2)]
     det = QRSDetector(360.0)
-    det.vector_rows = vector_rows
+    det.vector_rows, det.vector_depth = vector_rows, vector_depth
     st = det.initial(len(xs))
     got: list[list[np.ndarray]] = [[] for _ in xs]
     pos = [0] * len(xs)
