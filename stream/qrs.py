@@ -272,16 +272,16 @@ class QRSDetector:
         updated in place. Returns the beats of every row.
 
         Rounds: every row still having an event before its end takes its next one, all rows
-        at once with masks. While few rows remain (one long chunk has thousands of events,
-        each round's fixed cost would then dominate), they are finished one by one in Python.
+        at once with masks. Once few rows remain, or more rounds are ahead than rows (each
+        round's fixed cost would then dominate), they are finished one by one in Python.
         """
         beat_j: list[np.ndarray] = []
         beat_r: list[np.ndarray] = []
-        nxt = nxt.copy()
+        nxt = nxt.copy()  # advanced below (and may share memory with stop)
         cp = np.append(cand.p, NEVER - 1)  # a sentinel: a row with no candidate left reads it
-        while len(act) >= self.vector_rows:
-            i, left = nxt[act], stop[act]
-            if len(act) < self.vector_depth * (left - i).max():
+        while len(act) >= max(self.vector_rows, 1):
+            i, z = nxt[act], stop[act]
+            if len(act) < self.vector_depth * (z - i).max():
                 break  # more rounds ahead than rows: one row at a time is cheaper
             pend = s["pend"][act]
             pending = pend >= 0
@@ -289,7 +289,7 @@ class QRSDetector:
             sbd = s["sb_due"][act]
             sb_due = np.where(sbd >= 0, np.maximum(sbd + 1, np.where(pending, pend_due, 0)),
                               NEVER)
-            arrive = np.where(i < left, cp[i] + 1, NEVER)
+            arrive = np.where(i < z, cp[i] + 1, NEVER)
             go = np.minimum(np.minimum(pend_due, sb_due), arrive) <= end[act]
             if not go.all():
                 act, pend, pending, pend_due, sb_due, i, arrive = (
@@ -334,6 +334,7 @@ class QRSDetector:
     def _accept_rows(self, s: dict[str, np.ndarray], j: np.ndarray, p: np.ndarray,
                      h: np.ndarray, r: np.ndarray, slope: np.ndarray | float,
                      beat_j: list[np.ndarray], beat_r: list[np.ndarray]) -> None:
+        """Rows ``j`` take peaks ``p`` as QRS (R at ``r``): levels, RR, search-back reset."""
         beat_j.append(j)
         beat_r.append(r)
         s["qh"][j, s["qn"][j] % LEVEL_COUNT] = h
@@ -349,6 +350,7 @@ class QRSDetector:
 
     def _finalize_rows(self, s: dict[str, np.ndarray], j: np.ndarray,
                        beat_j: list[np.ndarray], beat_r: list[np.ndarray]) -> None:
+        """Rows ``j``'s pending peaks are final: QRS, or noise (and maybe the search-back's)."""
         p, h, r, slope = s["pend"][j], s["pend_h"][j], s["pend_r"][j], s["pend_s"][j]
         s["pend"][j] = s["pend_r"][j] = NONE
         last = s["last"][j]
@@ -366,6 +368,7 @@ class QRSDetector:
 
     def _search_back_rows(self, s: dict[str, np.ndarray], j: np.ndarray, now: np.ndarray,
                           beat_j: list[np.ndarray], beat_r: list[np.ndarray]) -> None:
+        """Rows ``j`` search back at ``now``: their best noise peak, or a new wait."""
         sb, sb_h, sb_r = s["sb"][j], s["sb_h"][j], s["sb_r"][j]
         ok = ((sb >= 0) & (sb_h > SEARCHBACK_LEVEL * self._threshold(s, j))
               & (now - sb_r <= self._delay))
@@ -481,9 +484,12 @@ class _Candidates(NamedTuple):
 def _split(j: np.ndarray, r: np.ndarray, rows: int) -> list[np.ndarray]:
     """``r`` grouped by row ``j`` (in their order within each row), one array per row."""
     order = np.argsort(j, kind="stable")
-    bounds = np.searchsorted(j[order], np.arange(rows + 1)).tolist()
-    r = r[order]
-    return [r[bounds[k]: bounds[k + 1]] for k in range(rows)]
+    j, r = j[order], r[order]
+    has, first = np.unique(j, return_index=True)
+    out = [np.empty(0, np.int64)] * rows
+    for row, part in zip(has.tolist(), np.split(r, first[1:]), strict=True):
+        out[row] = part
+    return out
 
 
 def _median8(v: list[float]) -> float:
