@@ -42,8 +42,8 @@ A round costs a few tens of numpy calls whatever the number of rows, so once few
 or more rounds are ahead than rows (long chunks, a whole record in one call), the rest run row by
 row in Python over their candidate peaks (a few per beat); both paths make the same float64
 operations in the same order, so the beats are the same bit for bit. ``seqstream.bench.qrs``
-(1,000 entities × 36-sample chunks, a shared 2-core machine): 5.3–6.0 M samples per CPU-second,
-against 2.4–2.6 M when every row was decided in Python (commit 8e2037a, runs alternated); a
+(1,000 entities × 36-sample chunks, a shared 2-core machine): 5.5–6.6 M samples per CPU-second,
+against 2.8–2.9 M when every row was decided in Python (commit 8e2037a, runs alternated); a
 whole record in one call runs row by row, as before.
 
 >>> import wfdb
