@@ -63,9 +63,13 @@ forecaster's residuals are accepted (``residuals``) but not used as a feature.
 be premature against, and cardiologists annotate its beats N; a call of S there rests on timing
 alone and is not one a cardiologist would trust. DS1 (training) has no such rhythm, so the rule
 is a published one, not learned: :func:`irregular_rhythm`, Dash et al. (2009)'s AF detector
-with their constants, over the last ``AF_WINDOW`` = 128 pre-RRs that the RR references take
-(an ectopic-looking beat's short RR is left out, as the references leave it out: on DS1, whose
-rhythms are all non-AF, that marks 3.9 % of the beats irregular instead of 4.8 %). For a beat
+with their constants, over the last ``AF_WINDOW`` = 128 pre-RRs of beats that are not premature
+(above). Dash et al. trim 8 + 8 outliers against ectopic beats; frequent ectopy defeats the
+trim, and leaving the premature beats' short RRs out does what the trim meant to, while in
+fibrillation the local dispersion is so wide that hardly a beat is premature. Chosen on DS1,
+whose rhythms are all non-AF: over all RRs the rule marks 4.8 % of its beats irregular, 63 of
+its 810 S beats among them; over the RRs the references take, 3.9 % and 55; without the
+premature beats, 3.2 % and 6 (the rest in ventricular runs, flutter and bigeminy). For a beat
 decided while it holds, the S part leaves ``p_abnormal`` (``p·(1 - q_S)``, ``q`` the network's
 S/V/F softmax) and S cannot be the class called (:func:`without_sveb`): a ventricular beat in
 fibrillation is still flagged, an irregular normal one is not called supraventricular. The
@@ -231,7 +235,7 @@ class DecidedBeat(NamedTuple):
     rr_s: float | None
     decided: int
     features: np.ndarray  # float64 [len(FEATURES)]
-    irregular: bool  # the rhythm rule held at the last RR the references took (irregular_rhythm)
+    irregular: bool  # the rhythm rule held at the last RR of a beat not premature
 
 
 class _Demo:
@@ -461,7 +465,7 @@ class BeatFeatures:
                 st["n_template"][i] = 0
                 st["n_stale"][i] = 0
         st["prev_r"][i] = r
-        if pre_s is not None and (dominant or not premature):  # the RRs the references take
+        if pre_s is not None and not premature:  # the rhythm without its premature beats
             af = st["af_rr"][i]
             af[:-1] = af[1:].copy()
             af[-1] = r - prev

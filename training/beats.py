@@ -417,8 +417,9 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                      "pos_weight": out["pos_weight"]},
         "metrics": metrics,
         "rhythm": {"rule": "Dash et al. 2009 atrial fibrillation rule over the last "
-                           f"{AF_WINDOW} RRs (stream.beats.irregular_rhythm); where it holds, "
-                           "the S part leaves p_abnormal (stream.beats.without_sveb)",
+                           f"{AF_WINDOW} RRs of beats not premature "
+                           "(stream.beats.irregular_rhythm); where it holds, the S part leaves "
+                           "p_abnormal (stream.beats.without_sveb)",
                    "irregular_share_of_training_beats": float(np.mean(np.concatenate(
                        [r.irregular for r in tr]))),
                    "irregular_beats_per_training_record": {
