@@ -72,8 +72,9 @@ its 810 S beats among them; over the RRs the references take, 3.9 % and 55; with
 premature beats, 3.2 % and 6 (the rest in ventricular runs, flutter and bigeminy). For a beat
 decided while it holds, the S part leaves ``p_abnormal`` (``p·(1 - q_S)``, ``q`` the network's
 S/V/F softmax) and S cannot be the class called (:func:`without_sveb`): a ventricular beat in
-fibrillation is still flagged, an irregular normal one is not called supraventricular. The
-rule uses only the beat's own RR history, so it is causal and the same for any chunking.
+fibrillation is still flagged, an irregular normal one is not called supraventricular, and the
+beat record says why (``irregular``). The rule uses only the entity's own RR history, so it is
+causal and the same for any chunking.
 
 **State size.** One row holds the detector's state, a float32 ring of ``C + D + H + 2`` samples
 (the largest part: at 360 Hz and a 2 s cap about 3 kB; :attr:`BeatFeatures.ring_bytes`), up to
@@ -226,6 +227,7 @@ class BeatOut(NamedTuple):
     p_abnormal: float
     anomaly: bool
     decided: int
+    irregular: bool  # the rhythm rule held: S was taken out of p_abnormal and cls (without_sveb)
 
 
 class DecidedBeat(NamedTuple):
@@ -547,7 +549,8 @@ class BeatStage:
             for k, b in enumerate(decided[i]):
                 flag = bool(p[j, k] >= self.threshold)
                 cls = CLASSES[1 + int(np.argmax(logits[j, k, 1:]))] if flag else CLASSES[0]
-                out[i].append(BeatOut(b.sample, b.rr_s, cls, float(p[j, k]), flag, b.decided))
+                out[i].append(BeatOut(b.sample, b.rr_s, cls, float(p[j, k]), flag, b.decided,
+                                      b.irregular))
         return out
 
     def card(self) -> dict[str, Any]:
