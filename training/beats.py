@@ -19,7 +19,9 @@ are excluded from both; the lead is picked by name (MLII; record 114 has its lea
    held-out patients' predictions after every epoch are pooled over the folds, the epoch and
    threshold with the highest pooled abnormal F1 are kept, and the network is refit on every
    training patient for that many epochs of the same cosine schedule. Predictions always replay
-   each record from its start, as the worker streams it.
+   each record from its start, as the worker streams it, and pass through the stage's
+   irregular-rhythm rule (:func:`stream.beats.without_sveb`) before any threshold; CV also
+   picks an epoch and threshold without the rule, on the same predictions, for comparison.
 
 Scores (:func:`beat_scores`): for class ``c`` in V (VEB), S (SVEB), F, over the reference beats
 that are not Q: ``TP`` = matched beats of class ``c`` given ``c``; ``FN`` = beats of class ``c``
