@@ -23,6 +23,7 @@ Exit status 1 when the live check fails (streamed ≠ offline), so CI notices.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -46,6 +47,17 @@ def _names(raw: str) -> list[str]:
     return [p.strip() for p in raw.split(",") if p.strip()]
 
 
+def _sensor_options(raw: str) -> dict[str, Any]:
+    """``--sensor-score``: a JSON object of :class:`stream.sensor_score.SensorScore` fields."""
+    try:
+        options = json.loads(raw)
+    except ValueError as ex:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {raw!r} ({ex})") from ex
+    if not isinstance(options, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {raw!r}")
+    return options
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", dest="model", default=None, metavar="ARTIFACT",
                         help=f"model artifact directory (env {env_name('model')})")
@@ -65,6 +77,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="samples without flags at each series' start (default: "
                            "SEQSTREAM_WARMUP_STEPS, the worker's)")
     det = parser.add_argument_group("detectors")
+    det.add_argument("--sensor-score", type=_sensor_options, default={}, metavar="JSON",
+                     help="--test-data in SKAB's or NAB's layout without a score.sensor card: "
+                          "options of the sensor score (stream.sensor_score), e.g. "
+                          "'{\"mean_shift\": true, \"shrinkage\": 0.25}'")
+    det.add_argument("--pseudo-experiments", action="store_true",
+                     help="--test-data in SKAB's layout: instead of the benchmark, the share of "
+                          "rows the sensor score flags in 1150-row pseudo-experiments cut from "
+                          "its anomaly-free run (every flag there is false)")
     det.add_argument("--baselines", type=_names,
                      default=["persistence_z", "rolling_z", "hst", "pad"],
                      help="comma list of baselines (persistence_z, rolling_z, hst, pad); "
@@ -350,10 +370,25 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     optional (the network whose residuals the sensor score also reads)."""
     import torch
 
-    from seqstream.evaluation.benchmark import run_benchmark
+    from seqstream.evaluation.benchmark import SKAB_REFERENCE_ROWS, run_benchmark
+    from stream.sensor_score import SensorScore
 
     torch.set_num_threads(1)
-    results = run_benchmark(args.test_data, args.out, args.entities or None, args.model)
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in args.sensor_score.items()}
+    try:
+        score = SensorScore(**{"warmup": SKAB_REFERENCE_ROWS, **options}) if options else None
+    except (TypeError, ValueError) as ex:
+        raise ConfigError(f"--sensor-score: expected SensorScore's fields, got "
+                          f"{args.sensor_score} ({ex})") from ex
+    if args.pseudo_experiments:
+        from seqstream.evaluation.benchmark import pseudo_experiments
+
+        got = pseudo_experiments(args.test_data, score)
+        print(f"SKAB anomaly-free run, {got['pieces']} pseudo-experiments: "
+              f"{got['flagged_pct']:.2f} % of the rows after the warm-up flagged (at most "
+              f"{got['max_pct']:.1f} % in one)")
+        return 0
+    results = run_benchmark(args.test_data, args.out, args.entities or None, args.model, score)
     m = results["metrics"]
     if results["kind"] == "skab":
         o, cp = m["outlier"], m["changepoint_nab"]

@@ -385,7 +385,8 @@ def beat_record(entity_id: str, beat: BeatOut, decided_ts: float, period_s: floa
             "ts": decided_ts - (int(beat.decided) - sample) * period_s, "sample": sample,
             "rr": None if rr is None else float(rr), "class": str(beat.cls),
             "p_abnormal": float(beat.p_abnormal), "anomaly": bool(beat.anomaly),
-            "threshold": threshold, "model_id": model_id, "decided_ts": decided_ts}
+            "threshold": threshold, "model_id": model_id, "decided_ts": decided_ts,
+            "irregular": bool(beat.irregular)}
 
 
 @cache

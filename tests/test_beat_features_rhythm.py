@@ -3,15 +3,18 @@
 Two failure modes the references must avoid (README, Quality): in bigeminy the ectopic beats
 must not become the references that the ectopic beats are judged against, and in an irregularly
 irregular rhythm (atrial fibrillation) a short RR of a normal beat must not look as premature as
-a true premature beat in a regular rhythm. The detector is a stand-in that reports the samples
+a true premature beat in a regular rhythm. The rhythm rule (Dash et al. 2009) must mark atrial
+fibrillation irregular and neither sinus rhythm nor bigeminy, the same in any chunks, and where
+it holds the S part leaves ``p_abnormal``. The detector is a stand-in that reports the samples
 above 0.5 (``stream.beats._Demo``), so the beats are exactly where the test puts them.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from stream.beats import FEATURES, BeatFeatures, _Demo
+from stream.beats import AF_WINDOW, FEATURES, BeatFeatures, DecidedBeat, _Demo, without_sveb
 
 FS = 360.0
 PRE_Z = FEATURES.index("pre_rr_z")
@@ -44,9 +47,13 @@ def _record(rr_s: list[float], wide: set[int]) -> np.ndarray:
     return sig
 
 
-def _features(sig: np.ndarray) -> np.ndarray:
+def _decided(sig: np.ndarray) -> list[DecidedBeat]:
     feats = BeatFeatures(FS, detector=_Demo())
-    return np.stack([b.features for b in feats.extract(feats.initial(1), [sig])[0]])
+    return feats.extract(feats.initial(1), [sig])[0]
+
+
+def _features(sig: np.ndarray) -> np.ndarray:
+    return np.stack([b.features for b in _decided(sig)])
 
 
 def test_in_bigeminy_the_ventricular_beats_stay_premature() -> None:
@@ -72,3 +79,45 @@ def test_a_short_rr_in_an_irregular_rhythm_is_less_premature_than_a_true_prematu
     premature = regular[31, PRE_Z]  # the beat 0.6 s after its predecessor
     af = irregular[20:, PRE_Z]
     assert premature < np.quantile(af, 0.02)
+
+
+def test_atrial_fibrillation_is_irregular_and_sinus_rhythm_and_bigeminy_are_not() -> None:
+    rng = np.random.default_rng(5)
+    af = _decided(_record(list(rng.uniform(0.45, 1.15, 300)), set()))
+    sinus = _decided(_record(list(0.8 + rng.normal(0.0, 0.02, 300)), set()))
+    rr = [0.8] * 20 + [0.5, 1.1] * 140
+    bigeminy = _decided(_record(rr, {21 + 2 * k for k in range(140)}))
+    assert len(af) > AF_WINDOW + 100
+    assert not any(b.irregular for b in af[:AF_WINDOW])  # the rule needs 128 RRs
+    assert np.mean([b.irregular for b in af[AF_WINDOW + 1:]]) > 0.95
+    assert not any(b.irregular for b in sinus + bigeminy)
+
+
+def test_the_rhythm_rule_is_the_same_in_any_chunks() -> None:
+    rng = np.random.default_rng(8)
+    sig = _record([0.8] * 60 + list(rng.uniform(0.45, 1.15, 200)) + [0.7] * 200, set())
+    feats = BeatFeatures(FS, detector=_Demo())
+    offline = feats.extract(feats.initial(1), [sig])[0]
+    assert {b.irregular for b in offline} == {True, False}
+    state, got, pos = feats.initial(1), [], 0
+    while pos < len(sig):
+        k = int(rng.choice([1, 50, 360, 2000]))
+        got.extend(feats.extract(state, [sig[pos:pos + k]])[0])
+        pos += k
+    assert [(b.sample, b.decided, b.irregular) for b in got] == \
+        [(b.sample, b.decided, b.irregular) for b in offline]
+    assert all(np.array_equal(a.features, b.features) for a, b in zip(got, offline, strict=True))
+
+
+def test_where_the_rhythm_is_irregular_the_s_part_leaves_p_abnormal() -> None:
+    p = np.array([0.9, 0.9, 0.8])
+    logits = np.array([[0.0, 2.0, 0.0, -1.0], [0.0, 2.0, 0.0, -1.0], [0.0, -1.0, 3.0, 0.0]],
+                      dtype=np.float32)
+    q, g = without_sveb(p, logits, np.array([False, True, True]))
+    assert q[0] == p[0] and np.array_equal(g[0], logits[0])
+    for k in (1, 2):
+        e = np.exp(logits[k, 1:].astype(np.float64))
+        assert q[k] == pytest.approx(p[k] * (e[1] + e[2]) / e.sum(), rel=1e-6)
+        assert int(np.argmax(g[k, 1:])) == 1  # V, never S
+    assert q[2] > 0.95 * p[2]  # a confident V keeps almost all of its probability
+    assert q[1] < 0.5 * p[1]  # a confident S loses most of it

@@ -57,8 +57,10 @@ def assert_beats_equal(got: list[dict], want: list[dict]) -> None:
         [(b["sample"], b["ts"], b["decided_ts"]) for b in want]
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g["p_abnormal"], w["p_abnormal"], rtol=0, atol=1e-5)
-        assert (g["class"], g["anomaly"], g["rr"], g["kind"], g["threshold"], g["model_id"]) == \
-            (w["class"], w["anomaly"], w["rr"], w["kind"], w["threshold"], w["model_id"])
+        assert (g["class"], g["anomaly"], g["rr"], g["kind"], g["threshold"], g["model_id"],
+                g["irregular"]) == \
+            (w["class"], w["anomaly"], w["rr"], w["kind"], w["threshold"], w["model_id"],
+             w["irregular"])
 
 
 @pytest.fixture

@@ -68,3 +68,10 @@ def test_cross_validation_picks_the_epochs_and_threshold_then_refits_on_all(
     assert section["training"]["epochs"] == cv["chosen_epoch"]
     assert section["data"]["train_records"] == records and section["data"]["val_records"] == []
     assert section["metrics"]["cross_validation"]["abnormal"]["f1"] == chosen["abnormal_f1"]
+    # the same out-of-fold predictions without the rhythm rule, for comparison
+    plain = cv["without_rhythm_rule"]
+    assert plain["chosen_epoch"] in (1, 2) and 0.0 < plain["threshold"] < 1.0
+    assert "abnormal" in section["metrics"]["cross_validation_without_rhythm_rule"]
+    rhythm = section["rhythm"]
+    assert rhythm["irregular_beats_per_training_record"]["223"] > 0  # its runs of ventricular beats
+    assert 0.0 < rhythm["irregular_share_of_training_beats"] < 0.2

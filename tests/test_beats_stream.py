@@ -17,7 +17,7 @@ import torch
 
 from stream.artifact import load_artifact, save_artifact
 from stream.beatnet import BeatNet
-from stream.beats import FEATURES, BeatFeatures, BeatStage, offline_beats
+from stream.beats import FEATURES, BeatFeatures, BeatStage, offline_beats, without_sveb
 from stream.errors import ArtifactError
 from stream.model import Forecaster
 from training.sources import BUNDLED_MITDB, load_wfdb
@@ -69,6 +69,25 @@ def test_streamed_in_random_chunks_equals_offline(leads) -> None:
             [(b.sample, b.rr_s, b.decided, b.cls, b.anomaly) for b in off]
         diff = np.abs(np.array([b.p_abnormal for b in got]) - [b.p_abnormal for b in off])
         assert diff.max() <= 1e-5
+
+
+def test_where_the_rhythm_rule_holds_the_stage_takes_the_s_part_out(leads) -> None:
+    stage = _stage(leads)
+    feats = stage.features
+    decided = feats.extract(feats.initial(1), [leads[1]])[0]
+    irregular = np.array([d.irregular for d in decided])
+    assert 0 < irregular.sum() < len(decided)  # record 106's bigeminy, for part of 4 minutes
+    x = stage.normalise(np.stack([d.features for d in decided]))
+    with torch.no_grad():
+        logits, abn, _ = stage.net(torch.from_numpy(x)[None])
+    p, g = torch.sigmoid(abn[0]).numpy().astype(np.float64), logits[0].numpy()
+    want, _ = without_sveb(p, g, irregular)
+    beats = offline_beats(stage, leads[1])
+    assert [b.sample for b in beats] == [d.sample for d in decided]
+    np.testing.assert_allclose([b.p_abnormal for b in beats], want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(want[~irregular], p[~irregular], rtol=0, atol=0)
+    assert np.all(want[irregular] < p[irregular])
+    assert not any(b.cls == "S" for b, irr in zip(beats, irregular, strict=True) if irr)
 
 
 def test_a_beat_is_decided_after_its_successor_or_the_cap(leads) -> None:

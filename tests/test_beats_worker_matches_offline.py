@@ -2,8 +2,9 @@
 events of random sizes (single samples to 1000-sample chunks) with a random batch size, give one
 beat record per beat on the beats topic, each equal to the offline replay's
 (``stream.offline.replay_beats``: one beat-stage call over the whole record) — R peak sample, time
-and decision time exactly, p_abnormal to 1e-5, class and flag equal; the flagged beats are also on
-the anomalies topic; ``seqstream tail --beats`` reads them; /metrics counts them."""
+and decision time exactly, p_abnormal to 1e-5, class, flag and the irregular-rhythm mark equal;
+the flagged beats are also on the anomalies topic; ``seqstream tail --beats`` reads them;
+/metrics counts them."""
 
 from __future__ import annotations
 
@@ -117,13 +118,14 @@ def test_every_streamed_beat_record_equals_the_offline_one(tmp_path, settings, u
     assert len(got) == len(rows) == total, (len(rows), total, batch_max)
     for name, beats in want.items():
         mine = sorted((b for b in got if b["entity_id"] == name), key=lambda b: b["sample"])
-        assert [(b["sample"], b["ts"], b["decided_ts"], b["rr"], b["class"], b["anomaly"])
-                for b in mine] == \
-            [(b["sample"], b["ts"], b["decided_ts"], b["rr"], b["class"], b["anomaly"])
-             for b in beats], name
+        assert [(b["sample"], b["ts"], b["decided_ts"], b["rr"], b["class"], b["anomaly"],
+                 b["irregular"]) for b in mine] == \
+            [(b["sample"], b["ts"], b["decided_ts"], b["rr"], b["class"], b["anomaly"],
+              b["irregular"]) for b in beats], name
         np.testing.assert_allclose([b["p_abnormal"] for b in mine],
                                    [b["p_abnormal"] for b in beats], rtol=0, atol=1e-5)
         assert all(b["model_id"] == artifact.model_id and b["kind"] == "beat" for b in mine)
+    assert any(b["irregular"] for b in got)  # record 106's bigeminy: the rhythm rule's state too
     beat_flags = sorted((a["entity_id"], a["sample"]) for a in anomalies
                         if a.get("kind") == "beat")
     assert beat_flags == sorted((b["entity_id"], b["sample"]) for b in got if b["anomaly"])

@@ -1,8 +1,8 @@
 """``seqstream evaluate --test-data DIR`` on folders in SKAB's and NAB's own layouts, at a tiny
 size, end to end: a tiny network with the sensor score trained on SKAB's anomaly-free file only,
 two real SKAB experiments and two real NAB series; the per-series CSVs another harness reads
-(SKAB's flags those of the card's worker), and the report's figures equal to the benchmarks'
-scorers run again on those CSVs."""
+(SKAB's: the alarms of the card's worker's flags), and the report's figures equal to the
+benchmarks' scorers run again on those CSVs."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from seqstream.cli import main
+from seqstream.evaluation.benchmark import pseudo_experiments
 from seqstream.evaluation.nab_score import (
     PROFILES,
     normalised,
@@ -25,6 +26,7 @@ from seqstream.evaluation.nab_score import (
 from seqstream.evaluation.skab_score import changepoint_score, outlier_counts
 from stream.artifact import load_artifact
 from stream.offline import replay
+from stream.sensor_score import SensorScore
 from training.sources import SKAB_FEATURES
 
 SKAB_FILES = ("valve1/3.csv", "other/12.csv")
@@ -56,8 +58,11 @@ def test_skab_folder_end_to_end(tmp_path, shared_data, capsys) -> None:
     model = tmp_path / "net"
     assert main(["train", "--config", "skab", "--output", str(model), "--data-path", str(data),
                  "--data-entities", "anomaly-free/anomaly-free.csv", "--data-split",
-                 "0.7,0.15,0.15", "--calibration-sensor-warmup", "400", *TINY]) == 0
+                 "0.7,0.15,0.15", "--calibration-sensor-warmup", "400",
+                 "--calibration-sensor-mean-shift", "true", "--calibration-sensor-shrinkage",
+                 "0.25", *TINY]) == 0
     art = load_artifact(model)
+    assert art.sensor is not None and art.sensor.mean_shift and art.sensor.shrinkage == 0.25
     out = tmp_path / "out"
     assert main(["evaluate", "--test-data", str(data), "--model", str(model), "--out",
                  str(out)]) == 0
@@ -76,11 +81,14 @@ def test_skab_folder_end_to_end(tmp_path, shared_data, capsys) -> None:
         stamps = pd.to_datetime(src["datetime"])
         times.append((stamps - stamps.iloc[0]).dt.total_seconds().to_numpy())
         flags.append(got["anomaly"].to_numpy())
-        # the flags are the worker's for this card: its offline replay's (tests/
-        # test_sensor_stream_matches_offline: the worker equals it)
+        # the rows in an alarm of the worker's flags for this card (its offline replay's:
+        # tests/test_sensor_stream_matches_offline, the worker equals it): a flag in the last
+        # hold samples
         want = replay(art, src[[f for f, _ in SKAB_FEATURES]].to_numpy()).scores
-        assert np.array_equal(got["anomaly"].to_numpy() == 1, want > art.card["score"]["sensor"][
-            "margin"])
+        worker_flags = np.nan_to_num(want, nan=0.0) > art.card["score"]["sensor"]["margin"]
+        hold = int(max(art.card["score"]["sensor"]["half_lives"]))
+        held = np.convolve(worker_flags, np.ones(hold), mode="full")[:len(want)] > 0
+        assert np.array_equal(got["anomaly"].to_numpy() == 1, held)
     report = json.loads((out / "report.json").read_text())
     assert report["kind"] == "skab" and report["series"] == 2
     o = report["metrics"]["outlier"]
@@ -121,3 +129,44 @@ def test_nab_folder_end_to_end(tmp_path, shared_data, capsys) -> None:
     for profile in PROFILES:
         assert report["metrics"][profile.name] == pytest.approx(normalised(per[profile.name]))
     assert np.isfinite(report["metrics"]["standard"])
+
+
+def test_sensor_score_options_reach_the_benchmark(tmp_path, shared_data, capsys) -> None:
+    # --sensor-score: the NAB onsets are those of the score with these options, which the
+    # report names; unknown options are refused
+    name = NAB_FILES[0]
+    data = tmp_path / "nab"
+    _copy(shared_data / "nab", data, [name])
+    windows = json.loads((shared_data / "nab" / "labels" / "combined_windows.json").read_text())
+    (data / "labels").mkdir()
+    (data / "labels" / "combined_windows.json").write_text(json.dumps({name: windows[name]}))
+    out = tmp_path / "out"
+    assert main(["evaluate", "--test-data", str(data), "--out", str(out), "--sensor-score",
+                 '{"mean_shift": true, "flagged_adapt_half_life": 60}']) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "MEWMA on" in report["detector"] and "(flagged: 60)" in report["detector"]
+    src = pd.read_csv(data / "data" / name)
+    cfg = SensorScore(warmup=probation_rows(len(src)), mean_shift=True,
+                      flagged_adapt_half_life=60.0)
+    want = cfg.run(src[["value"]].to_numpy(np.float64)).onsets
+    assert np.array_equal(_csv(out, name)["anomaly"].to_numpy() == 1, want)
+    assert main(["evaluate", "--test-data", str(data), "--out", str(out), "--sensor-score",
+                 '{"bogus": 1}']) != 0
+    assert "--sensor-score: expected SensorScore's fields" in capsys.readouterr().err
+
+
+def test_pseudo_experiments_count_the_flags_of_the_anomaly_free_run(tmp_path) -> None:
+    # 4600 rows: pieces at 0, 575, ..., 3450 (7); white noise flags little; noise 3 times
+    # as strong from row 2700 on is flagged in the two pieces whose warm-ups end before it
+    rng = np.random.default_rng(0)
+    features = [f for f, _ in SKAB_FEATURES]
+    values = rng.normal(size=(4600, len(features)))
+    (tmp_path / "data" / "anomaly-free").mkdir(parents=True)
+    frame = pd.DataFrame(values, columns=features)
+    frame.insert(0, "datetime", pd.date_range("2020-01-01", periods=len(frame), freq="s"))
+    frame.to_csv(tmp_path / "data" / "anomaly-free" / "anomaly-free.csv", sep=";", index=False)
+    quiet = pseudo_experiments(tmp_path)
+    assert quiet["pieces"] == 7 and quiet["flagged_pct"] < 2.0
+    frame.loc[2700:, features] *= 3.0
+    frame.to_csv(tmp_path / "data" / "anomaly-free" / "anomaly-free.csv", sep=";", index=False)
+    assert pseudo_experiments(tmp_path)["flagged_pct"] > 10 * quiet["flagged_pct"] + 5

@@ -4,6 +4,8 @@ bundled record; EC57 matching on hand-made cases."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -119,6 +121,56 @@ def test_state_embedded_as_a_field_of_a_larger_row_advances_in_place(rec106):
     np.testing.assert_array_equal(np.concatenate(found[0]), detect(x, fs))
     np.testing.assert_array_equal(np.concatenate(found[1]), detect(
         np.concatenate([x[i: i + 250] for i in range(0, len(x), 500)]), fs))
+
+
+FROZEN = Path(__file__).parent / "data" / "qrs_beats.npz"
+
+
+@pytest.fixture(scope="module")
+def bundled() -> dict[str, np.ndarray]:
+    """The MLII lead of every bundled record, whole (30 min each)."""
+    return {p.stem: _lead(p.stem)[0] for p in sorted(BUNDLED_MITDB.glob("*.hea"))}
+
+
+def test_whole_records_give_the_frozen_beats(bundled):
+    """``tests/data/qrs_beats.npz`` holds the R peaks ``detect`` gave on each bundled record
+    before its decisions were vectorised across rows (commit 8e2037a): any change to the
+    detector's output, even one sample on one beat, fails here."""
+    frozen = np.load(FROZEN)
+    assert sorted(frozen.files) == sorted(bundled)
+    for r, x in bundled.items():
+        assert len(frozen[r]) > 1500
+        np.testing.assert_array_equal(detect(x, 360.0), frozen[r], err_msg=r)
+
+
+@pytest.mark.parametrize(("vector_rows", "vector_depth"), [(1, 0.0), (3, 0.0), (4, 0.5),
+                                                          (10**9, 1.0)])
+def test_bundled_records_batched_in_random_chunks_give_the_frozen_beats(
+        bundled, vector_rows, vector_depth):
+    """Every bundled record twice in one batch, in random chunks (often the same length for
+    all, so many rows decide together), the states round-tripped through bytes: the frozen
+    beats exactly, whether the decisions run as masked rounds over the rows (1, 0), one row at
+    a time (10**9), or both in one call (3 or 4 rows at least)."""
+    frozen = np.load(FROZEN)
+    xs = [x for x in bundled.values() for _ in range(2)]
+    expect = [frozen[r] for r in bundled for _ in range(2)]
+    det = QRSDetector(360.0)
+    det.vector_rows, det.vector_depth = vector_rows, vector_depth
+    st = det.initial(len(xs))
+    got: list[list[np.ndarray]] = [[] for _ in xs]
+    pos = [0] * len(xs)
+    rng = np.random.default_rng(vector_rows)
+    while any(p < len(x) for p, x in zip(pos, xs, strict=True)):
+        same = rng.random() < 0.5
+        sizes = np.full(len(xs), 36) if same else rng.choice([0, 1, 7, 36, 360, 5000], len(xs))
+        chunks = [x[p: p + k] for x, p, k in zip(xs, pos, sizes.tolist(), strict=True)]
+        for e, new in enumerate(det.process(st, chunks)):
+            got[e].append(new)
+            pos[e] += len(chunks[e])
+        if rng.random() < 0.1:
+            st = np.frombuffer(st.tobytes(), dtype=det.state_dtype).copy()
+    for e in range(len(xs)):
+        np.testing.assert_array_equal(np.concatenate(got[e]), expect[e])
 
 
 def test_finds_the_beats_of_bundled_record_100():

@@ -1,7 +1,8 @@
 """Through the real worker, Kafka and Redis, with a ``score.sensor`` card: three SKAB experiments
 streamed as entities (singles and chunks interleaved) get the sensor score and flags of the
 offline replay to 1e-5, the anomalies topic carries exactly the flagged samples, and each
-entity's Redis state holds the offline run's sensor vector."""
+entity's Redis state holds the offline run's sensor vector (with the MEWMA averages and the
+correlation matrix too, when the card turns them on)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ from training.sources import SKAB_FEATURES
 
 FILES = ("valve1/3.csv", "other/12.csv", "valve1/0.csv")
 SENSOR = {"warmup": 400, "half_lives": [4.0, 32.0], "adapt_half_life": 120.0, "margin": 4 / 3}
+SENSORS = {"plain": SENSOR,
+           "mewma-corr-flagged": {**SENSOR, "mean_shift": True, "shrinkage": 0.25,
+                                  "flagged_adapt_half_life": 240.0}}
 
 
 def events(series: dict[str, np.ndarray], t0: float, rng: np.random.Generator
@@ -56,16 +60,18 @@ def events(series: dict[str, np.ndarray], t0: float, rng: np.random.Generator
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_worker_publishes_the_offline_sensor_score(tmp_path, shared_data, settings, unique):
+@pytest.mark.parametrize("sensor", SENSORS.values(), ids=SENSORS.keys())
+def test_worker_publishes_the_offline_sensor_score(tmp_path, shared_data, settings, unique,
+                                                   sensor):
     series = {}
     for name in FILES:
         frame = pd.read_csv(shared_data / "skab" / "data" / name, sep=";")
         series[name.replace("/", "-")] = frame[[f for f, _ in SKAB_FEATURES]].to_numpy()
     art_dir = make_artifact(tmp_path / "art", hidden=8, n_features=8, period_s=1.0,
-                            sample=np.concatenate(list(series.values())), sensor=SENSOR)
+                            sample=np.concatenate(list(series.values())), sensor=sensor)
     art = load_artifact(art_dir)
     want = {n: replay(art, v).scores for n, v in series.items()}
-    flagged = sum(int(np.nansum(w > SENSOR["margin"])) for w in want.values())
+    flagged = sum(int(np.nansum(w > sensor["margin"])) for w in want.values())
     records = events(series, time.time() - 3000.0, np.random.default_rng(3))
     names = topic_names(unique)
     asyncio.run(create_topics(settings.kafka_bootstrap, names.values(), 2))
@@ -97,7 +103,7 @@ def test_worker_publishes_the_offline_sensor_score(tmp_path, shared_data, settin
         np.testing.assert_allclose([r[1] for r in rows], want[name], rtol=1e-5, atol=1e-5,
                                    equal_nan=True)
         assert [r[2] for r in rows] == (np.nan_to_num(want[name], nan=-1)
-                                        > SENSOR["margin"]).tolist()
+                                        > sensor["margin"]).tolist()
     assert flagged > 100 and len(got[names["anomalies"]]) == flagged
 
     stored = redis_states(settings.redis_url, unique, art.model_id, list(series))

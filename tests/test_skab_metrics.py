@@ -64,6 +64,15 @@ def test_a_change_on_the_window_start_is_perfect_and_its_end_a_false_positive() 
     assert got["reward_low_FN_rate"] == pytest.approx(100 * (1 - 0.11 + 2) / 3)
 
 
+def test_given_changepoints_are_scored_as_they_are() -> None:
+    # the alarm's onset alone (its end not a changepoint): no false positive at 250
+    onset = np.zeros(N, dtype=np.int8)
+    onset[85] = 1
+    got = changepoint_score([T], [cps(100)], [onset], given=True)
+    assert got["standard"] == pytest.approx(100.0)
+    assert changepoint_score([T], [cps(100)], [run(85, 250)], given=True)["standard"] < 100
+
+
 def test_a_change_to_the_end_of_the_series_is_perfect() -> None:
     got = changepoint_score([T], [cps(100)], [run(85, N)])
     assert got == pytest.approx({"standard": 100.0, "reward_low_FP_rate": 100.0,

@@ -19,7 +19,9 @@ are excluded from both; the lead is picked by name (MLII; record 114 has its lea
    held-out patients' predictions after every epoch are pooled over the folds, the epoch and
    threshold with the highest pooled abnormal F1 are kept, and the network is refit on every
    training patient for that many epochs of the same cosine schedule. Predictions always replay
-   each record from its start, as the worker streams it.
+   each record from its start, as the worker streams it, and pass through the stage's
+   irregular-rhythm rule (:func:`stream.beats.without_sveb`) before any threshold; CV also
+   picks an epoch and threshold without the rule, on the same predictions, for comparison.
 
 Scores (:func:`beat_scores`): for class ``c`` in V (VEB), S (SVEB), F, over the reference beats
 that are not Q: ``TP`` = matched beats of class ``c`` given ``c``; ``FN`` = beats of class ``c``
@@ -49,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from seqstream.evaluation.ec57 import match
 from stream.beatnet import CLASSES, BeatNet
-from stream.beats import FEATURES, BeatFeatures, BeatStage
+from stream.beats import AF_WINDOW, FEATURES, BeatFeatures, BeatStage, without_sveb
 from stream.errors import ConfigError
 from training.beatmodule import BeatModule
 from training.sources import Series, load_wfdb
@@ -83,6 +85,7 @@ class RecordBeats:
     ref_samples: np.ndarray  # int64 [m]
     ref_classes: np.ndarray  # int64 [m]
     pairs: np.ndarray  # [k, 2] (reference index, detection index)
+    irregular: np.ndarray  # bool [n]: the rhythm up to the beat is irregular (AF rule)
 
 
 def extract_record(series: Series, cap_s: float = 2.0, block_s: float = 1 / 60) -> RecordBeats:
@@ -99,8 +102,9 @@ def extract_record(series: Series, cap_s: float = 2.0, block_s: float = 1 / 60) 
     pairs = match(ref, samples, fs)
     labels = np.full(len(samples), -1, dtype=np.int64)
     labels[pairs[:, 1]] = ref_cls[pairs[:, 0]]
+    irregular = np.array([b.irregular for b in beats], dtype=bool)
     return RecordBeats(series.entity, fs, len(series.values), samples, x, labels, ref, ref_cls,
-                       pairs)
+                       pairs, irregular)
 
 
 class BeatWindows(Dataset):
@@ -123,11 +127,18 @@ class BeatWindows(Dataset):
 
 
 def _sequence_probs(net: BeatNet, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``p_abnormal`` and class logits of one record's whole normalised sequence (the stream's
-    result to 1e-5: ``tests/test_beats_stream.py``)."""
+    """The network's ``p_abnormal`` and class logits of one record's whole normalised sequence,
+    before the irregular-rhythm rule (:func:`_as_streamed` adds it)."""
     with torch.no_grad():
         logits, abn, _ = net(torch.from_numpy(x)[None])
     return torch.sigmoid(abn[0]).numpy().astype(np.float64), logits[0].numpy()
+
+
+def _as_streamed(rec: RecordBeats, out: tuple[np.ndarray, np.ndarray]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_sequence_probs`' output with the irregular-rhythm rule, as the stage streams it
+    (to 1e-5: ``tests/test_beats_stream.py``)."""
+    return without_sveb(out[0], out[1], rec.irregular)
 
 
 def _predictions(p: np.ndarray, logits: np.ndarray, threshold: float) -> np.ndarray:
@@ -295,19 +306,34 @@ def cross_validate(records: dict[str, RecordBeats], names: Sequence[str], folds:
         per_fold.append((held, out["held"]))
     order = [n for held, _ in per_fold for n in held]
     recs = [records[n] for n in order]
-    epochs = []
+    epochs, raw = [], []
     for e in range(len(per_fold[0][1])):
         outs = [o for _, per_epoch in per_fold for o in per_epoch[e]]
-        probs, logits = [p for p, _ in outs], [g for _, g in outs]
-        threshold, f1 = _best_threshold(recs, probs, logits)
-        scores = beat_scores(recs, [_predictions(p, g, threshold)
-                                    for p, g in zip(probs, logits, strict=True)])
-        epochs.append({"epoch": e + 1, "threshold": threshold, "scores": scores})
-        log(f"beats cv: epoch {e + 1} threshold {threshold:.3f} abnormal F1 {f1:.3f} VEB F1 "
-            f"{scores['V']['f1']:.3f} SVEB F1 {scores['S']['f1']:.3f} false flags/h "
-            f"{scores['false_flags_per_hour']:.1f}")
-    best = max(epochs, key=lambda r: (r["scores"]["abnormal"]["f1"], -r["epoch"]))
-    return {"folds": [held for held, _ in per_fold], "per_epoch": epochs, "best": best}
+        epochs.append(_pooled(e + 1, recs, [_as_streamed(r, o) for r, o in
+                                            zip(recs, outs, strict=True)]))
+        raw.append(_pooled(e + 1, recs, outs))
+        s = epochs[-1]["scores"]
+        log(f"beats cv: epoch {e + 1} threshold {epochs[-1]['threshold']:.3f} abnormal F1 "
+            f"{s['abnormal']['f1']:.3f} VEB F1 {s['V']['f1']:.3f} SVEB F1 {s['S']['f1']:.3f} "
+            f"false flags/h {s['false_flags_per_hour']:.1f} (without the rhythm rule: abnormal "
+            f"F1 {raw[-1]['scores']['abnormal']['f1']:.3f})")
+    return {"folds": [held for held, _ in per_fold], "per_epoch": epochs, "best": _best(epochs),
+            "without_rhythm_rule": _best(raw)}
+
+
+def _pooled(epoch: int, recs: Sequence[RecordBeats],
+            outs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """One epoch's pooled out-of-fold scores at its best threshold."""
+    probs, logits = [p for p, _ in outs], [g for _, g in outs]
+    threshold, _ = _best_threshold(recs, probs, logits)
+    scores = beat_scores(recs, [_predictions(p, g, threshold)
+                                for p, g in zip(probs, logits, strict=True)])
+    return {"epoch": epoch, "threshold": threshold, "scores": scores}
+
+
+def _best(epochs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The epoch with the highest pooled abnormal F1 (the earliest on ties)."""
+    return max(epochs, key=lambda r: (r["scores"]["abnormal"]["f1"], -r["epoch"]))
 
 
 def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
@@ -347,7 +373,9 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
         chosen = cv["best"]
         out = _fit(tr, [], epochs=chosen["epoch"], schedule_epochs=epochs, log=log, **fit_args)
         threshold = chosen["threshold"]
-        metrics = {"cross_validation": chosen["scores"]}
+        plain = cv["without_rhythm_rule"]
+        metrics = {"cross_validation": chosen["scores"],
+                   "cross_validation_without_rhythm_rule": plain["scores"]}
         method = (f"max pooled abnormal F1 on the out-of-fold predictions of {cv_folds}-fold "
                   f"leave-patients-out CV over the training records")
         cv_section = {"folds": cv["folds"], "epochs_tried": epochs,
@@ -358,10 +386,12 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                                      "sveb_f1": r["scores"]["S"]["f1"],
                                      "false_flags_per_hour":
                                          r["scores"]["false_flags_per_hour"]}
-                                    for r in cv["per_epoch"]]}
+                                    for r in cv["per_epoch"]],
+                      "without_rhythm_rule": {"chosen_epoch": plain["epoch"],
+                                              "threshold": plain["threshold"]}}
     else:
         out = _fit(tr, va, epochs=epochs, schedule_epochs=epochs, log=log, **fit_args)
-        outs = [_sequence_probs(out["net"], out["norm"](r)) for r in va]
+        outs = [_as_streamed(r, _sequence_probs(out["net"], out["norm"](r))) for r in va]
         threshold, _ = _best_threshold(va, [p for p, _ in outs], [g for _, g in outs])
         metrics = {"validation": beat_scores(va, [_predictions(p, g, threshold)
                                                   for p, g in outs])}
@@ -388,6 +418,14 @@ def train_beat_stage(path: str | Path, train: Sequence[str], val: Sequence[str],
                      "batch_size": batch_size, "class_weight": out["class_weight"],
                      "pos_weight": out["pos_weight"]},
         "metrics": metrics,
+        "rhythm": {"rule": "Dash et al. 2009 atrial fibrillation rule over the last "
+                           f"{AF_WINDOW} RRs of beats not premature "
+                           "(stream.beats.irregular_rhythm); where it holds, the S part leaves "
+                           "p_abnormal (stream.beats.without_sveb)",
+                   "irregular_share_of_training_beats": float(np.mean(np.concatenate(
+                       [r.irregular for r in tr]))),
+                   "irregular_beats_per_training_record": {
+                       r.record: int(r.irregular.sum()) for r in tr}},
     }
     if cv_section is not None:
         section["cross_validation"] = cv_section

@@ -122,6 +122,13 @@ class CalibrationConfig:
     sensor_warmup: int = _f(0, "samples of each entity's normal start that the sensor score "
                             "learns from (stream.sensor_score: its own level, scale and "
                             "threshold; the card's score.sensor); 0 = the 1-step residual score")
+    sensor_mean_shift: bool = _f(False, "sensor score: also the MEWMA of each entity's z vector "
+                                 "(a small sustained shift of one sensor's mean)")
+    sensor_shrinkage: float = _f(1.0, "sensor score: 1 = sensors independent; below 1 their "
+                                 "correlation, shrunk towards the identity by this much")
+    sensor_flagged_adapt_half_life: float = _f(0.0, "sensor score: half-life (samples) at "
+                                               "which level and scale follow flagged samples "
+                                               "too; 0 = never")
 
 
 @dataclass(frozen=True)

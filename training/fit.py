@@ -251,7 +251,9 @@ def fit(cfg: Config) -> FitResult:
         if entity_scale is not None:
             raise ConfigError("calibration: expected entity_scale or sensor_warmup, got both")
         # each entity's own threshold comes from its own warm-up; the card's is the margin
-        sensor = SensorScore(warmup=c.sensor_warmup)
+        sensor = SensorScore(warmup=c.sensor_warmup, mean_shift=c.sensor_mean_shift,
+                             shrinkage=c.sensor_shrinkage,
+                             flagged_adapt_half_life=c.sensor_flagged_adapt_half_life or None)
         published = [r.scores for r in sensor.run_many([x[a:] for x, (a, _) in
                                                          zip(dm.scaled, dm.parts, strict=True)])]
         threshold = {"value": sensor.margin, "method": "sensor",

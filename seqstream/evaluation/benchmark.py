@@ -15,10 +15,13 @@ threshold, from its warm-up only; nothing is fitted to any label). It writes, ne
 report, one CSV per series under ``series/`` named after the series' path with ``/`` replaced
 by ``__`` (``series/valve1__3.csv``), columns ``row,score,anomaly``: one line per input row,
 ``row`` 0-based, ``score`` empty while the entity warms up, ``anomaly`` 0/1 what the detector
-flagged, in each benchmark's unit: SKAB labels every row of a fault, so every flagged row;
-NAB scores alerts (each flagged row outside a window is one more false positive), so the rows
-where an alarm starts (:class:`stream.sensor_score.SensorScore`, item 5). Another harness can
-score the same flags.
+flagged, in each benchmark's unit: SKAB labels every row of a fault, so every row in an alarm
+(from its first flag until ``hold`` samples after its last: flags that flicker through one
+fault are one block, one pair of changepoints); NAB scores alerts (each flagged row outside a
+window is one more false positive), so the rows where an alarm starts
+(:class:`stream.sensor_score.SensorScore`, item 5). Another harness can score the same flags.
+The SKAB report also scores, from the same run, the raw flags and the alarm onsets alone as
+changepoints.
 
 >>> series_file_name("valve1/3.csv")
 'valve1__3.csv'
@@ -41,9 +44,10 @@ from stream.errors import ConfigError
 
 if TYPE_CHECKING:
     from stream.artifact import Artifact
+    from stream.sensor_score import SensorScore
 
 __all__ = ["BenchSeries", "Benchmark", "layout_of", "load_benchmark", "network_residuals",
-           "run_benchmark", "series_file_name"]
+           "pseudo_experiments", "run_benchmark", "series_file_name"]
 
 SKAB_REFERENCE_ROWS = 400
 SKAB_LABELS = ("anomaly", "changepoint")
@@ -171,13 +175,20 @@ def _write_series(out: Path, s: BenchSeries, scores: np.ndarray, flags: np.ndarr
     frame.to_csv(out / series_file_name(s.name), index=False, float_format="%.6g")
 
 
-def _skab_metrics(bench: Benchmark, flags: list[np.ndarray]) -> dict[str, Any]:
+def _skab_metrics(bench: Benchmark, flags: list[np.ndarray], alarms: list[np.ndarray],
+                  onsets: list[np.ndarray]) -> dict[str, Any]:
+    """The headline: outliers from the rows in an alarm, changepoints from the alarms' edges
+    (one pair per alarm); beside it, from the same run, the raw flags (outliers and their
+    edges) and the alarm onsets alone as changepoints."""
     from seqstream.evaluation.skab_score import changepoint_score, outlier_counts
 
-    outlier = outlier_counts([s.anomaly for s in bench.series], flags).summary()
-    cp = changepoint_score([s.times_s for s in bench.series],
-                           [s.changepoint for s in bench.series], flags)
-    return {"outlier": outlier, "changepoint_nab": cp}
+    truth = [s.anomaly for s in bench.series]
+    times, cps = [s.times_s for s in bench.series], [s.changepoint for s in bench.series]
+    return {"outlier": outlier_counts(truth, alarms).summary(),
+            "changepoint_nab": changepoint_score(times, cps, alarms),
+            "outlier_flags": outlier_counts(truth, flags).summary(),
+            "changepoint_nab_flags": changepoint_score(times, cps, flags),
+            "changepoint_nab_onsets": changepoint_score(times, cps, onsets, given=True)}
 
 
 def _nab_metrics(bench: Benchmark, flags: list[np.ndarray]) -> dict[str, Any]:
@@ -215,6 +226,13 @@ def markdown(results: dict[str, Any]) -> str:
                   f"| **seqstream** | **{cp['standard']:.2f}** | "
                   f"**{cp['reward_low_FP_rate']:.2f}** | **{cp['reward_low_FN_rate']:.2f}** |"]
         lines += [f"| {n} (leaderboard) | {a} | {b} | {c} |" for n, a, b, c in SKAB_CP_BOARD]
+        f, fc, on = m["outlier_flags"], m["changepoint_nab_flags"], m["changepoint_nab_onsets"]
+        lines += ["", "The same run scored otherwise: the raw flags as outliers F1 "
+                  f"{f['f1']:.2f}, FAR {f['far_pct']:.2f} %, MAR {f['mar_pct']:.2f} %; their "
+                  f"edges as changepoints NAB {fc['standard']:.2f} / "
+                  f"{fc['reward_low_FP_rate']:.2f} / {fc['reward_low_FN_rate']:.2f}; the alarm "
+                  f"onsets alone {on['standard']:.2f} / {on['reward_low_FP_rate']:.2f} / "
+                  f"{on['reward_low_FN_rate']:.2f} (standard / low FP / low FN)."]
     else:
         lines += ["| detector | standard | low FP | low FN |", "|---|---:|---:|---:|",
                   f"| **seqstream** ({results['series']} series here) | "
@@ -247,21 +265,49 @@ def network_residuals(artifact: Artifact, series: list[BenchSeries], scale_input
     return [r.residuals[1:] for r in replay_many(artifact, inputs, entity_scale=False)]
 
 
+PSEUDO_ROWS = 1150  # about one SKAB experiment
+
+
+def pseudo_experiments(root: str | Path, score: SensorScore | None = None) -> dict[str, Any]:
+    """The share of rows the score flags after the warm-up in SKAB's anomaly-free run, cut into
+    ``PSEUDO_ROWS``-row pseudo-experiments every ``PSEUDO_ROWS // 2`` rows, each a fresh
+    entity: every flag there is false, the one figure a choice may look at (the scored files'
+    labels stay unseen)."""
+    from stream.sensor_score import SensorScore
+    from training.sources import SKAB_FEATURES
+
+    path = Path(root).expanduser() / "data" / "anomaly-free" / "anomaly-free.csv"
+    if not path.is_file():
+        raise ConfigError(f"--pseudo-experiments: expected SKAB's {path}")
+    values = pd.read_csv(path, sep=";")[[f for f, _ in SKAB_FEATURES]].to_numpy(np.float64)
+    score = score or SensorScore(warmup=SKAB_REFERENCE_ROWS)
+    step = PSEUDO_ROWS // 2
+    pieces = [values[s:s + PSEUDO_ROWS] for s in range(0, len(values) - PSEUDO_ROWS + 1, step)]
+    shares = [float(r.flags[score.warmup:].mean()) for r in score.run_many(pieces)]
+    return {"pieces": len(pieces), "flagged_pct": 100 * float(np.mean(shares)),
+            "max_pct": 100 * max(shares)}
+
+
 def run_benchmark(root: str | Path, out: str | Path, entities: list[str] | None = None,
-                  model: str | Path | None = None) -> dict[str, Any]:
+                  model: str | Path | None = None, score: SensorScore | None = None
+                  ) -> dict[str, Any]:
     """Stream every series of the benchmark folder ``root`` through the sensor score, write
     ``series/*.csv``, ``report.json`` and ``report.md`` under ``out``; return the results.
 
-    The score reads the values; with ``model`` whose card has ``score.sensor``, exactly as the
-    worker serving it does; with another ``model``, its 1-step residuals beside the values."""
+    The score reads the values (``score``: its settings, or the defaults); with ``model``
+    whose card has ``score.sensor``, exactly as the worker serving it does; with another
+    ``model``, its 1-step residuals beside the values."""
     from stream.artifact import load_artifact
     from stream.sensor_score import SensorScore
 
     started = time.perf_counter()
     bench = load_benchmark(root, entities)
-    detector = SensorScore(warmup=SKAB_REFERENCE_ROWS)
+    detector = score or SensorScore(warmup=SKAB_REFERENCE_ROWS)
     artifact = None if model is None else load_artifact(model)
     served = None if artifact is None else SensorScore.from_card(artifact.card)
+    if served is not None and score is not None:
+        raise ConfigError("--sensor-score: expected none with a model whose card has "
+                          "score.sensor (the card's settings are what its worker flags with)")
     width = bench.series[0].values.shape[1] if bench.series else 0
     if artifact is not None and artifact.n_features != width:
         raise ConfigError(f"--model: expected a network of the benchmark's {width} features, "
@@ -286,24 +332,32 @@ def run_benchmark(root: str | Path, out: str | Path, entities: list[str] | None 
         what = f"1-step residuals of network {artifact.model_id[:12]} and the values"
     runs = detector.run_many(inputs, [s.warmup - k for s, k in zip(bench.series, skip,
                                                                      strict=True)])
-    scores, flags = [], []
+    scores, flags, alarms, onsets = [], [], [], []
     for r, k in zip(runs, skip, strict=True):
         scores.append(np.r_[np.full(k, np.nan), r.scores])
-        flags.append(np.r_[np.zeros(k, dtype=bool), r.flags if bench.kind == "skab"
-                           else r.onsets])
+        flags.append(np.r_[np.zeros(k, dtype=bool), r.flags])
+        alarms.append(np.r_[np.zeros(k, dtype=bool), r.alarms])
+        onsets.append(np.r_[np.zeros(k, dtype=bool), r.onsets])
+    # what the CSVs carry and the headline figures score: SKAB's rows in an alarm, NAB's
+    # alarm onsets
+    predictions = alarms if bench.kind == "skab" else onsets
     out = Path(out)
     (out / "series").mkdir(parents=True, exist_ok=True)
-    for s, sc, fl in zip(bench.series, scores, flags, strict=True):
-        _write_series(out / "series", s, sc, fl)
-    metrics = _skab_metrics(bench, flags) if bench.kind == "skab" else _nab_metrics(bench, flags)
+    for s, sc, p in zip(bench.series, scores, predictions, strict=True):
+        _write_series(out / "series", s, sc, p)
+    metrics = (_skab_metrics(bench, flags, alarms, onsets) if bench.kind == "skab"
+               else _nab_metrics(bench, onsets))
     results = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": bench.kind, "root": str(root), "series": len(bench.series),
         "rows": int(sum(len(s.values) for s in bench.series)),
         "model": None if model is None else str(model),
         "detector": (f"seqstream sensor score over the {what} (stream.sensor_score: half-lives "
-                     f"{detector.half_lives} samples, margin {detector.margin:.3g}, level/scale "
-                     f"adapting with half-life {detector.adapt_half_life:g} samples; warm-up "
+                     f"{detector.half_lives} samples, margin {detector.margin:.3g}, "
+                     f"MEWMA {'on' if detector.mean_shift else 'off'}, correlation shrinkage "
+                     f"{detector.shrinkage:g}, level/scale adapting with half-life "
+                     f"{detector.adapt_half_life:g} samples (flagged: "
+                     f"{detector.flagged_adapt_half_life or 'never'}); warm-up "
                      + ("400 rows per file" if bench.kind == "skab" else "NAB's probation")
                      + ")"),
         "metrics": metrics,

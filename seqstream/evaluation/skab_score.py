@@ -141,10 +141,11 @@ def _file_scores(times: np.ndarray, windows: list[tuple[float, float]], cps: np.
 
 
 def changepoint_score(times_s: Sequence[np.ndarray], true_cps: Sequence[np.ndarray],
-                      predictions: Sequence[np.ndarray],
-                      width_s: float = WINDOW_S) -> dict[str, float]:
+                      predictions: Sequence[np.ndarray], width_s: float = WINDOW_S,
+                      given: bool = False) -> dict[str, float]:
     """The normalised NAB score per profile of 0/1 row predictions (``predictions``: the
-    detector's anomaly flags; their changepoints are taken here), pooled over files.
+    detector's anomaly flags, their changepoints taken here; with ``given``, the detector's
+    own changepoints, e.g. its alarm onsets), pooled over files.
 
     ``times_s``: each file's row times in seconds; ``true_cps``: its ``changepoint`` column.
     """
@@ -158,8 +159,8 @@ def changepoint_score(times_s: Sequence[np.ndarray], true_cps: Sequence[np.ndarr
             if not (len(t) == len(c) == len(p)):
                 raise ValueError(f"expected one time, label and prediction per row, got "
                                  f"{len(t)}, {len(c)}, {len(p)}")
-            a, b, d = _file_scores(t, changepoint_windows(t, c, width_s), changepoints_of(p),
-                                   profile)
+            a, b, d = _file_scores(t, changepoint_windows(t, c, width_s),
+                                   p if given else changepoints_of(p), profile)
             s, null, perfect = s + a, null + b, perfect + d
         out[profile.name] = 100 * (s - null) / (perfect - null) if perfect > null \
             else float("nan")
