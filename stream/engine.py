@@ -343,12 +343,13 @@ class Engine:
                 part, off = sources[i]
                 lo, hi = spans[i]
                 n = hi - lo
+                ts, period = e.ts, e.period
                 if n == 1:
-                    times = None
-                    skip = 1 if e.ts <= wm else 0
+                    skip = 1 if ts <= wm else 0
+                elif ts > wm:  # the common case: the whole chunk is new
+                    skip = 0
                 else:
-                    times = e.ts + e.period * np.arange(n)
-                    skip = int(np.searchsorted(times, wm, side="right"))
+                    skip = int(np.searchsorted(ts + period * np.arange(n), wm, side="right"))
                 if skip:
                     reason = "duplicate" if part == wm_part and off <= wm_off else "late"
                     out.skipped[reason] += skip
@@ -358,8 +359,12 @@ class Engine:
                         else:
                             self._late(batch, e, n, wm, wm_off, part, off, out)
                         continue
+                # A chunk's sample k is at ts + period * k (the float numpy's arange gives too).
+                # From the first applied sample on, the rest go in at once when no gap can lie
+                # among them: when the last one is within max_gap of the current one.
+                last = ts if n == 1 else ts + period * (n - 1)
                 for k in range(skip, n):
-                    t = e.ts if times is None else float(times[k])
+                    t = ts if n == 1 else ts + period * k
                     if t - wm > max_gap and wm != -math.inf:
                         out.resets["gap"] += 1
                         row = _Row(ent, fresh=True, prev=False, steps=0)
@@ -370,6 +375,10 @@ class Engine:
                         rows.append(row)
                     if k == skip:
                         emits.append((i, k, len(rows) - 1, len(row.samples)))
+                    if last - t <= max_gap:
+                        row.samples.extend(range(lo + k, hi))
+                        wm = last
+                        break
                     row.samples.append(lo + k)
                     wm = t
                 wm_off, wm_part = off, part
