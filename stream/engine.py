@@ -234,8 +234,10 @@ class Engine:
             spans.append((at, at + len(e.rows)))
             at += len(e.rows)
         if events:
-            values = np.array(list(itertools.chain.from_iterable(e.rows for e in events)),
-                              dtype=np.float64)
+            # every row holds f numbers (validated): one flat pass, no nested-list discovery
+            chain = itertools.chain.from_iterable
+            values = np.fromiter(chain(chain(e.rows for e in events)), dtype=np.float64,
+                                 count=at * f).reshape(at, f)
             with np.errstate(over="ignore", invalid="ignore"):
                 scaled = self.artifact.scale(values)
             finite = np.isfinite(scaled).all(axis=1)
