@@ -512,19 +512,26 @@ class Engine:
                 if flag_list[a]:
                     out.anomalies.append((key, out.predictions[-1][1]))
                 continue
-            # A chunk's applied samples are contiguous in one row unless a gap reset split it.
+            # A chunk's applied samples are contiguous in one row (slices of the flat arrays)
+            # unless a gap reset split it.
             count = hi - lo - k
-            idx = self._chunk_indexes(rows, r, p, count, row_start)
-            record = prediction_record(e.entity_id, e.ts + e.period * k, user[idx],
-                                       [score_list[j] for j in idx],
-                                       [flag_list[j] for j in idx], thr, model_id, e.period, k)
+            if count <= len(rows[r].samples) - p:
+                forecast, scores_of, flags_of = (user[a:a + count], score_list[a:a + count],
+                                                 flag_list[a:a + count])
+            else:
+                idx = self._chunk_indexes(rows, r, p, count, row_start)
+                forecast, scores_of, flags_of = (user[idx], [score_list[j] for j in idx],
+                                                 [flag_list[j] for j in idx])
+            record = prediction_record(e.entity_id, e.ts + e.period * k, forecast, scores_of,
+                                       flags_of, thr, model_id, e.period, k)
             out.predictions.append((key, dumps(record, option=opt)))
             out.last_ts.append(e.ts + e.period * (hi - lo - 1))
-            for n, j in enumerate(idx):
-                if flag_list[j]:
-                    single = prediction_record(e.entity_id, e.ts + e.period * (k + n), user[j],
-                                               score_list[j], True, thr, model_id)
-                    out.anomalies.append((key, dumps(single, option=opt)))
+            if True in flags_of:
+                for n, flag in enumerate(flags_of):
+                    if flag:
+                        single = prediction_record(e.entity_id, e.ts + e.period * (k + n),
+                                                   forecast[n], scores_of[n], True, thr, model_id)
+                        out.anomalies.append((key, dumps(single, option=opt)))
 
     @staticmethod
     def _chunk_indexes(rows: list[_Row], r: int, p: int, count: int,
