@@ -495,7 +495,9 @@ class Engine:
               lengths: np.ndarray, user: np.ndarray, scores: np.ndarray, flags: np.ndarray,
               out: Outcome) -> None:
         row_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
-        score_list = [None if s != s else s for s in scores.tolist()]
+        score_list = scores.tolist()
+        for j in np.flatnonzero(np.isnan(scores)).tolist():  # no forecast yet: null
+            score_list[j] = None
         flag_list = flags.tolist()
         thr, model_id, dumps, opt = self.threshold, self.model_id, orjson.dumps, _DUMPS_OPTIONS
         spans, events = batch.spans, batch.events
