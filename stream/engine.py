@@ -345,13 +345,13 @@ class Engine:
                 part, off = sources[i]
                 lo, hi = spans[i]
                 n = hi - lo
-                ts, period = e.ts, e.period
+                ts = e.ts
                 if n == 1:
                     skip = 1 if ts <= wm else 0
                 elif ts > wm:  # the common case: the whole chunk is new
                     skip = 0
                 else:
-                    skip = int(np.searchsorted(ts + period * np.arange(n), wm, side="right"))
+                    skip = int(np.searchsorted(ts + e.period * np.arange(n), wm, side="right"))
                 if skip:
                     reason = "duplicate" if part == wm_part and off <= wm_off else "late"
                     out.skipped[reason] += skip
@@ -364,9 +364,8 @@ class Engine:
                 # A chunk's sample k is at ts + period * k (the float numpy's arange gives too).
                 # From the first applied sample on, the rest go in at once when no gap can lie
                 # among them: when the last one is within max_gap of the current one.
-                last = ts if n == 1 else ts + period * (n - 1)
                 for k in range(skip, n):
-                    t = ts if n == 1 else ts + period * k
+                    t = ts if n == 1 else ts + e.period * k
                     if t - wm > max_gap and wm != -math.inf:
                         out.resets["gap"] += 1
                         row = _Row(ent, fresh=True, prev=False, steps=0)
@@ -377,7 +376,7 @@ class Engine:
                         rows.append(row)
                     if k == skip:
                         emits.append((i, k, len(rows) - 1, len(row.samples)))
-                    if last - t <= max_gap:
+                    if n > 1 and (last := ts + e.period * (n - 1)) - t <= max_gap:
                         row.samples.extend(range(lo + k, hi))
                         wm = last
                         break
