@@ -14,9 +14,10 @@ gives a row per sample). ``--json`` prints one object per sample, always flat::
     {"entity_id", "ts", "value", "forecast", "score", "anomaly", "threshold", "model_id"}
 
 For an ECG model with a beat stage, ``--beats`` follows the beats topic instead: one row per
-decided heartbeat (its R peak's time, the RR interval before it, the AAMI class, p_abnormal and
-the flag; ``--json`` prints the beat record itself, ``stream/schemas/beat.json``), and with
-``--anomalies-only`` the flagged beats only. The anomalies topic carries flagged beats beside
+decided heartbeat (its R peak's time, the RR interval before it, the AAMI class, p_abnormal,
+the flag and ``irregular rhythm`` where the beat stage's rhythm rule held; ``--json`` prints the
+beat record itself, ``stream/schemas/beat.json``), and with ``--anomalies-only`` the flagged
+beats only. The anomalies topic carries flagged beats beside
 flagged samples (told apart by ``"kind": "beat"``); without ``--beats`` they show there as beat
 rows among the sample rows.
 
@@ -28,6 +29,10 @@ rows among the sample rows.
 ...     "rr": 0.61, "class": "V", "p_abnormal": 0.97, "anomaly": True, "threshold": 0.5,
 ...     "model_id": "ab", "decided_ts": 11.2})))
 10.000 s                100                          V   0.610      0.970  ABNORMAL
+>>> print(format_beat(Beat({"kind": "beat", "entity_id": "100", "ts": 10.0, "sample": 3600,
+...     "rr": 0.42, "class": "N", "p_abnormal": 0.12, "anomaly": False, "threshold": 0.5,
+...     "model_id": "ab", "decided_ts": 11.2, "irregular": True})))
+10.000 s                100                          N   0.420      0.120  irregular rhythm
 """
 
 from __future__ import annotations
@@ -189,11 +194,15 @@ BEAT_HEADER = (f"{'time (UTC)':<23} {'entity':<24} {'class':>5} {'RR (s)':>7} "
 
 
 def format_beat(beat: Beat) -> str:
-    """One table line for a beat."""
+    """One table line for a beat; ``irregular rhythm`` where the rhythm rule held (S was not
+    called, so a reader knows why a premature-looking beat is N); records from workers before
+    that field have none."""
     r = beat.record
     rr = "-" if r["rr"] is None else f"{r['rr']:.3f}"
+    flags = [f for f, on in (("ABNORMAL", r["anomaly"]), ("irregular rhythm", r.get("irregular")))
+             if on]
     return (f"{_clock(r['ts']):<23} {_entity(r['entity_id']):<24} {r['class']:>5} {rr:>7} "
-            f"{r['p_abnormal']:>10.3f}  {'ABNORMAL' if r['anomaly'] else ''}").rstrip()
+            f"{r['p_abnormal']:>10.3f}  {'  '.join(flags)}").rstrip()
 
 
 def to_json(sample: Sample) -> bytes:

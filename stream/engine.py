@@ -234,8 +234,10 @@ class Engine:
             spans.append((at, at + len(e.rows)))
             at += len(e.rows)
         if events:
-            values = np.array(list(itertools.chain.from_iterable(e.rows for e in events)),
-                              dtype=np.float64)
+            # every row holds f numbers (validated): one flat pass, no nested-list discovery
+            chain = itertools.chain.from_iterable
+            values = np.fromiter(chain(chain(e.rows for e in events)), dtype=np.float64,
+                                 count=at * f).reshape(at, f)
             with np.errstate(over="ignore", invalid="ignore"):
                 scaled = self.artifact.scale(values)
             finite = np.isfinite(scaled).all(axis=1)
@@ -343,12 +345,13 @@ class Engine:
                 part, off = sources[i]
                 lo, hi = spans[i]
                 n = hi - lo
+                ts = e.ts
                 if n == 1:
-                    times = None
-                    skip = 1 if e.ts <= wm else 0
+                    skip = 1 if ts <= wm else 0
+                elif ts > wm:  # the common case: the whole chunk is new
+                    skip = 0
                 else:
-                    times = e.ts + e.period * np.arange(n)
-                    skip = int(np.searchsorted(times, wm, side="right"))
+                    skip = int(np.searchsorted(ts + e.period * np.arange(n), wm, side="right"))
                 if skip:
                     reason = "duplicate" if part == wm_part and off <= wm_off else "late"
                     out.skipped[reason] += skip
@@ -358,8 +361,11 @@ class Engine:
                         else:
                             self._late(batch, e, n, wm, wm_off, part, off, out)
                         continue
+                # A chunk's sample k is at ts + period * k (the float numpy's arange gives too).
+                # From the first applied sample on, the rest go in at once when no gap can lie
+                # among them: when the last one is within max_gap of the current one.
                 for k in range(skip, n):
-                    t = e.ts if times is None else float(times[k])
+                    t = ts if n == 1 else ts + e.period * k
                     if t - wm > max_gap and wm != -math.inf:
                         out.resets["gap"] += 1
                         row = _Row(ent, fresh=True, prev=False, steps=0)
@@ -370,6 +376,10 @@ class Engine:
                         rows.append(row)
                     if k == skip:
                         emits.append((i, k, len(rows) - 1, len(row.samples)))
+                    if n > 1 and (last := ts + e.period * (n - 1)) - t <= max_gap:
+                        row.samples.extend(range(lo + k, hi))
+                        wm = last
+                        break
                     row.samples.append(lo + k)
                     wm = t
                 wm_off, wm_part = off, part
@@ -484,7 +494,9 @@ class Engine:
               lengths: np.ndarray, user: np.ndarray, scores: np.ndarray, flags: np.ndarray,
               out: Outcome) -> None:
         row_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
-        score_list = [None if s != s else s for s in scores.tolist()]
+        score_list = scores.tolist()
+        for j in np.flatnonzero(np.isnan(scores)).tolist():  # no forecast yet: null
+            score_list[j] = None
         flag_list = flags.tolist()
         thr, model_id, dumps, opt = self.threshold, self.model_id, orjson.dumps, _DUMPS_OPTIONS
         spans, events = batch.spans, batch.events
@@ -501,19 +513,26 @@ class Engine:
                 if flag_list[a]:
                     out.anomalies.append((key, out.predictions[-1][1]))
                 continue
-            # A chunk's applied samples are contiguous in one row unless a gap reset split it.
+            # A chunk's applied samples are contiguous in one row (slices of the flat arrays)
+            # unless a gap reset split it.
             count = hi - lo - k
-            idx = self._chunk_indexes(rows, r, p, count, row_start)
-            record = prediction_record(e.entity_id, e.ts + e.period * k, user[idx],
-                                       [score_list[j] for j in idx],
-                                       [flag_list[j] for j in idx], thr, model_id, e.period, k)
+            if count <= len(rows[r].samples) - p:
+                forecast, scores_of, flags_of = (user[a:a + count], score_list[a:a + count],
+                                                 flag_list[a:a + count])
+            else:
+                idx = self._chunk_indexes(rows, r, p, count, row_start)
+                forecast, scores_of, flags_of = (user[idx], [score_list[j] for j in idx],
+                                                 [flag_list[j] for j in idx])
+            record = prediction_record(e.entity_id, e.ts + e.period * k, forecast, scores_of,
+                                       flags_of, thr, model_id, e.period, k)
             out.predictions.append((key, dumps(record, option=opt)))
             out.last_ts.append(e.ts + e.period * (hi - lo - 1))
-            for n, j in enumerate(idx):
-                if flag_list[j]:
-                    single = prediction_record(e.entity_id, e.ts + e.period * (k + n), user[j],
-                                               score_list[j], True, thr, model_id)
-                    out.anomalies.append((key, dumps(single, option=opt)))
+            if True in flags_of:
+                for n, flag in enumerate(flags_of):
+                    if flag:
+                        single = prediction_record(e.entity_id, e.ts + e.period * (k + n),
+                                                   forecast[n], scores_of[n], True, thr, model_id)
+                        out.anomalies.append((key, dumps(single, option=opt)))
 
     @staticmethod
     def _chunk_indexes(rows: list[_Row], r: int, p: int, count: int,

@@ -10,6 +10,7 @@ import asyncio
 import jsonschema
 import numpy as np
 import orjson
+import pytest
 import torch
 from streamkit import ecg, make_artifact, offline_forecasts
 from test_batched_steps_match_offline import TOPICS, Sink
@@ -98,6 +99,36 @@ def test_a_gap_longer_than_the_limit_restarts_the_entity_and_its_warm_up(tmp_pat
     fresh, _ = offline_forecasts(art_dir, values[50:56])
     np.testing.assert_allclose([p["forecast"] for p in preds[6:]], fresh, rtol=1e-5, atol=1e-5)
     assert len(sink.of("a")) == 6
+
+
+@pytest.mark.parametrize(("period", "late_start"), [(20.0, 0.0), (1.0, 100.0)])
+def test_a_chunk_across_gaps_is_answered_as_its_samples_sent_one_by_one(
+        tmp_path, bundled_data, period, late_start):
+    """Gaps inside a chunk (its period over max_gap_s: a reset at every sample) or before its
+    first sample split it over several network rows; each sample's forecast, score and flag
+    are still exactly those of the same samples sent singly (the engine adds a chunk's samples
+    in bulk only where no gap can lie among them)."""
+    values, art_dir, engine, _store, sink, pipe = setup(tmp_path, bundled_data, warmup_steps=0,
+                                                       max_gap_s=10.0)
+    engine2 = Engine(load_artifact(art_dir), warmup_steps=0, max_gap_s=10.0)
+    sink2 = Sink()
+    pipe2 = Pipeline(engine2, MemoryStateStore(), sink2, TOPICS, Metrics(CollectorRegistry()))
+    engine.threshold = engine2.threshold = -1.0  # every scored sample flagged
+    head = [msg("c", T0 + i, values[i].tolist(), i) for i in range(3)]
+    start = T0 + 3 + late_start
+    chunk = msg("c", start, values[3:8].tolist(), 3, period=period)
+    singles = [msg("c", start + period * k, values[3 + k].tolist(), 3 + k) for k in range(5)]
+    asyncio.run(pipe.process([*head, chunk]))
+    asyncio.run(pipe2.process(head + singles))
+    resets = 4 if period > 10.0 else 1
+    for p in (pipe, pipe2):
+        assert value(p.metrics, "seqstream_resets_total", reason="gap") == resets
+    answer, one_by_one = sink.of("p")[-1], sink2.of("p")[3:]
+    assert answer["forecast"] == [p["forecast"] for p in one_by_one]
+    assert answer["score"] == [p["score"] for p in one_by_one]
+    assert answer["anomaly"] == [p["anomaly"] for p in one_by_one]
+    assert [v for t, _, v in sink.records if t == "a"] == [v for t, _, v in sink2.records
+                                                           if t == "a"]
 
 
 def test_an_undecodable_state_is_a_counted_reset_not_a_crash(tmp_path, bundled_data):

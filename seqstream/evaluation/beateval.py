@@ -57,6 +57,7 @@ class RecordBeats:
     p_abnormal: np.ndarray  # float64
     anomaly: np.ndarray  # bool
     decided: np.ndarray  # int64
+    irregular: np.ndarray  # bool: the rhythm rule held when the beat was decided
 
     @classmethod
     def of(cls, entity: str, beats: Sequence) -> RecordBeats:
@@ -67,7 +68,8 @@ class RecordBeats:
                    np.array([b.cls for b in beats], dtype="<U1"),
                    np.array([b.p_abnormal for b in beats], dtype=np.float64),
                    np.array([b.anomaly for b in beats], dtype=bool),
-                   np.array([b.decided for b in beats], dtype=np.int64))
+                   np.array([b.decided for b in beats], dtype=np.int64),
+                   np.array([b.irregular for b in beats], dtype=bool))
 
 
 def detect_beats(artifact, data: EvalData, residuals: Sequence[np.ndarray]) -> list[RecordBeats]:
@@ -91,15 +93,17 @@ def compare_beats(streamed: Sequence[Sequence[dict]], offline: Sequence[RecordBe
                   period_s: float, tol: float = 1e-5) -> dict[str, Any]:
     """The worker's beat records against the offline beats, series by series: one record per
     offline beat (a repeat allowed by at-least-once delivery must be identical), same R peak,
-    RR, decision time, class and flag, ``p_abnormal`` within ``tol``.
+    RR, decision time, class, flag and rhythm rule (``irregular``), ``p_abnormal`` within ``tol``.
 
     >>> off = RecordBeats("e", np.array([10]), np.array([np.nan]), np.array(["V"]),
-    ...                   np.array([0.9]), np.array([True]), np.array([40]))
+    ...                   np.array([0.9]), np.array([True]), np.array([40]), np.array([False]))
     >>> rec = {"sample": 10, "rr": None, "class": "V", "p_abnormal": 0.9 + 2e-6,
-    ...        "anomaly": True, "ts": 10.0, "decided_ts": 40.0}
+    ...        "anomaly": True, "ts": 10.0, "decided_ts": 40.0, "irregular": False}
     >>> out = compare_beats([[rec, rec]], [off], period_s=1.0)
     >>> out["passed"], out["records"], out["beats"], out["max_abs_diff_p"] < 1e-5
     (True, 2, 1, True)
+    >>> compare_beats([[{**rec, "irregular": True}]], [off], period_s=1.0)["differing"]
+    1
     """
     missing = extra = differing = repeats_differing = records = 0
     max_dp = 0.0
@@ -118,6 +122,7 @@ def compare_beats(streamed: Sequence[Sequence[dict]], offline: Sequence[RecordBe
             dp = abs(float(r["p_abnormal"]) - float(off.p_abnormal[k]))
             max_dp = max(max_dp, dp)
             same = (r["class"] == off.classes[k] and bool(r["anomaly"]) == bool(off.anomaly[k])
+                    and bool(r["irregular"]) == bool(off.irregular[k])
                     and (rr == off.rr_s[k] or (math.isnan(rr) and math.isnan(off.rr_s[k])))
                     and round((r["decided_ts"] - r["ts"]) / period_s) == off.decided[k] - s
                     and dp <= tol)
