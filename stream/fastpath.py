@@ -529,6 +529,7 @@ class _Deliveries(Generic[W]):
         self.failure: BaseException | None = None
         self._queued = asyncio.Event()
         self._changed = asyncio.Event()
+        self._refused = asyncio.Event()
 
     def add(self, batch: RecordBatch, work: W) -> None:
         self.pending.append((batch, work))
@@ -539,6 +540,19 @@ class _Deliveries(Generic[W]):
             batch, work = self.pending.popleft()
             self.source.drop(batch)
             self.stages.abandon(work)
+
+    async def fetched(self, fetch: asyncio.Future[Any]) -> bool:
+        """Wait for ``fetch`` or a refused delivery, whichever comes first; True once fetched.
+        A refusal must seek back now, not when the topic next has records (an idle topic would
+        put the replay of the refused partitions off indefinitely)."""
+        if not self.rewind and not fetch.done():
+            self._refused.clear()
+            refused = asyncio.ensure_future(self._refused.wait())
+            try:
+                await asyncio.wait((fetch, refused), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                refused.cancel()
+        return fetch.done()
 
     async def until(self, ready: Callable[[], bool]) -> None:
         """Wait for deliveries until ``ready()``; a delivery that failed raises here."""
@@ -566,6 +580,7 @@ class _Deliveries(Generic[W]):
                     source.done(batch, partitions=ex.saved)
                     self.drop_all()
                     self.rewind = True
+                    self._refused.set()
                 else:
                     pending.popleft()
                     source.done(batch)
@@ -601,6 +616,7 @@ async def run_batches(source: BatchSource, stages: Stages[Any],
     pending = deliveries.pending
     delivering = asyncio.ensure_future(deliveries.run())
     batches = source.__aiter__()
+    fetch: asyncio.Future[RecordBatch] | None = None  # kept across a rewind, never cancelled
     try:
         while True:
             await deliveries.until(lambda: len(pending) < inflight
@@ -609,8 +625,12 @@ async def run_batches(source: BatchSource, stages: Stages[Any],
                 deliveries.rewind = False
                 await source.rewind()
                 continue
-            batch = await batches.__anext__()
-            if deliveries.rewind:  # refused while we waited: from before the seek
+            if fetch is None:
+                fetch = asyncio.ensure_future(batches.__anext__())
+            if not await deliveries.fetched(fetch):
+                continue  # a delivery was refused while no records came: seek back first
+            batch, fetch = fetch.result(), None
+            if deliveries.rewind or source._stale(batch):  # from before a seek
                 source.drop(batch)
                 continue
             if waited is not None:
@@ -638,6 +658,11 @@ async def run_batches(source: BatchSource, stages: Stages[Any],
             raise deliveries.failure from None
         raise
     finally:
-        delivering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await delivering
+        if fetch is not None and fetch.done() and not fetch.cancelled() \
+                and fetch.exception() is None:
+            source.drop(fetch.result())  # fetched during a last seek, never computed
+        for task in (delivering, fetch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await task

@@ -64,7 +64,7 @@ from stream.state import UNCHECKED, CheckpointMoved
 from stream.state_cache import StateCache
 
 if TYPE_CHECKING:
-    from stream.engine import Engine, Outcome, RawMessage
+    from stream.engine import Batch, Engine, Outcome, RawMessage
     from stream.metrics import Metrics
     from stream.state import StateStore
 
@@ -91,6 +91,7 @@ class Computed:
     """A batch computed and not yet delivered: what :meth:`Pipeline.deliver` sends and saves."""
 
     messages: int
+    batch: Batch  # counted by the metrics once its records are produced, not when computed
     outcome: Outcome
     part_of: dict[str, int]  # entity → its partition
     checkpoints: dict[int, tuple[int | None, int]]
@@ -176,15 +177,16 @@ class Pipeline:
         self._seq += 1
         evicted = cache.put(loaded)
         evicted += cache.put({(part_of[e], e): s for e, s in outcome.states.items()}, self._seq)
-        for p, (want, write) in checkpoints.items():
+        for p, (_, write) in checkpoints.items():
+            # the next batch's save expects this write, checked or not (a partition without a
+            # position writes unchecked, and the one after it must chain as it would serially)
             self._in_flight[p] = self._in_flight.get(p, 0) + 1
-            if want != UNCHECKED:
-                self.planned[p] = write
+            self.planned[p] = write
         if self.metrics is not None:
-            self.metrics.on_batch(batch, outcome)
             self.metrics.on_state_cache(len(ids) - len(misses), len(misses), evicted,
                                         len(cache))
-        return Computed(len(messages), outcome, part_of, checkpoints, self._seq, began, load_s)
+        return Computed(len(messages), batch, outcome, part_of, checkpoints, self._seq, began,
+                        load_s)
 
     async def deliver(self, work: Computed) -> Outcome:
         """Produce ``work``'s records and await their acks, then save its states and
@@ -200,6 +202,8 @@ class Pipeline:
         if records:
             await self._until_done("Kafka produce", self.send, records, errors=self.send_errors)
             self._stage("produce_ack", t)
+        if self.metrics is not None:  # produced: a batch dropped before this is not counted
+            self.metrics.on_batch(work.batch, outcome)
         acked_at = time.time()
         t = time.perf_counter()
         if outcome.states or checkpoints:
@@ -254,10 +258,16 @@ class Pipeline:
             self.metrics.on_stage(stage, now - since)
         return now
 
+    def clear_cache(self) -> None:
+        """Forget every cached state (a seek, a revocation, a refusal): Redis is the source."""
+        self.cache.clear()
+        if self.metrics is not None:
+            self.metrics.on_state_cache(0, 0, 0, 0)
+
     def _moved(self, ex: CheckpointMoved) -> None:
         """A refused load or save: one line per partition, counted; expect what is stored. The
         cache is cleared: its states continue the refused ones, and the caller seeks back."""
-        self.cache.clear()
+        self.clear_cache()
         for p in sorted(ex.stored):
             self.positions[p] = ex.stored[p]
             self.planned.pop(p, None)

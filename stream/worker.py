@@ -188,9 +188,7 @@ def assemble(settings: Settings, artifact: Artifact, redis_client: Any,
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         # sent after faust drained the in-flight batches: nothing pinned is lost, and the
         # states of partitions this worker may no longer own go now, not at the next assignment
-        pipeline.cache.clear()
-        if metrics is not None:
-            metrics.state_cache_entities.set(0)
+        pipeline.clear_cache()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -215,9 +213,11 @@ async def position(pipeline: Pipeline, state_loss: str, committed: dict[Any, int
     its own is refused.
 
     The pipeline's state cache is cleared first: after the seek, Redis is the source of every
-    state (no batch is in flight here: faust drains them before an assignment, and a rewind
-    waits for them)."""
-    pipeline.cache.clear()
+    state. A batch may still be in flight here (a seek can run while a revocation waits for
+    in-flight batches): it keeps its states in its own :class:`~stream.pipeline.Computed`, a
+    compute that straddles the clear is dropped (the cache's generation), and batches fetched
+    before the seek are stale."""
+    pipeline.clear_cache()
     store: StateStore = pipeline.store
     by_partition = {tp.partition: tp for tp in committed}
     stored = await pipeline._until_done("Redis checkpoint read", store.checkpoints,
