@@ -112,17 +112,24 @@ def _record_batch(source: BatchSource, records: list[RawMessage]) -> RecordBatch
 
 
 class SlowSink(Sink):
-    """A producer whose acks take a moment, noting how many batches were in flight by then."""
+    """A producer whose acks take a moment, and at least until ``ahead`` batches are in flight
+    (counted in loop turns, not time: a loaded machine computes more slowly), noting how many
+    batches were in flight by then."""
 
-    def __init__(self) -> None:
+    def __init__(self, ahead: int = 1) -> None:
         super().__init__()
         self.pipeline: Pipeline | None = None
         self.most_in_flight = 0
+        self.ahead = ahead
 
     async def __call__(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
         assert self.pipeline is not None
         await asyncio.sleep(0.001)  # meanwhile the next batches may be computed
         in_flight = self.pipeline._in_flight
+        for _ in range(100_000):  # bounded: the last batches have none behind them
+            if max(in_flight.values(), default=0) >= self.ahead:
+                break
+            await asyncio.sleep(0)
         self.most_in_flight = max(self.most_in_flight, *in_flight.values(), 0)
         await super().__call__(records)
 
@@ -179,11 +186,12 @@ def _serial(artifact, msgs, sizes) -> tuple[Sink, CountingStore]:
     return sink, store
 
 
-def _overlapped(artifact, msgs, sizes, inflight: int, cache: int, store: CountingStore
-                ) -> tuple[SlowSink, Pipeline, BatchSource, int]:
-    """Run the batches through ``run_batches`` until every offset is acked; a rewind seeks back
-    to the store's checkpoints as the worker's positioner does. Returns the rewinds made."""
-    sink = SlowSink()
+def _overlapped(artifact, msgs, sizes, inflight: int, cache: int, store: CountingStore,
+                ahead: int = 1) -> tuple[SlowSink, Pipeline, BatchSource, int]:
+    """Run the batches through ``run_batches`` until every offset is acked, each produce waiting
+    for ``ahead`` batches in flight; a rewind seeks back to the store's checkpoints as the
+    worker's positioner does. Returns the rewinds made."""
+    sink = SlowSink(ahead)
     pipeline = Pipeline(Engine(artifact, warmup_steps=0), store, sink, TOPICS,
                         Metrics(CollectorRegistry()), state_cache=cache)
     pipeline.positions.update({0: None, 1: None})
@@ -234,7 +242,8 @@ def test_overlapped_batches_give_exactly_the_serial_records_and_states(
     artifact, msgs, sizes = _setup(tmp_path, bundled_data)
     want, want_store = _serial(artifact, msgs, sizes)
     store = CountingStore()
-    sink, pipeline, source, rewinds = _overlapped(artifact, msgs, sizes, inflight, cache, store)
+    sink, pipeline, source, rewinds = _overlapped(artifact, msgs, sizes, inflight, cache, store,
+                                                  ahead=inflight if cache == 1000 else 1)
     assert sink.records == want.records  # delivered strictly in order: the same records
     assert store._data.keys() == want_store._data.keys()
     assert all(store._data[k][0] == want_store._data[k][0] for k in store._data)
