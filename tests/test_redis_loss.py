@@ -68,6 +68,18 @@ def final_predictions(records: list[dict]) -> list[dict]:
     return list(last.values())
 
 
+def assert_final_as_reference(art, artifact, records, sources, events: str, got: list[dict],
+                              states) -> list[dict]:
+    """The last prediction of each event and every saved state equal those of a clean run over
+    the same records; returns those last predictions."""
+    want_predictions, want_states = reference_run(art, records, sources, events)
+    final = final_predictions(got)
+    assert_predictions_match(final, want_predictions, threshold=3.0)
+    assert_states_equal(StateCodec(artifact.model.state_size, artifact.n_features), states,
+                        want_states)
+    return final
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_running_worker_rewinds_when_redis_comes_back_from_an_older_copy(
@@ -124,11 +136,8 @@ def test_a_running_worker_rewinds_when_redis_comes_back_from_an_older_copy(
     log = worker.log()
     assert code == 0, log[-3000:]
     assert log.count("partition sought back") == 2, log[-3000:]  # both were behind the copy
-    want_predictions, want_states = reference_run(art, records, sources, names["events"])
-    final = final_predictions(got)
-    assert_predictions_match(final, want_predictions, threshold=3.0)
-    codec = StateCodec(artifact.model.state_size, artifact.n_features)
-    assert_states_equal(codec, states, want_states)
+    final = assert_final_as_reference(art, artifact, records, sources, names["events"], got,
+                                      states)
     print(f"{len(records)} events; checkpoints {at_copy} at the copy, {len(sources)} at the end;"
           f" {len(got)} prediction records for {len(final)} events; rewinds logged "
           f"{log.count('partition sought back')}")
@@ -387,11 +396,8 @@ def test_a_failover_to_a_replica_paused_behind_its_master_rewinds_the_running_wo
     log = worker.log()
     assert code == 0, log[-3000:]
     assert log.count("partition sought back") == counted == len(lost), log[-3000:]
-    want_predictions, want_states = reference_run(art, records, sources, names["events"])
-    final = final_predictions(got)
-    assert_predictions_match(final, want_predictions, threshold=3.0)
-    codec = StateCodec(artifact.model.state_size, artifact.n_features)
-    assert_states_equal(codec, states, want_states)
+    final = assert_final_as_reference(art, artifact, records, sources, names["events"], got,
+                                      states)
     print(f"{len(records)} events; partition 0's checkpoint {at_drop} when the master dropped "
           f"its replica, {before_kill} at the kill, {restored} after the takeover; {len(got)} "
           f"prediction records for {len(final)} events; partitions {lost} on the failed master; "
